@@ -1,1 +1,6 @@
+//! End-to-end tests of envelope-runner against real parts: a Docker daemon, registries, an AWS
+//! emulator and git servers started by `scripts/test-env up`.
 
+mod build;
+mod push;
+mod source;

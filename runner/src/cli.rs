@@ -1,0 +1,290 @@
+//! Command-line interface: argument parsing and dispatch to the library.
+
+use crate::exit_codes;
+use crate::pipeline::{self, diagnostic::Diagnostics};
+use crate::plan::{self, PlanContext};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+/// Pipelines as code for containers on ECS: build with BuildKit, push to ECR by digest,
+/// approve, migrate and deploy, and roll back when a deploy fails.
+#[derive(Debug, Parser)]
+#[command(name = "envelope-runner", version, about, long_about = None, max_term_width = 100)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 a stage failed, 2 invalid input, 3 approval rejected or \
+timed out, 4 waiting (paused), 5 locked or superseded, 6 environment unusable, 7 store error, \
+130 cancelled."
+)]
+pub struct Cli {
+    /// Project root: the folder that holds pipelines/ (default: the current folder).
+    #[arg(long, global = true, value_name = "DIR", env = "ENVELOPE_PROJECT")]
+    pub project: Option<PathBuf>,
+
+    /// Colour in output: auto, always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check pipeline files and the buildspecs they use; report every problem with its place.
+    Validate {
+        /// Pipeline files (default: pipelines/*.yaml under the project root).
+        files: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Show exactly what a run would do: images, tags, tasks, services, commands. No network.
+    Plan {
+        /// Pipeline name (pipelines/<NAME>.yaml) or path to a pipeline file.
+        pipeline: String,
+        /// Branch, tag or commit to build.
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: String,
+        /// The commit the ref resolves to (40 hex characters), when known.
+        #[arg(long)]
+        sha: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Print the JSON Schema of pipeline files (point your editor's YAML support at it).
+    Schema {
+        /// Which schema: the pipeline file, the project defaults file, or a buildspec.
+        #[arg(value_enum, default_value_t = SchemaKind::Pipeline)]
+        kind: SchemaKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    Pipeline,
+    Defaults,
+    Buildspec,
+}
+
+/// Parse arguments and run; returns the process exit code.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit_codes::OK
+                }
+                _ => exit_codes::INVALID_INPUT,
+            };
+        }
+    };
+    let color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    };
+    let project = cli.project.clone().unwrap_or_else(|| PathBuf::from("."));
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    match cli.command {
+        Command::Validate { files, output } => {
+            validate(&project, &files, output, color, &mut stdout, &mut stderr)
+        }
+        Command::Plan {
+            pipeline,
+            git_ref,
+            sha,
+            output,
+        } => plan_command(
+            &project,
+            &pipeline,
+            git_ref,
+            sha,
+            output,
+            color,
+            &mut stdout,
+            &mut stderr,
+        ),
+        Command::Schema { kind } => {
+            let schema = match kind {
+                SchemaKind::Pipeline => pipeline::schema(),
+                SchemaKind::Defaults => pipeline::defaults_schema(),
+                SchemaKind::Buildspec => crate::buildspec::schema(),
+            };
+            let _ = writeln!(
+                stdout,
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            exit_codes::OK
+        }
+    }
+}
+
+fn report_diagnostics(diagnostics: &Diagnostics, color: bool, stderr: &mut dyn Write) {
+    let _ = write!(stderr, "{}", diagnostics.render(color));
+}
+
+fn validate(
+    project: &Path,
+    files: &[PathBuf],
+    output: OutputFormat,
+    color: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    let files = if files.is_empty() {
+        pipeline::list_pipelines(project)
+    } else {
+        files.to_vec()
+    };
+    if files.is_empty() {
+        let _ = writeln!(
+            stderr,
+            "error: no pipeline files in {}/{}: pass files, or run from the project root (or --project DIR)",
+            project.display(),
+            pipeline::PIPELINES_DIR
+        );
+        return exit_codes::INVALID_INPUT;
+    }
+    let mut all = Diagnostics::default();
+    let mut results = Vec::new();
+    for file in &files {
+        match pipeline::load(file) {
+            Ok(compiled) => {
+                results.push(serde_json::json!({
+                    "file": file.display().to_string(),
+                    "pipeline": compiled.name,
+                    "ok": true,
+                    "buildspecs": compiled.buildspecs.keys().collect::<Vec<_>>(),
+                }));
+                if output == OutputFormat::Text {
+                    let buildspecs = if compiled.buildspecs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (buildspecs: {})",
+                            compiled
+                                .buildspecs
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
+                    let _ = writeln!(
+                        stdout,
+                        "ok  {} → pipeline `{}`{buildspecs}",
+                        file.display(),
+                        compiled.name
+                    );
+                }
+            }
+            Err(diagnostics) => {
+                results.push(serde_json::json!({
+                    "file": file.display().to_string(),
+                    "ok": false,
+                    "errors": diagnostics.0.iter().map(|d| serde_json::json!({
+                        "file": d.source.path.display().to_string(),
+                        "line": d.position.line,
+                        "column": d.position.column,
+                        "message": d.message,
+                        "label": d.label,
+                        "help": d.help,
+                    })).collect::<Vec<_>>(),
+                }));
+                all.extend(diagnostics);
+            }
+        }
+    }
+    if output == OutputFormat::Json {
+        let _ = writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&results).unwrap_or_default()
+        );
+    }
+    if all.has_errors() {
+        if output == OutputFormat::Text {
+            report_diagnostics(&all, color, stderr);
+        }
+        exit_codes::INVALID_INPUT
+    } else {
+        exit_codes::OK
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_command(
+    project: &Path,
+    name: &str,
+    git_ref: String,
+    sha: Option<String>,
+    output: OutputFormat,
+    color: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    let path = match pipeline::find(project, name) {
+        Ok(path) => path,
+        Err(message) => {
+            let _ = writeln!(stderr, "error: {message}");
+            return exit_codes::INVALID_INPUT;
+        }
+    };
+    let compiled = match pipeline::load(&path) {
+        Ok(compiled) => compiled,
+        Err(diagnostics) => {
+            report_diagnostics(&diagnostics, color, stderr);
+            return exit_codes::INVALID_INPUT;
+        }
+    };
+    let env = compiled
+        .pipeline
+        .env
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
+        .collect();
+    let context = PlanContext {
+        git_ref,
+        sha,
+        env,
+        ..PlanContext::default()
+    };
+    match plan::plan(&compiled, &context) {
+        Ok(plan) => {
+            let _ = match output {
+                OutputFormat::Json => writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::to_string_pretty(&plan).unwrap_or_default()
+                ),
+                OutputFormat::Text => write!(stdout, "{}", plan.render_text()),
+            };
+            exit_codes::OK
+        }
+        Err(error) => {
+            let _ = writeln!(stderr, "error: {error}");
+            exit_codes::INVALID_INPUT
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Pipelines as code: load files, parse with locations, check structure and meaning.
+//!
+//! `load` is the only function here that touches the file system; `compile` is a pure
+//! function of the file texts. Errors come back all at once as `Diagnostics`.
+
+pub mod diagnostic;
+pub mod duration;
+pub mod model;
+pub mod names;
+pub mod structure;
+pub mod template;
+pub mod validate;
+pub mod yaml;
+
+use crate::buildspec::{self, Buildspec};
+use diagnostic::{Diagnostic, Diagnostics, SourceFile};
+use model::{Aws, Pipeline, ProjectDefaults, Stage};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use yaml::{Node, PathSegment};
+
+/// The project defaults file, next to `pipelines/`.
+pub const DEFAULTS_FILE: &str = "envelope.yaml";
+/// Where pipelines live, relative to the project root.
+pub const PIPELINES_DIR: &str = "pipelines";
+
+/// A pipeline that passed every check, with everything plan needs.
+#[derive(Debug, Clone)]
+pub struct CompiledPipeline {
+    pub name: String,
+    pub file: SourceFile,
+    pub tree: Node,
+    pub pipeline: Pipeline,
+    /// Pipeline `aws:` over project defaults.
+    pub aws: Aws,
+    /// Buildspecs by the path the pipeline wrote.
+    pub buildspecs: BTreeMap<String, Buildspec>,
+    pub project_root: PathBuf,
+}
+
+/// The texts `compile` needs: the pipeline file, the defaults file and the buildspecs the
+/// pipeline names (absent when the file does not exist).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub pipeline: SourceFile,
+    pub defaults: Option<SourceFile>,
+    pub buildspecs: BTreeMap<String, Option<SourceFile>>,
+    pub project_root: PathBuf,
+}
+
+/// JSON Schema of pipeline files.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Pipeline)).expect("schema serializes")
+}
+
+/// JSON Schema of the project defaults file.
+pub fn defaults_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ProjectDefaults)).expect("schema serializes")
+}
+
+/// The project root of a pipeline file: the folder above `pipelines/`, or the file's folder.
+pub fn project_root_of(path: &Path) -> PathBuf {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let folder = if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    };
+    if folder.file_name().is_some_and(|name| name == PIPELINES_DIR) {
+        let root = folder.parent().unwrap_or(Path::new("."));
+        if root.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            root.to_path_buf()
+        }
+    } else {
+        folder.to_path_buf()
+    }
+}
+
+/// The pipeline name a file gets when it sets none: its stem.
+pub fn name_from_path(path: &Path) -> String {
+    path.file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Find `pipelines/<name>.yaml` (or `.yml`) under a project root, or take a path as given.
+pub fn find(project_root: &Path, name_or_path: &str) -> Result<PathBuf, String> {
+    let as_path = Path::new(name_or_path);
+    if name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml") {
+        return if as_path.is_file() {
+            Ok(as_path.to_path_buf())
+        } else {
+            Err(format!("no pipeline file at {name_or_path}"))
+        };
+    }
+    for extension in ["yaml", "yml"] {
+        let candidate = if project_root == Path::new(".") {
+            PathBuf::from(PIPELINES_DIR)
+        } else {
+            project_root.join(PIPELINES_DIR)
+        }
+        .join(format!("{name_or_path}.{extension}"));
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    let known = list_pipelines(project_root)
+        .iter()
+        .map(|path| name_from_path(path))
+        .collect::<Vec<_>>();
+    let hint = match diagnostic::suggest(name_or_path, known.iter().map(String::as_str)) {
+        Some(candidate) => format!("; did you mean `{candidate}`?"),
+        None if known.is_empty() => format!(
+            "; there is no {PIPELINES_DIR}/ folder in {}: run from the project root or pass --project",
+            project_root.display()
+        ),
+        None => format!("; known pipelines: {}", known.join(", ")),
+    };
+    Err(format!(
+        "no pipeline `{name_or_path}` in {}/{PIPELINES_DIR}{hint}",
+        project_root.display()
+    ))
+}
+
+/// Every `*.yaml` / `*.yml` in `<root>/pipelines`, sorted.
+pub fn list_pipelines(project_root: &Path) -> Vec<PathBuf> {
+    let folder = if project_root == Path::new(".") {
+        PathBuf::from(PIPELINES_DIR)
+    } else {
+        project_root.join(PIPELINES_DIR)
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Read a pipeline file and everything it refers to, then compile it.
+pub fn load(path: &Path) -> Result<CompiledPipeline, Diagnostics> {
+    let sources = read_sources(path)?;
+    compile(&sources)
+}
+
+/// The file I/O half of `load`.
+pub fn read_sources(path: &Path) -> Result<Sources, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        let mut diagnostics = Diagnostics::default();
+        diagnostics.push(
+            Diagnostic::error(
+                &SourceFile::new(path, ""),
+                yaml::Position::default(),
+                format!("cannot read {}: {error}", path.display()),
+            )
+            .with_help("check the path; pipelines live in pipelines/<name>.yaml"),
+        );
+        diagnostics
+    })?;
+    let pipeline = SourceFile::new(path, text);
+    let project_root = project_root_of(path);
+    let defaults_path = project_root.join(DEFAULTS_FILE);
+    let defaults = std::fs::read_to_string(&defaults_path)
+        .ok()
+        .map(|text| SourceFile::new(display_relative(&defaults_path), text));
+    let mut buildspecs = BTreeMap::new();
+    if let Ok(tree) = yaml::parse(&pipeline.text) {
+        for path_written in buildspec_references(&tree)
+            .into_iter()
+            .map(|(_, path)| path)
+        {
+            let full = project_root.join(&path_written);
+            let source = std::fs::read_to_string(&full)
+                .ok()
+                .map(|text| SourceFile::new(display_relative(&full), text));
+            buildspecs.insert(path_written, source);
+        }
+    }
+    Ok(Sources {
+        pipeline,
+        defaults,
+        buildspecs,
+        project_root,
+    })
+}
+
+fn display_relative(path: &Path) -> PathBuf {
+    path.strip_prefix("./").unwrap_or(path).to_path_buf()
+}
+
+/// `(position, path)` of each `buildspec:` a pipeline tree names.
+fn buildspec_references(tree: &Node) -> Vec<(yaml::Position, String)> {
+    let mut found = Vec::new();
+    if let Some(Node {
+        value: yaml::Value::Sequence(stages),
+        ..
+    }) = tree.get("stages")
+    {
+        for stage in stages {
+            if let Some(build) = stage.get("build")
+                && let Some(Node {
+                    value: yaml::Value::String(path),
+                    position,
+                }) = build.get("buildspec")
+            {
+                found.push((*position, path.clone()));
+            }
+        }
+    }
+    found
+}
+
+/// Parse and check a pipeline and its buildspecs. Pure.
+pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
+    let file = &sources.pipeline;
+    let mut diagnostics = Diagnostics::default();
+    let tree = match yaml::parse(&file.text) {
+        Ok(tree) => tree,
+        Err(error) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    error.position,
+                    format!("invalid YAML: {}", error.message),
+                )
+                .with_help(
+                    "fix the YAML syntax first; check indentation and unclosed brackets or quotes",
+                ),
+            );
+            return Err(diagnostics);
+        }
+    };
+    if !matches!(tree.value, yaml::Value::Mapping(_)) {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                tree.position,
+                format!(
+                    "a pipeline file must be a mapping, found {}",
+                    tree.kind_name()
+                ),
+            )
+            .with_help("start with `source:` and `stages:`"),
+        );
+        return Err(diagnostics);
+    }
+    diagnostics.extend(structure::check(&tree, &schema(), file));
+
+    let mut defaults = ProjectDefaults::default();
+    if let Some(defaults_file) = &sources.defaults {
+        match compile_defaults(defaults_file) {
+            Ok(parsed) => defaults = parsed,
+            Err(errors) => diagnostics.extend(errors),
+        }
+    }
+
+    let mut buildspecs = BTreeMap::new();
+    for (position, path) in buildspec_references(&tree) {
+        match sources.buildspecs.get(&path) {
+            Some(Some(source)) => match buildspec::compile(source) {
+                Ok(spec) => {
+                    buildspecs.insert(path, spec);
+                }
+                Err(errors) => diagnostics.extend(errors),
+            },
+            _ => diagnostics.push(
+                Diagnostic::error(file, position, format!("no buildspec at `{path}`"))
+                    .with_label("file not found")
+                    .with_help(format!(
+                        "buildspec paths are relative to the project root ({}); check the name",
+                        sources.project_root.display()
+                    )),
+            ),
+        }
+    }
+
+    if diagnostics.has_errors() {
+        diagnostics.sort();
+        return Err(diagnostics);
+    }
+    let pipeline: Pipeline = match serde_json::from_value(tree.to_json()) {
+        Ok(pipeline) => pipeline,
+        Err(error) => {
+            diagnostics.push(Diagnostic::error(
+                file,
+                tree.position,
+                format!("cannot read the pipeline: {error}"),
+            ));
+            return Err(diagnostics);
+        }
+    };
+    let name = pipeline
+        .name
+        .clone()
+        .unwrap_or_else(|| name_from_path(&file.path));
+    diagnostics.extend(validate::check(&pipeline, &name, &tree, file));
+    let aws = merge_aws(defaults.aws.as_ref(), pipeline.aws.as_ref());
+    if needs_aws(&pipeline) && aws.region.is_none() {
+        diagnostics.push(
+            Diagnostic::error(file, tree.position, "no AWS region is set").with_help(format!(
+                "add `aws: {{ region: eu-west-2 }}` to the pipeline or to {DEFAULTS_FILE}"
+            )),
+        );
+    }
+    if diagnostics.has_errors() {
+        diagnostics.sort();
+        return Err(diagnostics);
+    }
+    Ok(CompiledPipeline {
+        name,
+        file: file.clone(),
+        tree,
+        pipeline,
+        aws,
+        buildspecs,
+        project_root: sources.project_root.clone(),
+    })
+}
+
+fn compile_defaults(source: &SourceFile) -> Result<ProjectDefaults, Diagnostics> {
+    let mut diagnostics = Diagnostics::default();
+    let tree = yaml::parse(&source.text).map_err(|error| {
+        let mut diagnostics = Diagnostics::default();
+        diagnostics.push(Diagnostic::error(
+            source,
+            error.position,
+            format!("invalid YAML: {}", error.message),
+        ));
+        diagnostics
+    })?;
+    if matches!(tree.value, yaml::Value::Null) {
+        return Ok(ProjectDefaults::default());
+    }
+    diagnostics.extend(structure::check(&tree, &defaults_schema(), source));
+    if diagnostics.has_errors() {
+        return Err(diagnostics);
+    }
+    serde_json::from_value(tree.to_json()).map_err(|error| {
+        diagnostics.push(Diagnostic::error(source, tree.position, error.to_string()));
+        diagnostics
+    })
+}
+
+fn merge_aws(defaults: Option<&Aws>, pipeline: Option<&Aws>) -> Aws {
+    let defaults = defaults.cloned().unwrap_or_default();
+    let pipeline = pipeline.cloned().unwrap_or_default();
+    Aws {
+        region: pipeline.region.or(defaults.region),
+        account: pipeline.account.or(defaults.account),
+        registry: pipeline.registry.or(defaults.registry),
+    }
+}
+
+fn needs_aws(pipeline: &Pipeline) -> bool {
+    pipeline
+        .stages
+        .iter()
+        .any(|stage| matches!(stage, Stage::Migrate(_) | Stage::Deploy(_)))
+}
+
+impl CompiledPipeline {
+    /// Position of a path in the pipeline file, for annotations.
+    pub fn position_of(&self, path: &[PathSegment]) -> yaml::Position {
+        self.tree
+            .at_path(path)
+            .map(|node| node.position)
+            .unwrap_or(self.tree.position)
+    }
+}

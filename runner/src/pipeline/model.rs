@@ -1,0 +1,264 @@
+//! The pipeline file format: what users write in `pipelines/*.yaml`.
+//!
+//! These types are the single source of truth for the format: `envelope-runner schema` derives
+//! the JSON Schema from them, the structural check validates against that schema, and the
+//! typed value is decoded from the same tree. Strings may hold `${...}` variables (see
+//! `template`); durations are strings like `30m` or `7d` (see `duration`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A pipeline: where the code comes from and the stages a release goes through.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "envelope-runner pipeline")]
+pub struct Pipeline {
+    /// Pipeline name; defaults to the file name without `.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What this pipeline ships, for people reading the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the code comes from (the source stage always runs first).
+    pub source: Source,
+    /// AWS region, account and registry; fills in what `envelope.yaml` does not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<Aws>,
+    /// Environment variables that strings may read as `${env.NAME}`; only these are allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// What happens when a second run of this pipeline starts while one is past the approval
+    /// gate: `queued` (wait your turn, the default) or `superseded` (a newer run cancels an
+    /// older one still before the gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// The stages, in order.
+    pub stages: Vec<Stage>,
+}
+
+/// The repository a pipeline builds from.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// GitHub `owner/repo`, or any git URL (https://, file://, ssh is not supported yet).
+    pub repository: String,
+    /// The branch a run without a release tag builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Release tag patterns (globs such as `v*`) that start this pipeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Name of the environment variable that holds the HTTPS token (default `GITHUB_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Check out git submodules too (default true when the repository has them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submodules: Option<bool>,
+}
+
+/// AWS settings shared by all stages of a pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Aws {
+    /// AWS region, for example `eu-west-2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// 12-digit AWS account id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Image registry host; defaults to `<account>.dkr.ecr.<region>.amazonaws.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+}
+
+/// How concurrent runs of one pipeline are handled past the approval gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    Queued,
+    Superseded,
+}
+
+/// One stage. Written as a single-key mapping: `- build: {...}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Build an image with BuildKit and push it; later stages use its digest.
+    Build(BuildStage),
+    /// Wait for a person to approve or reject the release.
+    Approval(ApprovalStage),
+    /// Run a one-off ECS task (for example database migrations) with the new image.
+    Migrate(MigrateStage),
+    /// Roll ECS services to the new image; roll the release back if that fails.
+    Deploy(DeployStage),
+}
+
+/// Build an image and push it to the registry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildStage {
+    /// Stage name; defaults to `build`. Needed when a pipeline has more than one build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Image repository name (for example `envelope-api`), pushed to the pipeline's registry.
+    pub image: String,
+    /// Dockerfile path, relative to the context (default `Dockerfile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+    /// Build context directory, relative to the repository root (default `.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Multi-stage build target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Target platform, for example `linux/amd64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Build arguments (`ARG` values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_args: BTreeMap<String, String>,
+    /// BuildKit secrets, mounted with `RUN --mount=type=secret,id=...`; never stored in a layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<BuildSecret>,
+    /// Tags of earlier images to reuse layers from (default: `latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_from: Option<Vec<String>>,
+    /// Tags to push (default: `${git.sha}` and `latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Extra image labels; OCI revision, source, version and created labels are always set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// A CodeBuild buildspec (version 0.2) whose phases run around the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildspec: Option<String>,
+    /// Create the repository in ECR when it does not exist (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_repository: Option<bool>,
+}
+
+/// Where a BuildKit secret's value comes from: exactly one of `env`, `file`, `aws_secret`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSecret {
+    /// The id a Dockerfile mounts: `RUN --mount=type=secret,id=<id>`.
+    pub id: String,
+    /// Read the value from this environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Read the value from this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Read the value from this AWS Secrets Manager secret (name or ARN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret: Option<String>,
+}
+
+/// Wait for a person to approve the release.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalStage {
+    /// Stage name; defaults to `approval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How long to wait before failing closed (default `7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Whom to tell when the gate opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+/// Notifications sent when an approval gate opens.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// SNS topic ARN to publish to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns: Option<String>,
+    /// URL that receives a JSON POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+/// Run a one-off ECS task with the new image, borrowing a service's task definition and network.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateStage {
+    /// Stage name; defaults to `migrate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// ECS cluster name.
+    pub cluster: String,
+    /// Service whose task definition and network configuration the task uses.
+    pub service: String,
+    /// Container in the task definition that runs the command.
+    pub container: String,
+    /// Command to run, as a list of arguments.
+    pub command: Vec<String>,
+    /// How long the task may take (default `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// Roll ECS services to the new image.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployStage {
+    /// Stage name; defaults to `deploy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// ECS cluster name.
+    pub cluster: String,
+    /// Services that move together; all are rolled back if one fails.
+    pub services: Vec<String>,
+    /// How long the rollout may take (default `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// What to do when the rollout fails: `rollback` (default) or `stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+}
+
+/// What a failed deploy does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Put every service of the release back on the revision it ran before.
+    Rollback,
+    /// Leave the services as they are and fail the run.
+    Stop,
+}
+
+/// Project-wide defaults, from `envelope.yaml` next to `pipelines/`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "envelope-runner project defaults")]
+pub struct ProjectDefaults {
+    /// AWS settings every pipeline inherits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<Aws>,
+}
+
+impl Stage {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Stage::Build(_) => "build",
+            Stage::Approval(_) => "approval",
+            Stage::Migrate(_) => "migrate",
+            Stage::Deploy(_) => "deploy",
+        }
+    }
+
+    /// The stage's name: its `name`, or its kind.
+    pub fn name(&self) -> &str {
+        let name = match self {
+            Stage::Build(stage) => &stage.name,
+            Stage::Approval(stage) => &stage.name,
+            Stage::Migrate(stage) => &stage.name,
+            Stage::Deploy(stage) => &stage.name,
+        };
+        name.as_deref().unwrap_or(self.kind())
+    }
+}

@@ -1,0 +1,159 @@
+//! Shapes of names users write: pipelines, stages, environment variables, image repositories
+//! and tags, git repositories, AWS regions.
+
+use regex::Regex;
+use std::sync::LazyLock;
+
+static PIPELINE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,62}$").unwrap());
+static STAGE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,62}$").unwrap());
+static ENV_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").unwrap());
+static REGION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$").unwrap());
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").unwrap());
+/// Docker's repository path component grammar.
+static REPOSITORY_COMPONENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$").unwrap());
+static GITHUB_REPOSITORY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$").unwrap());
+
+pub fn is_pipeline_name(name: &str) -> bool {
+    PIPELINE_NAME.is_match(name)
+}
+
+pub fn is_stage_name(name: &str) -> bool {
+    STAGE_NAME.is_match(name)
+}
+
+pub fn is_env_name(name: &str) -> bool {
+    ENV_NAME.is_match(name)
+}
+
+pub fn is_region(name: &str) -> bool {
+    REGION.is_match(name)
+}
+
+/// An image tag, as the registry accepts it.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    if tag.is_empty() {
+        return Err("it is empty".into());
+    }
+    if tag.len() > 128 {
+        return Err("it is longer than 128 characters".into());
+    }
+    if let Some(bad) = tag
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c)))
+    {
+        return Err(format!("`{bad}` is not allowed in a tag"));
+    }
+    if !TAG.is_match(tag) {
+        return Err("a tag cannot start with `.` or `-`".into());
+    }
+    Ok(())
+}
+
+/// An image repository name without registry host (`envelope-api`, `team/app`).
+pub fn check_repository_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.contains('@') || name.contains(':') {
+        return Err("give the repository name only, without a tag, digest or registry".into());
+    }
+    if name.len() > 255 {
+        return Err("it is longer than 255 characters".into());
+    }
+    for component in name.split('/') {
+        if !REPOSITORY_COMPONENT.is_match(component) {
+            return Err(format!(
+                "`{component}` has characters a repository name cannot have"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A git source: GitHub `owner/repo`, an http(s) or file URL, or an absolute path.
+pub fn check_repository(text: &str) -> Result<(), String> {
+    if GITHUB_REPOSITORY.is_match(text) {
+        return Ok(());
+    }
+    for scheme in ["https://", "http://", "file://"] {
+        if let Some(rest) = text.strip_prefix(scheme) {
+            return if rest.is_empty() || rest.contains(char::is_whitespace) {
+                Err(format!("`{text}` is not a valid git URL"))
+            } else {
+                Ok(())
+            };
+        }
+    }
+    if text.starts_with('/') {
+        return Ok(());
+    }
+    if text.starts_with("git@") || text.starts_with("ssh://") {
+        return Err(format!(
+            "`{text}` is an SSH URL; only HTTPS (with a token) and file URLs are supported"
+        ));
+    }
+    Err(format!(
+        "`{text}` is neither GitHub `owner/repo` nor a git URL"
+    ))
+}
+
+/// The clone URL of a repository setting.
+pub fn clone_url(repository: &str) -> String {
+    if GITHUB_REPOSITORY.is_match(repository) {
+        format!("https://github.com/{repository}.git")
+    } else {
+        repository.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        for good in ["v1.2.3", "latest", "abc1234", "_x", "1.0"] {
+            assert!(check_tag(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", ".x", "v1:2", "has space", &"x".repeat(129)] {
+            assert!(check_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repository_names() {
+        for good in ["envelope-api", "team/app", "a.b_c", "a__b"] {
+            assert!(check_repository_name(good).is_ok(), "{good}");
+        }
+        for bad in ["Envelope", "api:latest", "-api", "a//b", ""] {
+            assert!(check_repository_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn git_repositories() {
+        assert!(check_repository("epactltd/api").is_ok());
+        assert!(check_repository("https://git.example.com/a/b.git").is_ok());
+        assert!(check_repository("file:///srv/git/api.git").is_ok());
+        assert!(check_repository("git@github.com:a/b.git").is_err());
+        assert!(check_repository("not a repo").is_err());
+        assert_eq!(
+            clone_url("epactltd/api"),
+            "https://github.com/epactltd/api.git"
+        );
+    }
+
+    #[test]
+    fn regions() {
+        assert!(is_region("eu-west-2"));
+        assert!(is_region("us-gov-west-1"));
+        assert!(!is_region("europe"));
+    }
+}

@@ -1,0 +1,709 @@
+//! Plan: a compiled pipeline plus the trigger becomes the exact list of steps a run takes.
+//!
+//! Pure and synchronous: the git ref, sha, run id, time and environment come in as a
+//! `PlanContext`; nothing is read from the machine. Values a run learns later (the image
+//! digest) stay visible placeholders such as `<build.digest>`.
+
+use crate::pipeline::model::{Concurrency, OnFailure, Stage};
+use crate::pipeline::{CompiledPipeline, duration, names, template};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Default waiting time of an approval gate.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default time a migration task or a deploy may take.
+pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Environment variable that holds the git token when the pipeline names none.
+pub const DEFAULT_TOKEN_ENV: &str = "GITHUB_TOKEN";
+
+/// What triggered the run: everything plan may not look up itself.
+#[derive(Debug, Clone, Default)]
+pub struct PlanContext {
+    /// Branch, tag, full ref or sha to build.
+    pub git_ref: String,
+    /// The resolved commit, when known.
+    pub sha: Option<String>,
+    pub run_id: Option<String>,
+    /// Run start time, RFC 3339.
+    pub created: Option<String>,
+    /// Values of the environment variables the pipeline declares.
+    pub env: BTreeMap<String, String>,
+    /// AWS account, when learned from STS and not set in the pipeline.
+    pub account: Option<String>,
+}
+
+/// The resolved steps of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub pipeline: String,
+    pub file: String,
+    pub run_id: Option<String>,
+    pub trigger: Trigger,
+    pub aws: AwsPlan,
+    pub concurrency: Concurrency,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trigger {
+    pub git_ref: String,
+    pub sha: Option<String>,
+    pub short_sha: Option<String>,
+    pub tag: Option<String>,
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AwsPlan {
+    pub region: Option<String>,
+    pub account: Option<String>,
+    pub registry: String,
+}
+
+/// One step. Each build stage is followed by its push step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    Source(SourceStep),
+    Build(BuildStep),
+    Push(PushStep),
+    Approval(ApprovalStep),
+    Migrate(MigrateStep),
+    Deploy(DeployStep),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceStep {
+    pub name: String,
+    pub url: String,
+    pub reference: String,
+    pub expected_sha: Option<String>,
+    pub token_env: String,
+    pub submodules: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildStep {
+    pub name: String,
+    /// `registry/repository`.
+    pub repository: String,
+    pub image_name: String,
+    pub context: String,
+    pub dockerfile: String,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub secrets: Vec<SecretRef>,
+    pub labels: BTreeMap<String, String>,
+    pub cache_from: Vec<String>,
+    pub tags: Vec<String>,
+    pub buildspec: Option<BuildspecPlan>,
+    pub create_repository: bool,
+}
+
+/// A BuildKit secret: where its value comes from, never the value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecretRef {
+    pub id: String,
+    /// `env:NAME`, `file:PATH` or `aws_secret:ID`.
+    pub from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildspecPlan {
+    pub path: String,
+    pub phases: Vec<String>,
+    pub exported_variables: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PushStep {
+    pub name: String,
+    pub build: String,
+    pub repository: String,
+    pub tags: Vec<String>,
+    /// What later stages deploy: `repository@<digest>`.
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalStep {
+    pub name: String,
+    pub timeout: String,
+    pub timeout_seconds: u64,
+    pub notify_sns: Option<String>,
+    pub notify_webhook: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrateStep {
+    pub name: String,
+    pub cluster: String,
+    pub service: String,
+    pub container: String,
+    pub command: Vec<String>,
+    /// Images swapped into the task definition, by repository.
+    pub images: Vec<String>,
+    pub timeout: String,
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeployStep {
+    pub name: String,
+    pub cluster: String,
+    pub services: Vec<String>,
+    pub images: Vec<String>,
+    pub timeout: String,
+    pub timeout_seconds: u64,
+    pub on_failure: OnFailure,
+}
+
+impl Step {
+    pub fn name(&self) -> &str {
+        match self {
+            Step::Source(step) => &step.name,
+            Step::Build(step) => &step.name,
+            Step::Push(step) => &step.name,
+            Step::Approval(step) => &step.name,
+            Step::Migrate(step) => &step.name,
+            Step::Deploy(step) => &step.name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Source(_) => "source",
+            Step::Build(_) => "build",
+            Step::Push(_) => "push",
+            Step::Approval(_) => "approval",
+            Step::Migrate(_) => "migrate",
+            Step::Deploy(_) => "deploy",
+        }
+    }
+}
+
+/// A plan that cannot be made for this trigger.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "stage `{stage}` uses `${{release.tag}}` but `{git_ref}` is not a release tag{patterns}; \
+         run with --ref set to a tag"
+    )]
+    NoReleaseTag {
+        stage: String,
+        git_ref: String,
+        patterns: String,
+    },
+    #[error("`{0}` is not a 40-character hexadecimal commit sha")]
+    BadSha(String),
+    #[error(
+        "stage `{stage}` reads `${{env.{variable}}}` but {variable} is not set in the environment"
+    )]
+    MissingEnv { stage: String, variable: String },
+    #[error("image tag `{tag}` of stage `{stage}` is not valid after substitution: {problem}")]
+    BadTag {
+        stage: String,
+        tag: String,
+        problem: String,
+    },
+}
+
+/// The name of a build stage's push step.
+pub fn push_step_name(build: &str) -> String {
+    if build == "build" {
+        "push".to_owned()
+    } else {
+        format!("{build}-push")
+    }
+}
+
+/// Make the plan. Pure.
+pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, PlanError> {
+    let pipeline = &compiled.pipeline;
+    if let Some(sha) = &context.sha
+        && !(sha.len() == 40 && sha.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(PlanError::BadSha(sha.clone()));
+    }
+    let trigger = trigger_of(compiled, context);
+    let account = compiled
+        .aws
+        .account
+        .clone()
+        .or_else(|| context.account.clone());
+    let registry = compiled.aws.registry.clone().unwrap_or_else(|| {
+        format!(
+            "{}.dkr.ecr.{}.amazonaws.com",
+            account.clone().unwrap_or_else(|| "<aws.account>".into()),
+            compiled
+                .aws
+                .region
+                .clone()
+                .unwrap_or_else(|| "<aws.region>".into())
+        )
+    });
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    values.insert("git.ref".into(), trigger.git_ref.clone());
+    values.insert("pipeline.name".into(), compiled.name.clone());
+    values.insert("aws.registry".into(), registry.clone());
+    for (name, value) in [
+        ("release.tag", &trigger.tag),
+        ("git.sha", &trigger.sha),
+        ("git.short_sha", &trigger.short_sha),
+        ("git.branch", &trigger.branch),
+        ("run.id", &context.run_id),
+        ("aws.region", &compiled.aws.region),
+        ("aws.account", &account),
+    ] {
+        if let Some(value) = value {
+            values.insert(name.into(), value.clone());
+        }
+    }
+    for (name, value) in &context.env {
+        values.insert(format!("env.{name}"), value.clone());
+    }
+
+    let builds: Vec<String> = pipeline
+        .stages
+        .iter()
+        .filter(|stage| matches!(stage, Stage::Build(_)))
+        .map(|stage| stage.name().to_owned())
+        .collect();
+    let mut images_so_far: Vec<String> = Vec::new();
+    let mut steps = vec![Step::Source(SourceStep {
+        name: "source".into(),
+        url: names::clone_url(&pipeline.source.repository),
+        reference: trigger.git_ref.clone(),
+        expected_sha: trigger.sha.clone(),
+        token_env: pipeline
+            .source
+            .token_env
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TOKEN_ENV.into()),
+        submodules: pipeline.source.submodules.unwrap_or(true),
+    })];
+
+    for stage in &pipeline.stages {
+        let stage_name = stage.name().to_owned();
+        let render = |text: &str| -> Result<String, PlanError> {
+            render_text(text, &stage_name, &values, &trigger, compiled, &builds)
+        };
+        match stage {
+            Stage::Build(build) => {
+                let repository = format!("{registry}/{}", build.image);
+                let tags_written = build
+                    .tags
+                    .clone()
+                    .unwrap_or_else(|| vec!["${git.sha}".into(), "latest".into()]);
+                let mut tags = Vec::new();
+                for tag in &tags_written {
+                    let tag = render(tag)?;
+                    if !tag.contains('<')
+                        && let Err(problem) = names::check_tag(&tag)
+                    {
+                        return Err(PlanError::BadTag {
+                            stage: stage_name.clone(),
+                            tag,
+                            problem,
+                        });
+                    }
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+                let cache_from = build
+                    .cache_from
+                    .clone()
+                    .unwrap_or_else(|| vec!["latest".into()])
+                    .iter()
+                    .map(|entry| {
+                        let entry = render(entry)?;
+                        Ok(if entry.contains('/') {
+                            entry
+                        } else {
+                            format!("{repository}:{entry}")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, PlanError>>()?;
+                let mut labels = BTreeMap::new();
+                labels.insert(
+                    "org.opencontainers.image.source".to_string(),
+                    public_url(&names::clone_url(&pipeline.source.repository)),
+                );
+                labels.insert(
+                    "org.opencontainers.image.revision".to_string(),
+                    trigger.sha.clone().unwrap_or_else(|| "<git.sha>".into()),
+                );
+                labels.insert(
+                    "org.opencontainers.image.version".to_string(),
+                    trigger
+                        .tag
+                        .clone()
+                        .or_else(|| trigger.short_sha.clone())
+                        .unwrap_or_else(|| "<git.short_sha>".into()),
+                );
+                labels.insert(
+                    "org.opencontainers.image.created".to_string(),
+                    context
+                        .created
+                        .clone()
+                        .unwrap_or_else(|| "<run start>".into()),
+                );
+                for (key, value) in &build.labels {
+                    labels.insert(key.clone(), render(value)?);
+                }
+                let build_args = build
+                    .build_args
+                    .iter()
+                    .map(|(key, value)| Ok((key.clone(), render(value)?)))
+                    .collect::<Result<BTreeMap<_, _>, PlanError>>()?;
+                let buildspec = build.buildspec.as_ref().map(|path| {
+                    let spec = compiled.buildspecs.get(path);
+                    BuildspecPlan {
+                        path: path.clone(),
+                        phases: spec
+                            .map(|spec| {
+                                spec.phases
+                                    .in_order()
+                                    .iter()
+                                    .map(|(name, _)| name.to_string())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        exported_variables: spec
+                            .and_then(|spec| spec.env.as_ref())
+                            .map(|env| env.exported_variables.clone())
+                            .unwrap_or_default(),
+                    }
+                });
+                let image = format!("{repository}@<{stage_name}.digest>");
+                images_so_far.push(image.clone());
+                steps.push(Step::Build(BuildStep {
+                    name: stage_name.clone(),
+                    repository: repository.clone(),
+                    image_name: build.image.clone(),
+                    context: build.context.clone().unwrap_or_else(|| ".".into()),
+                    dockerfile: build
+                        .dockerfile
+                        .clone()
+                        .unwrap_or_else(|| "Dockerfile".into()),
+                    target: build.target.clone(),
+                    platform: build.platform.clone(),
+                    build_args,
+                    secrets: build
+                        .secrets
+                        .iter()
+                        .map(|secret| SecretRef {
+                            id: secret.id.clone(),
+                            from: match (&secret.env, &secret.file, &secret.aws_secret) {
+                                (Some(env), _, _) => format!("env:{env}"),
+                                (_, Some(file), _) => format!("file:{file}"),
+                                (_, _, Some(id)) => format!("aws_secret:{id}"),
+                                _ => String::new(),
+                            },
+                        })
+                        .collect(),
+                    labels,
+                    cache_from,
+                    tags: tags.clone(),
+                    buildspec,
+                    create_repository: build.create_repository.unwrap_or(false),
+                }));
+                steps.push(Step::Push(PushStep {
+                    name: push_step_name(&stage_name),
+                    build: stage_name.clone(),
+                    repository,
+                    tags,
+                    image,
+                }));
+            }
+            Stage::Approval(approval) => {
+                let timeout = timeout_of(approval.timeout.as_deref(), DEFAULT_APPROVAL_TIMEOUT);
+                steps.push(Step::Approval(ApprovalStep {
+                    name: stage_name.clone(),
+                    timeout: duration::format(timeout),
+                    timeout_seconds: timeout.as_secs(),
+                    notify_sns: approval
+                        .notify
+                        .as_ref()
+                        .and_then(|n| n.sns.as_deref())
+                        .map(render)
+                        .transpose()?,
+                    notify_webhook: approval
+                        .notify
+                        .as_ref()
+                        .and_then(|n| n.webhook.as_deref())
+                        .map(render)
+                        .transpose()?,
+                }));
+            }
+            Stage::Migrate(migrate) => {
+                let timeout = timeout_of(migrate.timeout.as_deref(), DEFAULT_STAGE_TIMEOUT);
+                steps.push(Step::Migrate(MigrateStep {
+                    name: stage_name.clone(),
+                    cluster: render(&migrate.cluster)?,
+                    service: render(&migrate.service)?,
+                    container: render(&migrate.container)?,
+                    command: migrate
+                        .command
+                        .iter()
+                        .map(|arg| render(arg))
+                        .collect::<Result<_, _>>()?,
+                    images: images_so_far.clone(),
+                    timeout: duration::format(timeout),
+                    timeout_seconds: timeout.as_secs(),
+                }));
+            }
+            Stage::Deploy(deploy) => {
+                let timeout = timeout_of(deploy.timeout.as_deref(), DEFAULT_STAGE_TIMEOUT);
+                steps.push(Step::Deploy(DeployStep {
+                    name: stage_name.clone(),
+                    cluster: render(&deploy.cluster)?,
+                    services: deploy
+                        .services
+                        .iter()
+                        .map(|service| render(service))
+                        .collect::<Result<_, _>>()?,
+                    images: images_so_far.clone(),
+                    timeout: duration::format(timeout),
+                    timeout_seconds: timeout.as_secs(),
+                    on_failure: deploy.on_failure.unwrap_or(OnFailure::Rollback),
+                }));
+            }
+        }
+    }
+    Ok(Plan {
+        pipeline: compiled.name.clone(),
+        file: compiled.file.path.display().to_string(),
+        run_id: context.run_id.clone(),
+        trigger,
+        aws: AwsPlan {
+            region: compiled.aws.region.clone(),
+            account,
+            registry,
+        },
+        concurrency: pipeline.concurrency.unwrap_or(Concurrency::Queued),
+        steps,
+    })
+}
+
+fn timeout_of(text: Option<&str>, default: Duration) -> Duration {
+    text.and_then(|text| duration::parse(text).ok())
+        .unwrap_or(default)
+}
+
+/// The URL without credentials, for labels people can click.
+fn public_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host))
+                if !rest.split('/').next().unwrap_or("").is_empty()
+                    && rest.find('@') < rest.find('/') =>
+            {
+                format!("{scheme}://{host}")
+            }
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn trigger_of(compiled: &CompiledPipeline, context: &PlanContext) -> Trigger {
+    let git_ref = context.git_ref.clone();
+    let source = &compiled.pipeline.source;
+    let matches_tag_pattern = |name: &str| {
+        source.tags.iter().any(|pattern| {
+            globset::Glob::new(pattern)
+                .map(|glob| glob.compile_matcher().is_match(name))
+                .unwrap_or(false)
+        })
+    };
+    let (tag, branch) = if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
+        (Some(tag.to_owned()), None)
+    } else if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+        (None, Some(branch.to_owned()))
+    } else if git_ref.len() == 40 && git_ref.chars().all(|c| c.is_ascii_hexdigit()) {
+        (None, None)
+    } else if matches_tag_pattern(&git_ref) {
+        (Some(git_ref.clone()), None)
+    } else {
+        (None, Some(git_ref.clone()))
+    };
+    let sha = context.sha.clone().or_else(|| {
+        (git_ref.len() == 40 && git_ref.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| git_ref.clone())
+    });
+    Trigger {
+        short_sha: sha.as_ref().map(|sha| sha[..7].to_owned()),
+        sha,
+        tag,
+        branch,
+        git_ref,
+    }
+}
+
+fn render_text(
+    text: &str,
+    stage: &str,
+    values: &BTreeMap<String, String>,
+    trigger: &Trigger,
+    compiled: &CompiledPipeline,
+    builds: &[String],
+) -> Result<String, PlanError> {
+    let parts =
+        template::parse(text).unwrap_or_else(|_| vec![template::Part::Literal(text.into())]);
+    for part in &parts {
+        if let template::Part::Variable { name, .. } = part {
+            if name == "release.tag" && trigger.tag.is_none() {
+                let patterns = &compiled.pipeline.source.tags;
+                return Err(PlanError::NoReleaseTag {
+                    stage: stage.to_owned(),
+                    git_ref: trigger.git_ref.clone(),
+                    patterns: if patterns.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (tag patterns: {})", patterns.join(", "))
+                    },
+                });
+            }
+            if let Some(variable) = name.strip_prefix("env.")
+                && !values.contains_key(name)
+            {
+                return Err(PlanError::MissingEnv {
+                    stage: stage.to_owned(),
+                    variable: variable.to_owned(),
+                });
+            }
+        }
+    }
+    let single_build = builds.len() == 1;
+    Ok(template::render(&parts, &|name| {
+        values.get(name).cloned().or_else(|| {
+            // `${build.digest}` names the only build stage whatever its name.
+            let (stage_name, output) = name.rsplit_once('.')?;
+            let stage_name = if stage_name == "build" && single_build {
+                builds[0].as_str()
+            } else {
+                stage_name
+            };
+            Some(format!("<{stage_name}.{output}>"))
+        })
+    }))
+}
+
+impl Plan {
+    /// A plain-text rendering for people.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "pipeline {} ({})", self.pipeline, self.file);
+        let _ = writeln!(
+            out,
+            "trigger  ref {}  sha {}{}",
+            self.trigger.git_ref,
+            self.trigger
+                .sha
+                .as_deref()
+                .unwrap_or("<resolved at run time>"),
+            self.trigger
+                .tag
+                .as_ref()
+                .map(|tag| format!("  release {tag}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "aws      region {}  registry {}",
+            self.aws.region.as_deref().unwrap_or("-"),
+            self.aws.registry
+        );
+        for (index, step) in self.steps.iter().enumerate() {
+            let _ = writeln!(out, "\n{}. {} ({})", index + 1, step.name(), step.kind());
+            match step {
+                Step::Source(s) => {
+                    let _ = writeln!(out, "   clone     {} at {}", s.url, s.reference);
+                    let _ = writeln!(out, "   token     ${}", s.token_env);
+                }
+                Step::Build(b) => {
+                    let _ = writeln!(out, "   image     {}", b.repository);
+                    let _ = writeln!(
+                        out,
+                        "   context   {}  dockerfile {}",
+                        b.context, b.dockerfile
+                    );
+                    if let Some(target) = &b.target {
+                        let _ = writeln!(out, "   target    {target}");
+                    }
+                    if let Some(platform) = &b.platform {
+                        let _ = writeln!(out, "   platform  {platform}");
+                    }
+                    for (key, value) in &b.build_args {
+                        let _ = writeln!(out, "   arg       {key}={value}");
+                    }
+                    for secret in &b.secrets {
+                        let _ = writeln!(out, "   secret    {} from {}", secret.id, secret.from);
+                    }
+                    for cache in &b.cache_from {
+                        let _ = writeln!(out, "   cache     {cache}");
+                    }
+                    if let Some(spec) = &b.buildspec {
+                        let _ = writeln!(
+                            out,
+                            "   buildspec {} (phases: {})",
+                            spec.path,
+                            spec.phases.join(", ")
+                        );
+                    }
+                }
+                Step::Push(p) => {
+                    for tag in &p.tags {
+                        let _ = writeln!(out, "   tag       {}:{tag}", p.repository);
+                    }
+                    let _ = writeln!(out, "   deploys   {}", p.image);
+                }
+                Step::Approval(a) => {
+                    let _ = writeln!(out, "   timeout   {}", a.timeout);
+                    if let Some(sns) = &a.notify_sns {
+                        let _ = writeln!(out, "   notify    {sns}");
+                    }
+                    if let Some(webhook) = &a.notify_webhook {
+                        let _ = writeln!(out, "   notify    {webhook}");
+                    }
+                }
+                Step::Migrate(m) => {
+                    let _ = writeln!(
+                        out,
+                        "   task      {} (service {}) in {}",
+                        m.container, m.service, m.cluster
+                    );
+                    let _ = writeln!(out, "   command   {}", m.command.join(" "));
+                    for image in &m.images {
+                        let _ = writeln!(out, "   image     {image}");
+                    }
+                    let _ = writeln!(out, "   timeout   {}", m.timeout);
+                }
+                Step::Deploy(d) => {
+                    let _ = writeln!(out, "   cluster   {}", d.cluster);
+                    for service in &d.services {
+                        let _ = writeln!(out, "   service   {service}");
+                    }
+                    for image in &d.images {
+                        let _ = writeln!(out, "   image     {image}");
+                    }
+                    let _ = writeln!(
+                        out,
+                        "   timeout   {}  on failure {}",
+                        d.timeout,
+                        match d.on_failure {
+                            OnFailure::Rollback => "roll back every service",
+                            OnFailure::Stop => "stop",
+                        }
+                    );
+                }
+            }
+        }
+        out
+    }
+}

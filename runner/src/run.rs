@@ -1,0 +1,227 @@
+//! What a run is made of: its id, trigger, stage states and the outputs later stages and
+//! later processes rely on. These records are what the store keeps.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A run id: sortable by start time, unique across machines (a ULID, lowercase).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub String);
+
+impl RunId {
+    pub fn new() -> Self {
+        RunId(ulid::Ulid::new().to_string().to_lowercase())
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who or what started the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// A person at a terminal.
+    Cli { user: String },
+    /// A developer reproducing a build from the working tree.
+    Local { user: String },
+    /// A GitHub Actions job.
+    GithubActions { run_id: String, actor: String },
+    /// The agent saw a new release.
+    Release { repository: String, release_id: u64 },
+    /// `rollback` redeploying an earlier run's images.
+    Rollback { from_run: RunId },
+}
+
+/// Where a run's code comes from and what it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTrigger {
+    pub kind: TriggerKind,
+    pub git_ref: String,
+    pub sha: Option<String>,
+    pub tag: Option<String>,
+}
+
+/// The state of a stage within a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageStatus {
+    Pending,
+    Running,
+    /// Paused at an approval gate.
+    Waiting,
+    Succeeded,
+    Failed,
+    /// Not run because an earlier stage failed, was rejected, or `--until` stopped before it.
+    Skipped,
+    Cancelled,
+}
+
+impl StageStatus {
+    /// A finished stage is never run again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, StageStatus::Succeeded | StageStatus::Skipped)
+    }
+}
+
+/// The state of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Waiting,
+    Succeeded,
+    Failed,
+    Rejected,
+    Cancelled,
+    Superseded,
+}
+
+/// What a stage produced; later stages (and resumed runs) read these instead of redoing work.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StageOutputs {
+    /// Source: the commit and where it was checked out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    /// Build: the local image id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// Push: `repository@sha256:...`, the reference every later stage uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Buildspec `exported-variables`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exported: BTreeMap<String, String>,
+    /// Migrate / deploy: task definition ARNs by service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_definitions: BTreeMap<String, String>,
+    /// Deploy: the task definition each service ran before, for rollback.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub previous_task_definitions: BTreeMap<String, String>,
+    /// Deploy: deployment id each UpdateService call returned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deployments: BTreeMap<String, String>,
+    /// Migrate: the task and how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Approval: who decided, when, and what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub approved: bool,
+    pub by: String,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// One stage of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub kind: String,
+    pub status: StageStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub outputs: StageOutputs,
+    /// What went wrong, written for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A run as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub pipeline: String,
+    pub status: RunStatus,
+    pub trigger: RunTrigger,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub stages: Vec<StageRecord>,
+}
+
+impl RunRecord {
+    /// The first stage that still has to run, if any.
+    pub fn next_stage(&self) -> Option<&StageRecord> {
+        self.stages.iter().find(|stage| !stage.status.is_finished())
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&StageRecord> {
+        self.stages.iter().find(|stage| stage.name == name)
+    }
+
+    pub fn stage_mut(&mut self, name: &str) -> Option<&mut StageRecord> {
+        self.stages.iter_mut().find(|stage| stage.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_by_creation() {
+        let first = RunId::new();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = RunId::new();
+        assert!(first < second);
+        assert_eq!(first.0.len(), 26);
+    }
+
+    #[test]
+    fn finished_stages_are_skipped_on_resume() {
+        let stage = |name: &str, status| StageRecord {
+            name: name.into(),
+            kind: name.into(),
+            status,
+            started_at: None,
+            finished_at: None,
+            outputs: StageOutputs::default(),
+            error: None,
+        };
+        let run = RunRecord {
+            id: RunId::new(),
+            pipeline: "api".into(),
+            status: RunStatus::Waiting,
+            trigger: RunTrigger {
+                kind: TriggerKind::Cli { user: "ci".into() },
+                git_ref: "v1.2.3".into(),
+                sha: None,
+                tag: Some("v1.2.3".into()),
+            },
+            created_at: "2026-11-26T09:00:00Z".into(),
+            finished_at: None,
+            stages: vec![
+                stage("source", StageStatus::Succeeded),
+                stage("build", StageStatus::Succeeded),
+                stage("approval", StageStatus::Waiting),
+                stage("deploy", StageStatus::Pending),
+            ],
+        };
+        assert_eq!(run.next_stage().unwrap().name, "approval");
+    }
+}

@@ -1,0 +1,142 @@
+//! The binary: exit codes, output formats and help, run as a user would.
+
+use std::process::Command;
+
+fn runner() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_envelope-runner"));
+    command
+        .current_dir(crate::workspace_root())
+        .env("NO_COLOR", "1");
+    command
+}
+
+#[test]
+fn validate_passes_on_the_shipped_pipelines() {
+    let output = runner().arg("validate").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for name in ["api", "tenant", "hq"] {
+        assert!(stdout.contains(&format!("pipeline `{name}`")), "{stdout}");
+    }
+}
+
+#[test]
+fn validate_fails_with_exit_code_2_and_locations_on_every_broken_fixture() {
+    let folder = crate::fixtures().join("invalid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let output = runner().arg("validate").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{}: {stderr}",
+            path.display()
+        );
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let located = regex::Regex::new(r"\.ya?ml:\d+:\d+").unwrap();
+        assert!(
+            located.is_match(&stderr),
+            "{name}: no file:line:col in\n{stderr}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15);
+}
+
+#[test]
+fn validate_json_output_lists_errors_with_positions() {
+    let path = crate::fixtures().join("invalid/unknown-key.yaml");
+    let output = runner()
+        .args(["validate", "--output", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let error = &json[0]["errors"][0];
+    assert_eq!(error["line"], 8);
+    assert_eq!(error["column"], 7);
+    assert_eq!(error["label"], "did you mean `image`?");
+}
+
+#[test]
+fn plan_json_of_api_names_every_image_task_and_service() {
+    let output = runner()
+        .args([
+            "plan",
+            "api",
+            "--ref",
+            "v1.2.3",
+            "--sha",
+            "0123456789abcdef0123456789abcdef01234567",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let kinds: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["source", "build", "push", "approval", "migrate", "deploy"]
+    );
+    assert_eq!(plan["steps"][5]["services"].as_array().unwrap().len(), 4);
+    insta::assert_json_snapshot!("cli_plan_api", plan);
+}
+
+#[test]
+fn plan_of_an_unknown_pipeline_suggests_the_nearest() {
+    let output = runner()
+        .args(["plan", "apii", "--ref", "v1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("did you mean `api`?"));
+}
+
+#[test]
+fn schema_is_json_naming_the_stage_kinds() {
+    let output = runner().arg("schema").output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let text = schema.to_string();
+    for kind in ["build", "approval", "migrate", "deploy"] {
+        assert!(text.contains(&format!("\"{kind}\"")), "schema lacks {kind}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2_and_help_exits_0() {
+    assert_eq!(
+        runner().arg("frobnicate").output().unwrap().status.code(),
+        Some(2)
+    );
+    let help = runner().arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("validate") && text.contains("Exit codes"),
+        "{text}"
+    );
+}

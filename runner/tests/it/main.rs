@@ -1,0 +1,21 @@
+//! Integration tests of the front end (validate, plan, schema) and the command line. Pure: no
+//! daemon, registry or AWS needed. End-to-end tests against real parts live in the `tests` crate.
+
+mod cli;
+mod errors;
+mod fuzz;
+mod pipelines;
+
+use std::path::PathBuf;
+
+/// The workspace root (where pipelines/ and buildspecs/ live).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}

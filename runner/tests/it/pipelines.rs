@@ -1,0 +1,145 @@
+//! The shipped pipelines and buildspecs validate, plan, and match the published schema.
+
+use envelope_runner::pipeline;
+use envelope_runner::plan::{self, PlanContext, Step};
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn shipped_pipelines() -> Vec<std::path::PathBuf> {
+    let files = pipeline::list_pipelines(&crate::workspace_root());
+    assert!(
+        files.len() >= 3,
+        "expected api, tenant and hq pipelines, found {files:?}"
+    );
+    files
+}
+
+#[test]
+fn every_shipped_pipeline_validates_and_plans() {
+    for path in shipped_pipelines() {
+        let compiled = pipeline::load(&path)
+            .unwrap_or_else(|d| panic!("{}:\n{}", path.display(), d.render(false)));
+        let context = PlanContext {
+            git_ref: "v1.2.3".into(),
+            sha: Some(SHA.into()),
+            ..PlanContext::default()
+        };
+        let plan =
+            plan::plan(&compiled, &context).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(matches!(plan.steps[0], Step::Source(_)));
+        assert!(
+            plan.steps.iter().any(|s| matches!(s, Step::Deploy(_))),
+            "{} deploys",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn every_shipped_buildspec_is_used_and_valid() {
+    let root = crate::workspace_root();
+    let mut used = std::collections::BTreeSet::new();
+    for path in shipped_pipelines() {
+        let compiled = pipeline::load(&path).unwrap();
+        used.extend(compiled.buildspecs.keys().cloned());
+    }
+    for entry in std::fs::read_dir(root.join("buildspecs"))
+        .unwrap()
+        .flatten()
+    {
+        let relative = format!("buildspecs/{}", entry.file_name().to_string_lossy());
+        let source = pipeline::diagnostic::SourceFile::new(
+            &relative,
+            std::fs::read_to_string(entry.path()).unwrap(),
+        );
+        envelope_runner::buildspec::compile(&source)
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        assert!(
+            used.contains(&relative),
+            "{relative} is not used by any pipeline"
+        );
+    }
+}
+
+#[test]
+fn api_plan_names_every_image_tag_task_and_service() {
+    let compiled = pipeline::load(&crate::workspace_root().join("pipelines/api.yaml")).unwrap();
+    let context = PlanContext {
+        git_ref: "v1.2.3".into(),
+        sha: Some(SHA.into()),
+        run_id: Some("01jzexampleexampleexample0".into()),
+        created: Some("2026-11-26T09:00:00Z".into()),
+        account: Some("123456789012".into()),
+        ..PlanContext::default()
+    };
+    let plan = plan::plan(&compiled, &context).unwrap();
+    let json = serde_json::to_value(&plan).unwrap();
+    let text = json.to_string();
+    for expected in [
+        "123456789012.dkr.ecr.eu-west-2.amazonaws.com/envelope-api",
+        "v1.2.3",
+        "0123456",
+        "envelope-prod-api",
+        "envelope-prod-worker",
+        "envelope-prod-scheduler",
+        "envelope-prod-reverb",
+        "envelope-prod-cluster",
+        "migrate",
+        "--force",
+        "arn:aws:sns:eu-west-2:123456789012:envelope-deploy-approval",
+    ] {
+        assert!(text.contains(expected), "plan lacks {expected}");
+    }
+    insta::assert_json_snapshot!("api_plan", json);
+    insta::assert_snapshot!("api_plan_text", plan.render_text());
+}
+
+#[test]
+fn plan_refuses_release_tag_on_a_branch() {
+    let compiled = pipeline::load(&crate::workspace_root().join("pipelines/api.yaml")).unwrap();
+    let context = PlanContext {
+        git_ref: "main".into(),
+        ..PlanContext::default()
+    };
+    let error = plan::plan(&compiled, &context).unwrap_err();
+    assert!(
+        error.to_string().contains("`main` is not a release tag"),
+        "{error}"
+    );
+}
+
+#[test]
+fn schema_accepts_every_shipped_pipeline() {
+    let schema = pipeline::schema();
+    let validator = jsonschema::validator_for(&schema).expect("the schema is valid JSON Schema");
+    for path in shipped_pipelines() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tree = pipeline::yaml::parse(&text).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&tree.to_json())
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+    }
+    // The same schema rejects what the structural check rejects.
+    let bad = pipeline::yaml::parse("source: {repository: a/b}\nstages:\n  - build: {imgae: x}\n")
+        .unwrap();
+    assert!(!validator.is_valid(&bad.to_json()));
+}
+
+#[test]
+fn buildspec_schema_accepts_shipped_buildspecs() {
+    let schema = envelope_runner::buildspec::schema();
+    let validator = jsonschema::validator_for(&schema).expect("valid JSON Schema");
+    for entry in std::fs::read_dir(crate::workspace_root().join("buildspecs"))
+        .unwrap()
+        .flatten()
+    {
+        let tree = pipeline::yaml::parse(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+        assert!(
+            validator.is_valid(&tree.to_json()),
+            "{}",
+            entry.path().display()
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! build end-to-end tests.

@@ -1,0 +1,1 @@
+//! push end-to-end tests.

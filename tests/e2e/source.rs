@@ -1,0 +1,1 @@
+//! source end-to-end tests.
