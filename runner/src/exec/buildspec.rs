@@ -1,0 +1,1 @@
+//! buildspec stage.
