@@ -161,6 +161,10 @@ pub struct RunRecord {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// What planning needs to reproduce the run's plan on resume: ref, sha, creation time,
+    /// account and the declared environment variables' values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context: BTreeMap<String, String>,
     pub stages: Vec<StageRecord>,
 }
 
@@ -215,6 +219,7 @@ mod tests {
             },
             created_at: "2026-11-26T09:00:00Z".into(),
             finished_at: None,
+            context: BTreeMap::new(),
             stages: vec![
                 stage("source", StageStatus::Succeeded),
                 stage("build", StageStatus::Succeeded),

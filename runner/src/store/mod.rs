@@ -1,1 +1,223 @@
-//! Run state store.
+//! Run state store: runs and their stages, event logs, approvals, leases and trigger claims,
+//! shared by every process that works on the same pipelines.
+//!
+//! [`Store`] is the contract; [`SqliteStore`] (the embedded default, `.envelope/state.db`) is
+//! its first implementation, a DynamoDB table shared by agents and CI jobs its second. The
+//! contract is written so that each operation is either a read or one conditional write of one
+//! item (a DynamoDB `PutItem`/`UpdateItem` with a condition expression):
+//!
+//! | operation          | write and its condition                                           |
+//! |--------------------|-------------------------------------------------------------------|
+//! | `create_run`       | put the run, only if the id is new                                |
+//! | `save_stage`       | put one stage of a run that exists (overwrites that stage)        |
+//! | `set_run_status`   | update status and finish time of a run that exists                |
+//! | `append_events`    | put one item per event; an existing `(run, seq)` is overwritten   |
+//! | `decide_approval`  | put the decision, only if none exists                             |
+//! | `acquire_lease`    | put, only if absent, expired, or held by the same holder          |
+//! | `renew_lease`      | update the expiry, only if still held by the same holder          |
+//! | `release_lease`    | delete, only if held by the same holder                           |
+//! | `claim_trigger`    | put, only if the key is new                                       |
+//!
+//! "Exists" checks on runs are safe as a read before the write because runs are never deleted.
+//! Nothing in the contract needs a transaction over several items; the SQLite store uses
+//! transactions anyway where it keeps derived columns (a run's current stage) next to the data.
+//!
+//! Lease times come from the store's [`Clock`], never from the database's own clock.
+
+mod clock;
+mod error;
+mod schema;
+mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
+
+pub use clock::{Clock, ManualClock};
+pub use error::StoreError;
+pub use sqlite::SqliteStore;
+
+/// Where the store lives when nothing else is said, relative to the working directory.
+pub const DEFAULT_PATH: &str = ".envelope/state.db";
+
+/// Runs, stages, events, approvals, leases and trigger claims.
+///
+/// Every method is safe to call from several processes at once; the guarantees are the ones in
+/// each method's documentation, not more.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Records a new run with its stages. Fails with [`StoreError::RunExists`] if the id is
+    /// taken.
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+
+    /// The run with its stages in their order, or `None` for an unknown id.
+    async fn get_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Records one stage transition: replaces the stage of that name, or appends it after the
+    /// run's other stages if the run has none of that name. Fails with
+    /// [`StoreError::RunNotFound`] for an unknown run.
+    async fn save_stage(&self, id: &RunId, stage: &StageRecord) -> Result<(), StoreError>;
+
+    /// Sets the run's status and finish time (`None` clears it, as when a failed run is
+    /// resumed). Fails with [`StoreError::RunNotFound`] for an unknown run.
+    async fn set_run_status(
+        &self,
+        id: &RunId,
+        status: RunStatus,
+        finished_at: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` runs, newest first (by run id, which sorts by start time), of one pipeline
+    /// or of all; `before` continues a listing after the last id of the previous page.
+    async fn list_runs(
+        &self,
+        pipeline: Option<&str>,
+        limit: usize,
+        before: Option<&RunId>,
+    ) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// Stores a run's event log lines under their sequence numbers. Writing a sequence number
+    /// again replaces its line, so a retry after a crash is safe. Not atomic across events: after
+    /// a failure some of them may be stored. The run is not checked to exist.
+    async fn append_events(&self, id: &RunId, events: &[(u64, String)]) -> Result<(), StoreError>;
+
+    /// Up to `limit` events of a run in sequence order, those after `after_seq` when given.
+    async fn events(
+        &self,
+        id: &RunId,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+
+    /// Records the decision at an approval gate. The first decision wins, whichever process
+    /// makes it; later ones get [`ApprovalOutcome::AlreadyDecided`] with the first. Fails with
+    /// [`StoreError::RunNotFound`] for an unknown run.
+    async fn decide_approval(
+        &self,
+        id: &RunId,
+        stage: &str,
+        decision: &ApprovalRecord,
+    ) -> Result<ApprovalOutcome, StoreError>;
+
+    /// The decision recorded at a run's approval gate, if any.
+    async fn approval(&self, id: &RunId, stage: &str)
+    -> Result<Option<ApprovalRecord>, StoreError>;
+
+    /// Takes the lease `key` for `ttl` if it is free, expired, or already `holder`'s (then it is
+    /// renewed); otherwise says who holds it until when.
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError>;
+
+    /// Extends `holder`'s lease to `ttl` from now. `false` if the lease is no longer
+    /// `holder`'s: someone else took it after it expired, or it was released. A lease past its
+    /// expiry that nobody took is still renewed, since no one else held it in between.
+    async fn renew_lease(&self, key: &str, holder: &str, ttl: Duration)
+    -> Result<bool, StoreError>;
+
+    /// Gives the lease up if `holder` has it; otherwise does nothing.
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Makes a trigger (for example a release id) start at most one run: the first claim of
+    /// `key` records `run` and returns `None`; every later claim returns `Some` of that first
+    /// run, also when the same run claims again.
+    async fn claim_trigger(&self, key: &str, run: &RunId) -> Result<Option<RunId>, StoreError>;
+}
+
+/// One line of a run listing (`history`, `status`): what a person scans for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: RunId,
+    pub pipeline: String,
+    pub status: RunStatus,
+    pub git_ref: String,
+    /// The trigger's commit, or the one the source stage resolved.
+    pub sha: Option<String>,
+    pub tag: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    /// The first stage not finished: where the run is, waits, or stopped; `None` once every
+    /// stage succeeded or was skipped.
+    pub current_stage: Option<String>,
+}
+
+/// What [`Store::decide_approval`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    /// This decision is the one that counts.
+    Recorded,
+    /// Someone decided first; this is their decision.
+    AlreadyDecided(ApprovalRecord),
+}
+
+/// What [`Store::acquire_lease`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The caller holds the lease until `expires_at` unless it renews it.
+    Granted { expires_at: DateTime<Utc> },
+    /// Someone else holds it.
+    Held {
+        by: String,
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// Where a store lives, as given by `--store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `sqlite:PATH`, `sqlite://PATH` or a plain path.
+    Sqlite(PathBuf),
+    /// `dynamodb://TABLE`.
+    DynamoDb { table: String },
+}
+
+impl StoreLocation {
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(StoreError::UnknownUrl { url: url.into() });
+            }
+            return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+        }
+        if let Some(table) = url.strip_prefix("dynamodb://") {
+            if table.is_empty() || table.contains('/') {
+                return Err(StoreError::UnknownUrl { url: url.into() });
+            }
+            return Ok(StoreLocation::DynamoDb {
+                table: table.into(),
+            });
+        }
+        if url.is_empty() || url.contains("://") {
+            return Err(StoreError::UnknownUrl { url: url.into() });
+        }
+        Ok(StoreLocation::Sqlite(PathBuf::from(url)))
+    }
+}
+
+/// Opens the store `url` names (see [`StoreLocation::parse`]), creating an SQLite file and its
+/// directory when missing.
+pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    match StoreLocation::parse(url)? {
+        StoreLocation::Sqlite(path) => Ok(Arc::new(open_sqlite(&path)?)),
+        StoreLocation::DynamoDb { .. } => Err(StoreError::NotSupportedYet { url: url.into() }),
+    }
+}
+
+/// Opens (creating when missing, with its parent directories) the SQLite store at `path` and
+/// brings its schema up to date. A damaged file, or one from a newer envelope-runner, is
+/// reported and left as it is.
+pub fn open_sqlite(path: &Path) -> Result<SqliteStore, StoreError> {
+    SqliteStore::open(path)
+}

@@ -1,0 +1,723 @@
+//! The store contract, checked against real SQLite files in temporary directories.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tempfile::TempDir;
+
+use super::*;
+use crate::run::{
+    ApprovalRecord, RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord,
+    StageStatus, TriggerKind,
+};
+
+fn stage(name: &str, status: StageStatus) -> StageRecord {
+    StageRecord {
+        name: name.into(),
+        kind: name.into(),
+        status,
+        started_at: None,
+        finished_at: None,
+        outputs: StageOutputs::default(),
+        error: None,
+    }
+}
+
+fn run_with_id(id: &str, pipeline: &str) -> RunRecord {
+    RunRecord {
+        id: RunId(id.into()),
+        pipeline: pipeline.into(),
+        status: RunStatus::Running,
+        trigger: RunTrigger {
+            kind: TriggerKind::Release {
+                repository: "envelope/api".into(),
+                release_id: 42,
+            },
+            git_ref: "v1.2.3".into(),
+            sha: None,
+            tag: Some("v1.2.3".into()),
+        },
+        created_at: "2026-11-26T09:00:00Z".into(),
+        finished_at: None,
+        context: [("account".to_owned(), "123456789012".to_owned())].into(),
+        stages: ["source", "build", "push", "approval", "migrate", "deploy"]
+            .into_iter()
+            .map(|name| stage(name, StageStatus::Pending))
+            .collect(),
+    }
+}
+
+fn new_run(pipeline: &str) -> RunRecord {
+    run_with_id(&RunId::new().0, pipeline)
+}
+
+fn approval(approved: bool, by: &str) -> ApprovalRecord {
+    ApprovalRecord {
+        approved,
+        by: by.into(),
+        at: "2026-11-26T10:00:00Z".into(),
+        comment: Some(format!("{by} looked at it")),
+    }
+}
+
+fn temporary_store() -> (TempDir, SqliteStore) {
+    let directory = tempfile::tempdir().unwrap();
+    let store = open_sqlite(&state_path(&directory)).unwrap();
+    (directory, store)
+}
+
+fn state_path(directory: &TempDir) -> PathBuf {
+    directory.path().join(".envelope").join("state.db")
+}
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-26T09:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+#[tokio::test]
+async fn a_run_comes_back_as_it_was_stored() {
+    let (_directory, store) = temporary_store();
+    let mut run = new_run("api");
+    run.trigger.sha = Some("0123456789abcdef0123456789abcdef01234567".into());
+    run.stages[0].status = StageStatus::Succeeded;
+    run.stages[0].outputs.sha = run.trigger.sha.clone();
+    run.stages[2].status = StageStatus::Succeeded;
+    run.stages[2].outputs.image = Some("123.dkr.ecr.eu-west-2.amazonaws.com/api@sha256:ab".into());
+    run.stages[2].outputs.digest = Some("sha256:ab".into());
+    run.stages[2]
+        .outputs
+        .exported
+        .insert("VERSION".into(), "1.2.3".into());
+    run.stages[5]
+        .outputs
+        .deployments
+        .insert("api".into(), "ecs-svc/123".into());
+    run.stages[3].outputs.approval = Some(approval(true, "ana"));
+    run.stages[4].error = Some("the migration task exited with code 1".into());
+    run.context
+        .insert("ENVIRONMENT".into(), "production".into());
+
+    store.create_run(&run).await.unwrap();
+
+    assert_eq!(store.get_run(&run.id).await.unwrap(), Some(run));
+    assert_eq!(store.get_run(&RunId::new()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_run_id_is_created_once() {
+    let (_directory, store) = temporary_store();
+    let run = new_run("api");
+    store.create_run(&run).await.unwrap();
+
+    let error = store.create_run(&run).await.unwrap_err();
+
+    assert!(matches!(&error, StoreError::RunExists { id } if *id == run.id));
+}
+
+#[tokio::test]
+async fn a_stage_transition_replaces_that_stage_and_moves_the_current_stage() {
+    let (_directory, store) = temporary_store();
+    let run = new_run("api");
+    store.create_run(&run).await.unwrap();
+    let current = |store: SqliteStore| async move {
+        let listed = store.list_runs(None, 1, None).await.unwrap();
+        (listed[0].current_stage.clone(), listed[0].sha.clone())
+    };
+    assert_eq!(current(store.clone()).await, (Some("source".into()), None));
+
+    let mut source = stage("source", StageStatus::Running);
+    store.save_stage(&run.id, &source).await.unwrap();
+    source.status = StageStatus::Succeeded;
+    source.outputs.sha = Some("abc123".into());
+    store.save_stage(&run.id, &source).await.unwrap();
+
+    let stored = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(stored.stages.len(), 6, "replaced, not appended");
+    assert_eq!(stored.stages[0], source);
+    assert_eq!(
+        current(store.clone()).await,
+        (Some("build".into()), Some("abc123".into())),
+        "the source stage's sha fills in a trigger without one"
+    );
+
+    // A stage the run did not have goes after the others.
+    store
+        .save_stage(&run.id, &stage("notify", StageStatus::Pending))
+        .await
+        .unwrap();
+    let names: Vec<_> = store.get_run(&run.id).await.unwrap().unwrap().stages;
+    let names: Vec<_> = names.iter().map(|stage| stage.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "source", "build", "push", "approval", "migrate", "deploy", "notify"
+        ]
+    );
+
+    for name in names.iter().skip(1) {
+        store
+            .save_stage(&run.id, &stage(name, StageStatus::Succeeded))
+            .await
+            .unwrap();
+    }
+    assert_eq!(current(store.clone()).await.0, None);
+}
+
+#[tokio::test]
+async fn writes_to_an_unknown_run_say_so() {
+    let (_directory, store) = temporary_store();
+    let unknown = RunId::new();
+
+    let errors = [
+        store
+            .save_stage(&unknown, &stage("build", StageStatus::Running))
+            .await
+            .unwrap_err(),
+        store
+            .set_run_status(&unknown, RunStatus::Failed, None)
+            .await
+            .unwrap_err(),
+        store
+            .decide_approval(&unknown, "approval", &approval(true, "ana"))
+            .await
+            .unwrap_err(),
+    ];
+
+    for error in errors {
+        assert!(matches!(&error, StoreError::RunNotFound { id } if *id == unknown));
+        assert!(error.to_string().contains("history"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn run_status_and_finish_time_are_set_and_cleared() {
+    let (_directory, store) = temporary_store();
+    let run = new_run("api");
+    store.create_run(&run).await.unwrap();
+
+    store
+        .set_run_status(&run.id, RunStatus::Failed, Some("2026-11-26T09:30:00Z"))
+        .await
+        .unwrap();
+    let stored = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, RunStatus::Failed);
+    assert_eq!(stored.finished_at.as_deref(), Some("2026-11-26T09:30:00Z"));
+
+    // Resumed: running again, not finished.
+    store
+        .set_run_status(&run.id, RunStatus::Running, None)
+        .await
+        .unwrap();
+    let summary = &store.list_runs(None, 1, None).await.unwrap()[0];
+    assert_eq!(
+        (summary.status, summary.finished_at.as_deref()),
+        (RunStatus::Running, None)
+    );
+}
+
+#[tokio::test]
+async fn runs_are_listed_newest_first_by_pipeline_and_page() {
+    let (_directory, store) = temporary_store();
+    for (number, pipeline) in ["api", "tenant", "api", "hq", "api", "api", "tenant"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut run = run_with_id(&format!("01run{number:02}"), pipeline);
+        run.created_at = format!("2026-11-26T09:{number:02}:00Z");
+        store.create_run(&run).await.unwrap();
+    }
+    let ids = |summaries: Vec<RunSummary>| -> Vec<String> {
+        summaries.into_iter().map(|summary| summary.id.0).collect()
+    };
+
+    let all = store.list_runs(None, 100, None).await.unwrap();
+    assert_eq!(all.len(), 7);
+    assert_eq!(all[0].id.0, "01run06");
+    assert_eq!(all[0].pipeline, "tenant");
+    assert_eq!(all[0].created_at, "2026-11-26T09:06:00Z");
+    assert_eq!(all[0].git_ref, "v1.2.3");
+    assert_eq!(all[0].tag.as_deref(), Some("v1.2.3"));
+    assert_eq!(all[0].status, RunStatus::Running);
+
+    let api = store.list_runs(Some("api"), 2, None).await.unwrap();
+    assert_eq!(ids(api), ["01run05", "01run04"]);
+    let next = store
+        .list_runs(Some("api"), 2, Some(&RunId("01run04".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(next), ["01run02", "01run00"]);
+    let last = store
+        .list_runs(Some("api"), 2, Some(&RunId("01run00".into())))
+        .await
+        .unwrap();
+    assert!(last.is_empty());
+
+    let older = store
+        .list_runs(None, 3, Some(&RunId("01run03".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(older), ["01run02", "01run01", "01run00"]);
+    assert!(
+        store
+            .list_runs(Some("none"), 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.list_runs(None, 0, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn events_are_read_back_in_order_after_a_sequence_number() {
+    let (_directory, store) = temporary_store();
+    let run = new_run("api");
+    let other = new_run("api");
+    let lines = |range: std::ops::Range<u64>| -> Vec<(u64, String)> {
+        range
+            .map(|seq| (seq, format!(r#"{{"event":"log","line":"{seq}"}}"#)))
+            .collect()
+    };
+    store.append_events(&run.id, &lines(1..4)).await.unwrap();
+    store.append_events(&run.id, &lines(4..11)).await.unwrap();
+    store.append_events(&other.id, &lines(1..3)).await.unwrap();
+
+    assert_eq!(
+        store.events(&run.id, None, 100).await.unwrap(),
+        lines(1..11)
+    );
+    assert_eq!(
+        store.events(&run.id, Some(3), 4).await.unwrap(),
+        lines(4..8)
+    );
+    assert_eq!(store.events(&run.id, Some(10), 100).await.unwrap(), []);
+    assert_eq!(
+        store.events(&other.id, None, 100).await.unwrap(),
+        lines(1..3)
+    );
+
+    // A retry after a crash writes the same sequence numbers again.
+    store.append_events(&run.id, &lines(9..12)).await.unwrap();
+    assert_eq!(
+        store.events(&run.id, Some(8), 100).await.unwrap(),
+        lines(9..12)
+    );
+
+    assert!(matches!(
+        store
+            .append_events(&run.id, &[(u64::MAX, "{}".into())])
+            .await,
+        Err(StoreError::OutOfRange { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_first_approval_decision_wins_across_processes() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = state_path(&directory);
+    // Two handles, two connections: the waiting run and a CLI `approve` in another process.
+    let run_process = open_sqlite(&path).unwrap();
+    let cli_process = open_sqlite(&path).unwrap();
+    let run = new_run("api");
+    run_process.create_run(&run).await.unwrap();
+    assert_eq!(
+        run_process.approval(&run.id, "approval").await.unwrap(),
+        None
+    );
+
+    let approve = approval(true, "ana");
+    let reject = approval(false, "ben");
+    assert_eq!(
+        cli_process
+            .decide_approval(&run.id, "approval", &approve)
+            .await
+            .unwrap(),
+        ApprovalOutcome::Recorded
+    );
+    assert_eq!(
+        run_process
+            .decide_approval(&run.id, "approval", &reject)
+            .await
+            .unwrap(),
+        ApprovalOutcome::AlreadyDecided(approve.clone())
+    );
+    assert_eq!(
+        run_process.approval(&run.id, "approval").await.unwrap(),
+        Some(approve)
+    );
+    assert_eq!(
+        run_process.approval(&run.id, "second-gate").await.unwrap(),
+        None
+    );
+}
+
+#[test]
+fn racing_approval_decisions_record_exactly_one() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = state_path(&directory);
+    let run = new_run("api");
+    block_on(open_sqlite(&path).unwrap().create_run(&run)).unwrap();
+
+    let deciders: Vec<_> = (0..4)
+        .map(|number| {
+            let (path, id) = (path.clone(), run.id.clone());
+            std::thread::spawn(move || {
+                let store = open_sqlite(&path).unwrap();
+                let decision = approval(number % 2 == 0, &format!("person-{number}"));
+                let outcome = block_on(store.decide_approval(&id, "approval", &decision));
+                (decision, outcome.unwrap())
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = deciders
+        .into_iter()
+        .map(|decider| decider.join().unwrap())
+        .collect();
+
+    let winners: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, outcome)| *outcome == ApprovalOutcome::Recorded)
+        .map(|(decision, _)| decision.clone())
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    for (_, outcome) in &outcomes {
+        if let ApprovalOutcome::AlreadyDecided(existing) = outcome {
+            assert_eq!(*existing, winners[0]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn leases_are_granted_held_expired_renewed_and_lost() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = state_path(&directory);
+    let time = ManualClock::starting_at(start());
+    let first = open_sqlite(&path).unwrap().with_clock(time.clock());
+    let second = open_sqlite(&path).unwrap().with_clock(time.clock());
+    let ttl = Duration::from_secs(30);
+    let key = "pipeline/api";
+
+    assert_eq!(
+        first.acquire_lease(key, "run-a", ttl).await.unwrap(),
+        LeaseOutcome::Granted {
+            expires_at: start() + ttl
+        }
+    );
+    assert_eq!(
+        second.acquire_lease(key, "run-b", ttl).await.unwrap(),
+        LeaseOutcome::Held {
+            by: "run-a".into(),
+            expires_at: start() + ttl
+        }
+    );
+
+    // A heartbeat keeps it: renewing, or acquiring again as the same holder.
+    time.advance(Duration::from_secs(20));
+    assert!(first.renew_lease(key, "run-a", ttl).await.unwrap());
+    time.advance(Duration::from_secs(20));
+    assert_eq!(
+        first.acquire_lease(key, "run-a", ttl).await.unwrap(),
+        LeaseOutcome::Granted {
+            expires_at: start() + Duration::from_secs(70)
+        }
+    );
+    assert!(matches!(
+        second.acquire_lease(key, "run-b", ttl).await.unwrap(),
+        LeaseOutcome::Held { by, .. } if by == "run-a"
+    ));
+    assert!(!second.renew_lease(key, "run-b", ttl).await.unwrap());
+
+    // The holder dies; at its expiry the lease is free for the next one.
+    time.advance(Duration::from_secs(30));
+    assert_eq!(
+        second.acquire_lease(key, "run-b", ttl).await.unwrap(),
+        LeaseOutcome::Granted {
+            expires_at: start() + Duration::from_secs(100)
+        }
+    );
+    assert!(
+        !first.renew_lease(key, "run-a", ttl).await.unwrap(),
+        "the old holder learns it lost the lease"
+    );
+
+    // Releasing someone else's lease does nothing; releasing one's own frees it.
+    first.release_lease(key, "run-a").await.unwrap();
+    assert!(matches!(
+        first.acquire_lease(key, "run-a", ttl).await.unwrap(),
+        LeaseOutcome::Held { by, .. } if by == "run-b"
+    ));
+    second.release_lease(key, "run-b").await.unwrap();
+    assert!(!second.renew_lease(key, "run-b", ttl).await.unwrap());
+    assert!(matches!(
+        first.acquire_lease(key, "run-a", ttl).await.unwrap(),
+        LeaseOutcome::Granted { .. }
+    ));
+
+    // Other keys are independent.
+    assert!(matches!(
+        second
+            .acquire_lease("pipeline/hq", "run-b", ttl)
+            .await
+            .unwrap(),
+        LeaseOutcome::Granted { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_trigger_starts_one_run() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = state_path(&directory);
+    let agent = open_sqlite(&path).unwrap();
+    let ci_job = open_sqlite(&path).unwrap();
+    let (first, second) = (RunId::new(), RunId::new());
+    let key = "release/envelope/api/42";
+
+    assert_eq!(agent.claim_trigger(key, &first).await.unwrap(), None);
+    assert_eq!(
+        ci_job.claim_trigger(key, &second).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        agent.claim_trigger(key, &first).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        ci_job
+            .claim_trigger("release/envelope/api/43", &second)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_and_records_the_schema_version() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = state_path(&directory);
+    let run = new_run("api");
+    open_sqlite(&path).unwrap().create_run(&run).await.unwrap();
+
+    let reopened = open_sqlite(&path).unwrap();
+
+    assert_eq!(reopened.get_run(&run.id).await.unwrap(), Some(run));
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let pragma = |name| -> i64 {
+        connection
+            .pragma_query_value(None, name, |row| row.get(0))
+            .unwrap()
+    };
+    assert_eq!(pragma("user_version"), schema::SUPPORTED_VERSION);
+    assert_eq!(pragma("application_id"), schema::APPLICATION_ID);
+    let journal: String = connection
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[test]
+fn a_store_from_a_newer_version_is_refused_and_left_alone() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = state_path(&directory);
+    drop(open_sqlite(&path).unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 999)
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    let error = open_sqlite(&path).unwrap_err();
+
+    assert!(
+        matches!(&error, StoreError::NewerSchema { found: 999, supported, .. } if *supported == schema::SUPPORTED_VERSION),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("upgrade envelope-runner"), "{message}");
+    assert!(message.contains("not modified"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_reported_and_left_alone() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = state_path(&directory);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let garbage: Vec<u8> = (0..8192u32).map(|n| (n * 7 + 3) as u8).collect();
+    std::fs::write(&path, &garbage).unwrap();
+
+    let error = open_sqlite(&path).unwrap_err();
+
+    assert_corrupt_and_untouched(&error, &path, &garbage);
+}
+
+#[test]
+fn a_database_with_damaged_pages_is_reported_and_left_alone() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = state_path(&directory);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    {
+        let store = open_sqlite(&path).unwrap();
+        for _ in 0..200 {
+            runtime.block_on(store.create_run(&new_run("api"))).unwrap();
+        }
+    }
+    let mut damaged = std::fs::read(&path).unwrap();
+    let page = 4096;
+    assert!(damaged.len() > 6 * page, "the test needs several pages");
+    for byte in &mut damaged[2 * page..5 * page] {
+        *byte = 0xa5;
+    }
+    std::fs::write(&path, &damaged).unwrap();
+
+    let error = open_sqlite(&path).unwrap_err();
+
+    assert_corrupt_and_untouched(&error, &path, &damaged);
+}
+
+fn assert_corrupt_and_untouched(error: &StoreError, path: &Path, contents: &[u8]) {
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("not modified"), "{message}");
+    assert!(message.contains("mv "), "{message}");
+    assert!(std::fs::read(path).unwrap() == contents, "the file changed");
+}
+
+#[test]
+fn another_programs_database_is_refused_and_left_alone() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("app.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    let error = open_sqlite(&path).unwrap_err();
+
+    assert!(matches!(error, StoreError::Foreign { .. }), "{error:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn several_processes_creating_the_store_at_once_all_succeed() {
+    for _ in 0..10 {
+        let directory = tempfile::tempdir().unwrap();
+        let path = state_path(&directory);
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || open_sqlite(&path).map(drop))
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().unwrap();
+        }
+    }
+}
+
+#[test]
+fn writers_in_two_threads_with_their_own_connections_both_succeed() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = state_path(&directory);
+    drop(open_sqlite(&path).unwrap());
+    let runs_per_writer = 100;
+
+    let writers: Vec<_> = ["api", "tenant"]
+        .into_iter()
+        .map(|pipeline| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let store = open_sqlite(&path).unwrap();
+                block_on(async {
+                    for number in 0..runs_per_writer {
+                        let run = new_run(pipeline);
+                        store.create_run(&run).await?;
+                        let mut source = stage("source", StageStatus::Succeeded);
+                        source.outputs.sha = Some(format!("{number:040}"));
+                        store.save_stage(&run.id, &source).await?;
+                        store
+                            .append_events(&run.id, &[(1, "{}".into()), (2, "{}".into())])
+                            .await?;
+                        store
+                            .acquire_lease("pipeline/shared", pipeline, Duration::from_secs(1))
+                            .await?;
+                        store.release_lease("pipeline/shared", pipeline).await?;
+                        store
+                            .claim_trigger(&format!("shared/{number}"), &run.id)
+                            .await?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap().unwrap();
+    }
+
+    let store = open_sqlite(&path).unwrap();
+    let listed = block_on(store.list_runs(None, 1000, None)).unwrap();
+    assert_eq!(listed.len(), 2 * runs_per_writer);
+    assert!(
+        listed
+            .iter()
+            .all(|run| run.current_stage.as_deref() == Some("build"))
+    );
+}
+
+#[test]
+fn store_urls() {
+    let sqlite = |path: &str| Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+    let cases = [
+        (".envelope/state.db", sqlite(".envelope/state.db")),
+        ("sqlite:state.db", sqlite("state.db")),
+        (
+            "sqlite:///var/lib/envelope/state.db",
+            sqlite("/var/lib/envelope/state.db"),
+        ),
+        (
+            "dynamodb://envelope-runs",
+            Ok(StoreLocation::DynamoDb {
+                table: "envelope-runs".into(),
+            }),
+        ),
+        ("postgres://db/runs", Err(())),
+        ("sqlite:", Err(())),
+        ("dynamodb://", Err(())),
+        ("", Err(())),
+    ];
+    for (url, expected) in cases {
+        assert_eq!(StoreLocation::parse(url).map_err(|_| ()), expected, "{url}");
+    }
+}
+
+#[test]
+fn dynamodb_is_not_supported_yet_and_says_what_to_use() {
+    let error = open("dynamodb://envelope-runs").err().unwrap();
+    assert!(matches!(error, StoreError::NotSupportedYet { .. }));
+    assert!(error.to_string().contains("sqlite:PATH"), "{error}");
+}
+
+#[tokio::test]
+async fn open_creates_the_store_and_its_directory() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("deep").join("er").join("state.db");
+
+    let store = open(&format!("sqlite:{}", path.display())).unwrap();
+
+    store.create_run(&new_run("api")).await.unwrap();
+    assert!(path.is_file());
+}
+
+/// Runs a store call to completion on a runtime of its own (as a separate process would).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
