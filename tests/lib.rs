@@ -1,1 +1,2 @@
 //! Shared helpers for end-to-end tests.
+pub mod git_fixture;
