@@ -1,1 +1,703 @@
-//! build stage.
+//! build stage: builds an image with the Docker daemon's own BuildKit, through bollard.
+//!
+//! # Which bollard path, and why
+//!
+//! bollard 0.21 offers two ways into the daemon's BuildKit, and on Debian's dockerd 20.10
+//! (BuildKit 0.8) neither does everything a build here needs:
+//!
+//! - `Docker::build_image` with `BuilderVersion::BuilderBuildKit` (the `/build` endpoint, what
+//!   `DOCKER_BUILDKIT=1 docker build` uses): progress, image id, `cachefrom`, inline cache,
+//!   build args, labels, target, platform; but bollard serves that build's session itself,
+//!   with registry auth only, so `RUN --mount=type=secret` fails.
+//! - the gRPC driver (`grpc::driver::moby::Moby` + `Build::docker_build`): secrets, but no
+//!   progress (the `Solve` result is dropped), the context buffered whole (and copied), and its
+//!   `cachefrom` only fills `CacheOptions.imports`, which BuildKit 0.8 ignores for a frontend
+//!   build: after `docker builder prune` nothing is reused. Its options cannot set the
+//!   `cache-from` frontend attribute that the daemon's `/build` sets.
+//!
+//! So the build goes through `Docker::build_image`, like the Docker CLI, and the session is
+//! ours ([`session`]): we open `/session` on the same daemon and serve, with bollard's
+//! generated BuildKit services, the context (streamed from disk on each pull, through the
+//! `remote=http://buildkit-session/...` context BuildKit's HTTP source fetches over the
+//! session), the secrets (from memory) and registry credentials. bollard's BuildKit branch
+//! would open a second, competing session under the same id, so the request is built as a
+//! classic one and a request modifier switches it to `version=2` (and adds the tags after the
+//! first: bollard's options hold one). Progress arrives in the response as
+//! `BuildInfoAux::BuildKit` status messages, the image id as `moby.image.id`.
+
+mod context;
+mod daemon;
+mod dockerignore;
+mod progress;
+mod session;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::{BuildInfo, BuildInfoAux};
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
+use futures_util::StreamExt;
+
+use self::context::{BuildContext, ContextError};
+use self::daemon::{ConnectError, DaemonEndpoint};
+use self::progress::{ProgressTracker, Scrubber};
+use self::session::Session;
+use crate::secret::Secret;
+
+/// How long the daemon gets to answer a ping before the build gives up on it.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to build and how.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    pub context_dir: PathBuf,
+    /// Relative to `context_dir`.
+    pub dockerfile: PathBuf,
+    /// The stage of a multi-stage Dockerfile to build; the last one when `None`.
+    pub target: Option<String>,
+    /// For example `linux/amd64`; the daemon's own platform when `None`.
+    pub platform: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    /// Mounted with `RUN --mount=type=secret,id=...`; never stored in the image.
+    pub secrets: Vec<BuildSecret>,
+    pub labels: BTreeMap<String, String>,
+    /// Full image references to tag the result with.
+    pub tags: Vec<String>,
+    /// Registry images whose inline cache the build may reuse.
+    pub cache_from: Vec<String>,
+    /// Credentials for pulling `cache_from` (and base images) from private registries.
+    pub registry_auth: Vec<RegistryCredentials>,
+    pub no_cache: bool,
+}
+
+/// A BuildKit secret, served to the build from memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSecret {
+    pub id: String,
+    pub value: Secret,
+}
+
+/// Registry credentials are the push stage's: an ECR token fetched for the push also pulls
+/// `cache_from`. Only `server`, `username` and `password` matter here.
+pub use super::push::RegistryCredentials;
+
+/// A finished build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOutput {
+    /// The image id (`sha256:` + the digest of its config).
+    pub image_id: String,
+    /// Every step BuildKit ran or reused, in the order they started.
+    pub steps: Vec<BuildStep>,
+}
+
+/// One BuildKit step (a vertex): a Dockerfile instruction or internal work such as loading the
+/// context or exporting the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildStep {
+    /// As BuildKit names it: `[2/4] RUN make`, `[internal] load build context`.
+    pub name: String,
+    pub cached: bool,
+    pub duration: Option<Duration>,
+    pub error: Option<String>,
+}
+
+impl BuildStep {
+    /// The Dockerfile instruction this step runs (`FROM`, `RUN`, `COPY`...), or `None` for
+    /// BuildKit's own steps. Dockerfile steps are named `[N/M] INSTRUCTION ...` or
+    /// `[stage N/M] INSTRUCTION ...`.
+    pub fn instruction(&self) -> Option<&str> {
+        let rest = self.name.strip_prefix('[')?;
+        let (label, rest) = rest.split_once("] ")?;
+        let counter = label.rsplit(' ').next()?;
+        let (done, total) = counter.split_once('/')?;
+        let numeric = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        if !numeric(done) || !numeric(total) {
+            return None;
+        }
+        rest.split_whitespace().next()
+    }
+}
+
+/// What a build reports while it runs. Every string has secret values replaced by `***`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildProgress {
+    /// A step appeared or changed (started, finished, found in the cache, failed).
+    Step {
+        name: String,
+        cached: bool,
+        started: bool,
+        completed: bool,
+        /// Set once the step completed.
+        duration: Option<Duration>,
+        error: Option<String>,
+    },
+    /// One line of a step's output.
+    Log { step: String, line: String },
+    /// Progress inside a step: `pulling sha256:...`, `writing image sha256:...`.
+    Status {
+        step: String,
+        name: String,
+        current: u64,
+        total: u64,
+        completed: bool,
+    },
+    /// A warning BuildKit raised about a step (newer daemons only).
+    Warning { step: String, message: String },
+}
+
+/// Why a build failed; every message says what, where and what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the build context {path} is not a directory; check the build's context setting")]
+    ContextDirMissing { path: PathBuf },
+    #[error(
+        "no Dockerfile at {path}; check the build's dockerfile setting (it is relative to the \
+         context directory {context})"
+    )]
+    DockerfileMissing { path: PathBuf, context: PathBuf },
+    #[error(
+        "the Dockerfile {path} is outside the build context {context}; move it into the \
+         context or choose a context that contains it"
+    )]
+    DockerfileOutsideContext { path: PathBuf, context: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    IgnoreFileUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: `{text}`: {reason}; fix or remove that line")]
+    IgnoreFileInvalid {
+        path: PathBuf,
+        line: usize,
+        text: String,
+        reason: String,
+    },
+    #[error(
+        "cannot read {path} for the build context: {source}; fix its permissions or add it to \
+         .dockerignore"
+    )]
+    Context {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot reach the Docker daemon at {endpoint}: {detail}. Start Docker (for example \
+         `sudo systemctl start docker`, or `scripts/test-env up` in the envelope-runner \
+         repository) or set DOCKER_HOST to a running daemon, then run the build again"
+    )]
+    DaemonUnreachable { endpoint: String, detail: String },
+    #[error("cannot open a BuildKit session on the Docker daemon: {0}")]
+    Session(String),
+    #[error(
+        "{path}:{line}: {message}\n  {line} | {text}\nfix the Dockerfile and run the build again"
+    )]
+    DockerfileSyntax {
+        path: PathBuf,
+        line: usize,
+        text: String,
+        message: String,
+    },
+    #[error("step `{step}` failed: {message}{}", render_output(output))]
+    StepFailed {
+        step: String,
+        message: String,
+        /// The step's last output lines (at most 20).
+        output: Vec<String>,
+    },
+    #[error("the build failed: {message}")]
+    Failed { message: String },
+    #[error(
+        "the Docker daemon refused the build: {message}; check the build's tags, target and platform"
+    )]
+    Refused { message: String },
+    #[error(
+        "the build finished but the Docker daemon did not say which image it made; check \
+         `docker images` and the daemon's log"
+    )]
+    NoImageId,
+}
+
+fn render_output(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return "\n(the step printed nothing)".to_owned();
+    }
+    let mut rendered = String::from("\nlast output lines:");
+    for line in lines {
+        rendered.push_str("\n  ");
+        rendered.push_str(line);
+    }
+    rendered
+}
+
+/// Builds `request` on the daemon `docker` talks to, reporting progress as it goes.
+pub async fn build(
+    docker: &bollard::Docker,
+    request: &BuildRequest,
+    progress: &(dyn Fn(BuildProgress) + Send + Sync),
+) -> Result<BuildOutput, BuildError> {
+    let context = BuildContext::prepare(&request.context_dir, &request.dockerfile)
+        .map_err(|error| context_error(request, error))?;
+    let dockerfile_path = request.context_dir.join(context.dockerfile());
+    let dockerfile_name = context.dockerfile().to_owned();
+    let context = Arc::new(context);
+
+    let endpoint =
+        DaemonEndpoint::of(docker).map_err(|error| BuildError::Session(error.to_string()))?;
+    match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            return Err(BuildError::DaemonUnreachable {
+                endpoint: endpoint.to_string(),
+                detail: error.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(BuildError::DaemonUnreachable {
+                endpoint: endpoint.to_string(),
+                detail: format!("no answer to a ping within {}s", PING_TIMEOUT.as_secs()),
+            });
+        }
+    }
+
+    let scrubber = Scrubber::new(
+        request
+            .secrets
+            .iter()
+            .map(|secret| secret.value.expose())
+            .chain(
+                request
+                    .registry_auth
+                    .iter()
+                    .map(|auth| auth.password.expose()),
+            ),
+    );
+    let secrets: HashMap<String, Secret> = request
+        .secrets
+        .iter()
+        .map(|secret| (secret.id.clone(), secret.value.clone()))
+        .collect();
+    let credentials: HashMap<String, (String, Secret)> = request
+        .registry_auth
+        .iter()
+        .map(|auth| {
+            (
+                session::registry_host(&auth.server),
+                (auth.username.clone(), auth.password.clone()),
+            )
+        })
+        .collect();
+    // Only shown by the daemon; kept to what an HTTP header can carry.
+    let session_name: String = request
+        .context_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "envelope-runner".to_owned())
+        .chars()
+        .map(|ch| if ch.is_ascii_graphic() { ch } else { '-' })
+        .collect();
+    let session = Session::open(&endpoint, &session_name, context, secrets, credentials)
+        .await
+        .map_err(|error| match error {
+            ConnectError::Io { endpoint, source } => BuildError::DaemonUnreachable {
+                endpoint,
+                detail: source.to_string(),
+            },
+            other => BuildError::Session(other.to_string()),
+        })?;
+
+    let options = build_options(
+        request,
+        &dockerfile_name,
+        session.id(),
+        &session.context_url(),
+    );
+    let extra_tags: Vec<String> = request.tags.iter().skip(1).cloned().collect();
+    let client = docker
+        .clone()
+        .with_request_modifier(move |request| as_buildkit_request(request, &extra_tags));
+
+    let mut tracker = ProgressTracker::new(progress, scrubber);
+    let mut image_id = None;
+    let mut failure = None;
+    {
+        // The context travels through the session, so the request body is empty.
+        let empty = bollard::body_full(bytes::Bytes::new());
+        let mut stream = client.build_image(options, None, Some(empty));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(BuildInfo {
+                    aux: Some(BuildInfoAux::BuildKit(status)),
+                    ..
+                }) => tracker.apply(status),
+                Ok(BuildInfo {
+                    aux: Some(BuildInfoAux::Default(image)),
+                    ..
+                }) => image_id = image.id.or(image_id),
+                Ok(_) => {}
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+    }
+    let upload = session.upload_outcome();
+    drop(session);
+
+    match upload {
+        // A file that could not be read is the real cause of whatever the daemon saw. (A
+        // broken pipe only means the daemon stopped reading.)
+        Some(Err(walk)) if walk.source.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(BuildError::Context {
+                path: walk.path,
+                source: walk.source,
+            });
+        }
+        Some(Ok(summary)) => {
+            tracing::debug!(
+                files = summary.files,
+                bytes = summary.bytes,
+                "build context sent"
+            );
+        }
+        _ => {}
+    }
+    if let Some(error) = failure {
+        return Err(classify_failure(
+            error,
+            &tracker,
+            &endpoint,
+            &dockerfile_path,
+        ));
+    }
+
+    let image_id = match image_id.or_else(|| tracker.image_id_from_status().map(str::to_owned)) {
+        Some(id) => id,
+        None => match request.tags.first() {
+            Some(tag) => docker
+                .inspect_image(tag)
+                .await
+                .ok()
+                .and_then(|image| image.id)
+                .ok_or(BuildError::NoImageId)?,
+            None => return Err(BuildError::NoImageId),
+        },
+    };
+    Ok(BuildOutput {
+        image_id,
+        steps: tracker.finish(),
+    })
+}
+
+fn context_error(request: &BuildRequest, error: ContextError) -> BuildError {
+    let context = request.context_dir.clone();
+    let path = context.join(&request.dockerfile);
+    match error {
+        ContextError::ContextDirMissing => BuildError::ContextDirMissing { path: context },
+        ContextError::DockerfileMissing => BuildError::DockerfileMissing { path, context },
+        ContextError::DockerfileOutside => BuildError::DockerfileOutsideContext { path, context },
+        ContextError::IgnoreUnreadable(path, source) => {
+            BuildError::IgnoreFileUnreadable { path, source }
+        }
+        ContextError::IgnoreInvalid(path, invalid) => BuildError::IgnoreFileInvalid {
+            path,
+            line: invalid.line,
+            text: invalid.text,
+            reason: invalid.reason.to_owned(),
+        },
+    }
+}
+
+/// The `/build` query: everything but the extra tags and the builder version, which
+/// [`as_buildkit_request`] fixes up.
+fn build_options(
+    request: &BuildRequest,
+    dockerfile: &str,
+    session: &str,
+    context_url: &str,
+) -> BuildImageOptions {
+    let mut build_args: HashMap<String, String> = request
+        .build_args
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    // Inline cache is always exported, so the pushed image can seed the next build's cache.
+    build_args.insert("BUILDKIT_INLINE_CACHE".to_owned(), "1".to_owned());
+    let labels: HashMap<String, String> = request
+        .labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    BuildImageOptions {
+        dockerfile: dockerfile.to_owned(),
+        remote: Some(context_url.to_owned()),
+        t: request.tags.first().cloned(),
+        nocache: request.no_cache,
+        cachefrom: (!request.cache_from.is_empty()).then(|| request.cache_from.clone()),
+        buildargs: Some(build_args),
+        labels: (!labels.is_empty()).then_some(labels),
+        platform: request.platform.clone().unwrap_or_default(),
+        target: request.target.clone().unwrap_or_default(),
+        // See the module documentation: sent as classic, switched to BuildKit on the way out.
+        version: BuilderVersion::BuilderV1,
+        session: Some(session.to_owned()),
+        ..BuildImageOptions::default()
+    }
+}
+
+/// Turns bollard's classic `/build` request into a BuildKit one using our session, and adds the
+/// tags after the first.
+fn as_buildkit_request(
+    mut request: bollard::BollardRequest,
+    extra_tags: &[String],
+) -> bollard::BollardRequest {
+    if !request.uri().path().ends_with("/build") {
+        return request;
+    }
+    let query = request.uri().query().unwrap_or_default();
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            if pair == "version=1" {
+                "version=2".to_owned()
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    pairs.extend(
+        extra_tags
+            .iter()
+            .map(|tag| format!("t={}", query_escape(tag))),
+    );
+    let path_and_query = format!("{}?{}", request.uri().path(), pairs.join("&"));
+    let Ok(path_and_query) = hyper::http::uri::PathAndQuery::try_from(path_and_query) else {
+        return request;
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    if let Ok(uri) = hyper::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn query_escape(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}
+
+/// Turns the daemon's error into one a user can act on.
+fn classify_failure(
+    error: bollard::errors::Error,
+    tracker: &ProgressTracker<'_>,
+    endpoint: &DaemonEndpoint,
+    dockerfile: &Path,
+) -> BuildError {
+    use bollard::errors::Error;
+    let scrub = |text: &str| tracker.scrubber().scrub(text);
+    match error {
+        Error::DockerStreamError { error } => {
+            let message = scrub(
+                error
+                    .trim()
+                    .trim_start_matches("failed to solve with frontend dockerfile.v0: "),
+            );
+            if let Some((line, reason)) = dockerfile_error_line(&message) {
+                let text = std::fs::read_to_string(dockerfile)
+                    .ok()
+                    .and_then(|text| text.lines().nth(line - 1).map(str::to_owned))
+                    .unwrap_or_default();
+                return BuildError::DockerfileSyntax {
+                    path: dockerfile.to_owned(),
+                    line,
+                    text,
+                    message: reason,
+                };
+            }
+            match tracker.failed_step() {
+                Some((step, output)) => {
+                    let copies = step.contains("] COPY ") || step.contains("] ADD ");
+                    let message = if copies && message.contains("not found") {
+                        format!(
+                            "{message} (is the file in the build context, and not left out by \
+                             .dockerignore?)"
+                        )
+                    } else {
+                        message
+                    };
+                    BuildError::StepFailed {
+                        step,
+                        message,
+                        output,
+                    }
+                }
+                None => BuildError::Failed { message },
+            }
+        }
+        Error::DockerResponseServerError { message, .. } => BuildError::Refused {
+            message: scrub(&message),
+        },
+        Error::IOError { err } => BuildError::DaemonUnreachable {
+            endpoint: endpoint.to_string(),
+            detail: err.to_string(),
+        },
+        other => BuildError::Failed {
+            message: scrub(&other.to_string()),
+        },
+    }
+}
+
+/// Finds the Dockerfile line BuildKit's frontend complained about: `dockerfile parse error line
+/// 3: unknown instruction: FOO` (BuildKit 0.8) or `... on line 3: ...` (newer).
+fn dockerfile_error_line(message: &str) -> Option<(usize, String)> {
+    const MARKER: &str = "dockerfile parse error ";
+    let start = message.find(MARKER)? + MARKER.len();
+    let rest = message[start..].trim_start_matches("on ");
+    let rest = rest.strip_prefix("line ")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let line: usize = rest[..digits].parse().ok()?;
+    if line == 0 {
+        return None;
+    }
+    let reason = rest[digits..].trim_start_matches(':').trim();
+    Some((line, reason.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The executor may run a build on any worker thread.
+    #[test]
+    fn a_build_can_be_spawned() {
+        fn spawnable<T: Send + 'static>(_: &T) {}
+        fn check(docker: bollard::Docker, request: BuildRequest) {
+            let future = async move {
+                let progress = |_: BuildProgress| {};
+                build(&docker, &request, &progress).await
+            };
+            spawnable(&future);
+        }
+        let _ = check;
+    }
+
+    #[test]
+    fn names_the_instruction_of_dockerfile_steps_only() {
+        for (name, instruction) in [
+            ("[1/4] FROM docker.io/envelope-test/busybox:1", Some("FROM")),
+            ("[stage-1 2/3] RUN make", Some("RUN")),
+            ("[build 10/12] COPY . .", Some("COPY")),
+            ("[internal] load build context", None),
+            ("exporting to image", None),
+            ("importing cache manifest from 127.0.0.1:5000/app:1", None),
+            ("[a/b] RUN x", None),
+        ] {
+            let step = BuildStep {
+                name: name.to_owned(),
+                cached: false,
+                duration: None,
+                error: None,
+            };
+            assert_eq!(step.instruction(), instruction, "{name}");
+        }
+    }
+
+    #[test]
+    fn finds_the_line_of_a_dockerfile_parse_error() {
+        assert_eq!(
+            dockerfile_error_line(
+                "failed to create LLB definition: dockerfile parse error line 3: unknown instruction: FOOBAR"
+            ),
+            Some((3, "unknown instruction: FOOBAR".to_owned()))
+        );
+        assert_eq!(
+            dockerfile_error_line(
+                "dockerfile parse error on line 12: FROM requires either one or three arguments"
+            ),
+            Some((12, "FROM requires either one or three arguments".to_owned()))
+        );
+        assert_eq!(dockerfile_error_line("exit code: 1"), None);
+    }
+
+    #[test]
+    fn rewrites_only_the_build_request() {
+        let build = hyper::Request::post(
+            "unix://2f76/build?dockerfile=Dockerfile&t=app%3A1&version=1&session=abc",
+        )
+        .body(bollard::body_full(bytes::Bytes::new()))
+        .expect("request");
+        let rewritten = as_buildkit_request(
+            build,
+            &["127.0.0.1:5000/app:1".to_owned(), "app:latest".to_owned()],
+        );
+        assert_eq!(
+            rewritten.uri().to_string(),
+            "unix://2f76/build?dockerfile=Dockerfile&t=app%3A1&version=2&session=abc\
+             &t=127.0.0.1%3A5000%2Fapp%3A1&t=app%3Alatest"
+        );
+        let other = hyper::Request::get("unix://2f76/images/json?version=1")
+            .body(bollard::body_full(bytes::Bytes::new()))
+            .expect("request");
+        assert_eq!(
+            as_buildkit_request(other, &[]).uri().to_string(),
+            "unix://2f76/images/json?version=1"
+        );
+    }
+
+    #[test]
+    fn options_always_export_inline_cache_and_use_the_session() {
+        let request = BuildRequest {
+            context_dir: PathBuf::from("/src"),
+            dockerfile: PathBuf::from("Dockerfile"),
+            build_args: BTreeMap::from([("BUILDKIT_INLINE_CACHE".to_owned(), "0".to_owned())]),
+            tags: vec!["a:1".to_owned(), "b:2".to_owned()],
+            cache_from: vec!["registry/app:prev".to_owned()],
+            ..BuildRequest::default()
+        };
+        let options = build_options(
+            &request,
+            "Dockerfile",
+            "session-id",
+            "http://buildkit-session/session-id/context",
+        );
+        assert_eq!(
+            options
+                .buildargs
+                .as_ref()
+                .and_then(|args| args.get("BUILDKIT_INLINE_CACHE")),
+            Some(&"1".to_owned())
+        );
+        assert_eq!(options.t.as_deref(), Some("a:1"));
+        assert_eq!(options.session.as_deref(), Some("session-id"));
+        assert_eq!(
+            options.cachefrom,
+            Some(vec!["registry/app:prev".to_owned()])
+        );
+        assert_eq!(options.labels, None);
+    }
+
+    #[test]
+    fn step_failures_show_the_last_output_lines() {
+        let error = BuildError::StepFailed {
+            step: "[3/4] RUN make".to_owned(),
+            message: "exit code: 2".to_owned(),
+            output: vec!["cc -c main.c".to_owned(), "main.c:1: error".to_owned()],
+        };
+        assert_eq!(
+            error.to_string(),
+            "step `[3/4] RUN make` failed: exit code: 2\nlast output lines:\n  cc -c main.c\n  main.c:1: error"
+        );
+    }
+}
