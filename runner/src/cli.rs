@@ -66,12 +66,124 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Run a pipeline: source, build, push, approval, migrate, deploy.
+    Run {
+        /// Pipeline name (pipelines/<NAME>.yaml) or path to a pipeline file.
+        pipeline: String,
+        /// Branch, tag or commit to build (default: the pipeline's branch; with --local, HEAD).
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// The commit the ref must resolve to.
+        #[arg(long)]
+        sha: Option<String>,
+        /// Stop after this stage (name or kind) and leave the rest for `resume`.
+        #[arg(long, value_name = "STAGE")]
+        until: Option<String>,
+        /// Build from the working tree with the local Docker daemon; skip approval, migrate and
+        /// deploy. Reproduces a CI build on a laptop.
+        #[arg(long)]
+        local: bool,
+        /// With --local: the working tree to build (default: the current folder).
+        #[arg(long, value_name = "DIR", requires = "local")]
+        source: Option<PathBuf>,
+        /// With --local: push to this registry host (for example 127.0.0.1:5000).
+        #[arg(long, value_name = "HOST", requires = "local")]
+        registry: Option<String>,
+        #[command(flatten)]
+        common: RunArgs,
+    },
+    /// Continue a run from its first unfinished stage (after an approval, a crash or --until).
+    Resume {
+        /// The run id.
+        run: String,
+        #[command(flatten)]
+        common: RunArgs,
+    },
+    /// Approve (or reject) a run waiting at an approval gate.
+    Approve {
+        /// The run id.
+        run: String,
+        /// Reject instead of approving.
+        #[arg(long)]
+        reject: bool,
+        /// A note recorded with the decision.
+        #[arg(long)]
+        comment: Option<String>,
+        /// The approval stage, when the pipeline has several.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Who decides (default: $ENVELOPE_USER, $GITHUB_ACTOR or $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        approver: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show a run: its stages, outputs and errors (default: the newest run).
+    Status {
+        run: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List recent runs of a pipeline (or of all pipelines), newest first.
+    History {
+        pipeline: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print a run's event log.
+    Logs {
+        run: String,
+        /// Only this stage's lines.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Keep printing new lines until the run finishes.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Print the JSON Schema of pipeline files (point your editor's YAML support at it).
     Schema {
         /// Which schema: the pipeline file, the project defaults file, or a buildspec.
         #[arg(value_enum, default_value_t = SchemaKind::Pipeline)]
         kind: SchemaKind,
     },
+}
+
+/// Where run state lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Run store: a SQLite file path (default <project>/.envelope/state.db).
+    #[arg(long, value_name = "URL", env = "ENVELOPE_STORE")]
+    pub store: Option<String>,
+}
+
+/// Options shared by `run` and `resume`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Contact this registry host:port instead of the one the pipeline names (a mirror, a VPC
+    /// endpoint, a local emulator).
+    #[arg(long, value_name = "HOST:PORT", env = "ENVELOPE_REGISTRY_ENDPOINT")]
+    pub registry_endpoint: Option<String>,
+    /// Cache folder for git mirrors and checkouts.
+    #[arg(long, value_name = "DIR", env = "ENVELOPE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Log format: text (timestamped lines) or json (one object per line).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub log_format: OutputFormat,
+    /// How often a waiting approval gate checks for a decision, in seconds.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS", hide = true)]
+    pub approval_poll: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,8 +215,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         }
     };
     let project = cli.project.clone().unwrap_or_else(|| PathBuf::from("."));
-    let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
+    // Locks are taken per command: run commands write from several threads.
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
     match cli.command {
         Command::Validate { files, output } => {
             validate(&project, &files, output, color, &mut stdout, &mut stderr)
@@ -124,6 +237,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             &mut stdout,
             &mut stderr,
         ),
+        Command::Run { .. }
+        | Command::Resume { .. }
+        | Command::Approve { .. }
+        | Command::Status { .. }
+        | Command::History { .. }
+        | Command::Logs { .. } => crate::commands::dispatch(cli.command, &project, color),
         Command::Schema { kind } => {
             let schema = match kind {
                 SchemaKind::Pipeline => pipeline::schema(),

@@ -4,10 +4,10 @@
 //! JSON, GitHub Actions) render them, so every output mode sees the same facts.
 
 use crate::run::{RunId, StageStatus};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Something that happened during a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {

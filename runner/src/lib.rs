@@ -15,6 +15,8 @@ pub mod secret;
 pub mod store;
 
 pub mod cli;
+mod commands;
+pub mod report;
 
 /// Run the command line given by `args` (program name first); returns the exit code.
 /// Callable in-process and more than once.

@@ -2,5 +2,7 @@
 //! emulator and git servers started by `scripts/test-env up`.
 
 mod build;
+mod buildspec;
 mod push;
+mod run;
 mod source;

@@ -3,5 +3,6 @@
 
 pub mod build;
 pub mod buildspec;
+pub mod driver;
 pub mod push;
 pub mod source;

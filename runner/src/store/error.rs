@@ -83,9 +83,9 @@ impl StoreError {
             StoreError::NotSupportedYet { .. } | StoreError::UnknownUrl { .. } => {
                 crate::exit_codes::INVALID_INPUT
             }
-            StoreError::RunNotFound { .. } | StoreError::RunExists { .. } | StoreError::OutOfRange { .. } => {
-                crate::exit_codes::INVALID_INPUT
-            }
+            StoreError::RunNotFound { .. }
+            | StoreError::RunExists { .. }
+            | StoreError::OutOfRange { .. } => crate::exit_codes::INVALID_INPUT,
             _ => crate::exit_codes::STORE,
         }
     }

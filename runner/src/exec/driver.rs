@@ -1,0 +1,1277 @@
+//! The driver takes a run through its steps: it records every stage transition in the store
+//! before and after the work, skips stages a resumed run already finished, and turns each
+//! stage's outcome into the run's verdict.
+
+use crate::event::Event;
+use crate::exec::source::{self, SourceProgress, SourceRequest};
+use crate::exec::{build, buildspec as phases, push};
+use crate::pipeline::CompiledPipeline;
+use crate::plan::{self, Plan, PlanContext, Step};
+use crate::report::EventSink;
+use crate::run::{
+    ApprovalRecord, RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord, StageStatus,
+};
+use crate::secret::Secret;
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// How a run is executed, beyond what the pipeline says.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Mirrors, checkouts and other reusable state (`~/.cache/envelope-runner` by default).
+    pub cache_dir: PathBuf,
+    /// Stop after this step (name or kind), leaving the rest for `resume`.
+    pub until: Option<String>,
+    /// Build from this working tree instead of cloning; skip approval, migrate and deploy.
+    pub local_source: Option<PathBuf>,
+    /// With `local_source`: push to this registry host instead of only tagging locally.
+    pub local_registry: Option<String>,
+    /// Contact this `host:port` instead of the registry host the pipeline names (mirrors,
+    /// VPC endpoints, a local emulator).
+    pub registry_endpoint: Option<String>,
+    /// Who started the run, recorded with it.
+    pub user: String,
+    /// How often a waiting approval gate looks for a decision.
+    pub approval_poll: Duration,
+}
+
+impl RunSettings {
+    pub fn is_local(&self) -> bool {
+        self.local_source.is_some()
+    }
+}
+
+/// How a run ended, for the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub run: RunId,
+    pub status: RunStatus,
+    /// The stage that failed or is waiting, if any.
+    pub stage: Option<String>,
+    pub error: Option<String>,
+    /// The failure lies with the environment (Docker, registry, network, credentials).
+    pub environment: bool,
+}
+
+/// Errors that stop a run before or outside its stages.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("no run {0} in the store")]
+    UnknownRun(RunId),
+    #[error("run {run} belongs to pipeline `{found}`, not `{expected}`")]
+    WrongPipeline {
+        run: RunId,
+        found: String,
+        expected: String,
+    },
+}
+
+/// A failed stage: what to tell people, and whether the environment (not the input) is at fault.
+#[derive(Debug)]
+struct StageFailure {
+    message: String,
+    status: RunStatus,
+    environment: bool,
+}
+
+impl StageFailure {
+    fn new(message: impl Into<String>) -> Self {
+        StageFailure {
+            message: message.into(),
+            status: RunStatus::Failed,
+            environment: false,
+        }
+    }
+
+    /// A failure of the machine, network or credentials rather than of the pipeline or code.
+    fn environment(message: impl Into<String>) -> Self {
+        StageFailure {
+            environment: true,
+            ..StageFailure::new(message)
+        }
+    }
+
+    fn of(message: impl ToString, environment: bool) -> Self {
+        StageFailure {
+            environment,
+            ..StageFailure::new(message.to_string())
+        }
+    }
+}
+
+/// What earlier steps produced, for later ones.
+#[derive(Debug, Default, Clone)]
+struct RunState {
+    sha: Option<String>,
+    checkout: Option<PathBuf>,
+    image_ids: BTreeMap<String, String>,
+    images: BTreeMap<String, String>,
+    exported: BTreeMap<String, String>,
+}
+
+/// Executes runs of one pipeline.
+pub struct Driver {
+    pub compiled: CompiledPipeline,
+    pub store: Arc<dyn Store>,
+    pub settings: RunSettings,
+    pub events: EventSink,
+    docker: OnceCell<bollard::Docker>,
+    aws: OnceCell<aws_config::SdkConfig>,
+    ecr_auth: OnceCell<push::ecr::EcrAuth>,
+}
+
+impl Driver {
+    pub fn new(
+        compiled: CompiledPipeline,
+        store: Arc<dyn Store>,
+        settings: RunSettings,
+        events: EventSink,
+    ) -> Self {
+        Driver {
+            compiled,
+            store,
+            settings,
+            events,
+            docker: OnceCell::new(),
+            aws: OnceCell::new(),
+            ecr_auth: OnceCell::new(),
+        }
+    }
+
+    /// Create a run record for this trigger and execute it.
+    pub async fn start(
+        &self,
+        trigger: RunTrigger,
+        mut context: PlanContext,
+    ) -> Result<RunOutcome, DriverError> {
+        let id = RunId::new();
+        context.run_id = Some(id.0.clone());
+        let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        context.created.get_or_insert(created.clone());
+        // Planning first rejects a trigger the pipeline cannot run before anything is recorded.
+        let plan = plan::plan(&self.compiled, &context)?;
+        let record = RunRecord {
+            id: id.clone(),
+            pipeline: self.compiled.name.clone(),
+            status: RunStatus::Running,
+            trigger,
+            created_at: created,
+            finished_at: None,
+            context: context_record(&context),
+            stages: plan
+                .steps
+                .iter()
+                .map(|step| StageRecord {
+                    name: step.name().to_owned(),
+                    kind: step.kind().to_owned(),
+                    status: StageStatus::Pending,
+                    started_at: None,
+                    finished_at: None,
+                    outputs: StageOutputs::default(),
+                    error: None,
+                })
+                .collect(),
+        };
+        self.store.create_run(&record).await?;
+        self.events.emit(Event::RunStarted {
+            run: id.clone(),
+            pipeline: record.pipeline.clone(),
+            git_ref: record.trigger.git_ref.clone(),
+        });
+        self.execute(record, context).await
+    }
+
+    /// Continue a run from its first unfinished stage.
+    pub async fn resume(&self, id: &RunId) -> Result<RunOutcome, DriverError> {
+        let record = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| DriverError::UnknownRun(id.clone()))?;
+        if record.pipeline != self.compiled.name {
+            return Err(DriverError::WrongPipeline {
+                run: id.clone(),
+                found: record.pipeline,
+                expected: self.compiled.name.clone(),
+            });
+        }
+        let context = plan_context(&record);
+        let seen = self.store.events(id, None, usize::MAX).await?;
+        self.events
+            .start_at(seen.last().map(|(seq, _)| seq + 1).unwrap_or(1));
+        self.events.emit(Event::Notice {
+            stage: None,
+            message: format!(
+                "resuming run {id} at stage `{}`",
+                record.next_stage().map(|s| s.name.as_str()).unwrap_or("-")
+            ),
+        });
+        self.execute(record, context).await
+    }
+
+    async fn execute(
+        &self,
+        mut record: RunRecord,
+        mut context: PlanContext,
+    ) -> Result<RunOutcome, DriverError> {
+        let started = Instant::now();
+        let mut state = restore_state(&record);
+        if let Some(sha) = &state.sha {
+            context.sha = Some(sha.clone());
+        }
+        record.status = RunStatus::Running;
+        self.store
+            .set_run_status(&record.id, RunStatus::Running, None)
+            .await?;
+        let names: Vec<String> = record.stages.iter().map(|s| s.name.clone()).collect();
+        let mut outcome = None;
+        for name in names {
+            let stage = record.stage(&name).cloned().expect("stage from the record");
+            if stage.status.is_finished() {
+                continue;
+            }
+            // Re-plan with what is known now (the sha after the source step): pure and cheap.
+            let plan = plan::plan(&self.compiled, &context)?;
+            let Some(step) = plan.steps.iter().find(|s| s.name() == name).cloned() else {
+                continue;
+            };
+            if self.settings.is_local()
+                && matches!(step, Step::Approval(_) | Step::Migrate(_) | Step::Deploy(_))
+            {
+                self.finish_stage(
+                    &mut record,
+                    &name,
+                    StageStatus::Skipped,
+                    StageOutputs::default(),
+                    None,
+                    0.0,
+                )
+                .await?;
+                continue;
+            }
+            if self.settings.is_local()
+                && matches!(step, Step::Push(_))
+                && self.settings.local_registry.is_none()
+            {
+                self.finish_stage(
+                    &mut record,
+                    &name,
+                    StageStatus::Skipped,
+                    StageOutputs::default(),
+                    None,
+                    0.0,
+                )
+                .await?;
+                continue;
+            }
+            let stage_started = Instant::now();
+            self.begin_stage(&mut record, &name, step.kind()).await?;
+            let result = self.run_step(&step, &plan, &mut record, &mut state).await;
+            let seconds = stage_started.elapsed().as_secs_f64();
+            match result {
+                Ok(StepResult::Done(outputs)) => {
+                    if let Some(sha) = &outputs.sha {
+                        context.sha = Some(sha.clone());
+                    }
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Succeeded,
+                        outputs,
+                        None,
+                        seconds,
+                    )
+                    .await?;
+                }
+                Ok(StepResult::Waiting) => {
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Waiting,
+                        StageOutputs::default(),
+                        None,
+                        seconds,
+                    )
+                    .await?;
+                    outcome = Some(RunOutcome {
+                        run: record.id.clone(),
+                        status: RunStatus::Waiting,
+                        stage: Some(name.clone()),
+                        error: None,
+                        environment: false,
+                    });
+                    break;
+                }
+                Err(failure) => {
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Failed,
+                        StageOutputs::default(),
+                        Some(failure.message.clone()),
+                        seconds,
+                    )
+                    .await?;
+                    for later in record
+                        .stages
+                        .iter_mut()
+                        .filter(|s| s.status == StageStatus::Pending)
+                    {
+                        later.status = StageStatus::Skipped;
+                        self.store.save_stage(&record.id, later).await?;
+                    }
+                    outcome = Some(RunOutcome {
+                        run: record.id.clone(),
+                        status: failure.status,
+                        stage: Some(name.clone()),
+                        error: Some(failure.message),
+                        environment: failure.environment,
+                    });
+                    break;
+                }
+            }
+            if self
+                .settings
+                .until
+                .as_deref()
+                .is_some_and(|until| until == name || until == step.kind())
+            {
+                let remaining = record.stages.iter().any(|s| !s.status.is_finished());
+                if remaining {
+                    outcome = Some(RunOutcome {
+                        run: record.id.clone(),
+                        status: RunStatus::Waiting,
+                        stage: None,
+                        error: None,
+                        environment: false,
+                    });
+                    break;
+                }
+            }
+        }
+        let outcome = outcome.unwrap_or(RunOutcome {
+            run: record.id.clone(),
+            status: RunStatus::Succeeded,
+            stage: None,
+            error: None,
+            environment: false,
+        });
+        let finished_at = (outcome.status != RunStatus::Waiting)
+            .then(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        self.store
+            .set_run_status(&record.id, outcome.status, finished_at.as_deref())
+            .await?;
+        self.events.emit(Event::RunFinished {
+            run: record.id.clone(),
+            status: outcome.status,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        self.flush_events(&record.id).await?;
+        self.events.finish();
+        Ok(outcome)
+    }
+
+    async fn begin_stage(
+        &self,
+        record: &mut RunRecord,
+        name: &str,
+        kind: &str,
+    ) -> Result<(), DriverError> {
+        let stage = record.stage_mut(name).expect("stage exists");
+        stage.status = StageStatus::Running;
+        if stage.started_at.is_none() {
+            stage.started_at = Some(now());
+        }
+        stage.error = None;
+        let stage = stage.clone();
+        self.store.save_stage(&record.id, &stage).await?;
+        self.events.emit(Event::StageStarted {
+            stage: name.to_owned(),
+            kind: kind.to_owned(),
+        });
+        Ok(())
+    }
+
+    async fn finish_stage(
+        &self,
+        record: &mut RunRecord,
+        name: &str,
+        status: StageStatus,
+        outputs: StageOutputs,
+        error: Option<String>,
+        seconds: f64,
+    ) -> Result<(), DriverError> {
+        let stage = record.stage_mut(name).expect("stage exists");
+        stage.status = status;
+        if status != StageStatus::Waiting {
+            stage.finished_at = Some(now());
+        }
+        if outputs != StageOutputs::default() {
+            stage.outputs = outputs;
+        }
+        stage.error = error.clone();
+        let stage = stage.clone();
+        self.store.save_stage(&record.id, &stage).await?;
+        self.events.emit(Event::StageFinished {
+            stage: name.to_owned(),
+            status,
+            seconds,
+            error,
+        });
+        self.flush_events(&record.id).await
+    }
+
+    async fn flush_events(&self, run: &RunId) -> Result<(), DriverError> {
+        let events = self.events.take_unsaved();
+        if !events.is_empty() {
+            self.store.append_events(run, &events).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_step(
+        &self,
+        step: &Step,
+        plan: &Plan,
+        record: &mut RunRecord,
+        state: &mut RunState,
+    ) -> Result<StepResult, StageFailure> {
+        match step {
+            Step::Source(source) => self.source(source, record, state).await,
+            Step::Build(build) => self.build(build, plan, record, state).await,
+            Step::Push(push) => self.push(push, state).await,
+            Step::Approval(approval) => self.approval(approval, record).await,
+            Step::Migrate(_) | Step::Deploy(_) => Err(StageFailure::new(format!(
+                "the {} stage needs envelope-runner's ECS support, which this build does not include yet",
+                step.kind()
+            ))),
+        }
+    }
+
+    async fn source(
+        &self,
+        step: &plan::SourceStep,
+        record: &RunRecord,
+        state: &mut RunState,
+    ) -> Result<StepResult, StageFailure> {
+        if let Some(local) = &self.settings.local_source {
+            let sha = local_head(local);
+            self.events.emit(Event::Output {
+                stage: step.name.clone(),
+                key: "working tree".into(),
+                value: format!(
+                    "{} ({})",
+                    local.display(),
+                    sha.as_deref().unwrap_or("not a git repository")
+                ),
+            });
+            state.checkout = Some(local.clone());
+            state.sha = sha.clone();
+            return Ok(StepResult::Done(StageOutputs {
+                sha,
+                ..StageOutputs::default()
+            }));
+        }
+        let checkout_dir = self
+            .settings
+            .cache_dir
+            .join("work")
+            .join(&record.id.0)
+            .join("source");
+        if checkout_dir.exists() {
+            // A resumed run re-fetches into a clean tree: half-written checkouts are not trusted.
+            let _ = std::fs::remove_dir_all(&checkout_dir);
+        }
+        let token = std::env::var(&step.token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
+        let request = SourceRequest {
+            url: step.url.clone(),
+            reference: step.reference.clone(),
+            expected_sha: step.expected_sha.clone(),
+            token,
+            cache_dir: self.settings.cache_dir.clone(),
+            checkout_dir: checkout_dir.clone(),
+            shallow_without_mirror: false,
+        };
+        let events = self.events.clone();
+        let stage = step.name.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut last_percent = None;
+            source::fetch(&request, &mut |progress| match progress {
+                SourceProgress::Fetching { url } => events.emit(Event::Log {
+                    stage: stage.clone(),
+                    line: format!("fetching {url}"),
+                }),
+                SourceProgress::Transfer {
+                    received_objects,
+                    total_objects,
+                    received_bytes,
+                } => {
+                    let percent = (received_objects * 100)
+                        .checked_div(total_objects)
+                        .unwrap_or(100)
+                        / 25;
+                    if last_percent != Some(percent) && received_objects == total_objects {
+                        last_percent = Some(percent);
+                        events.emit(Event::Log {
+                            stage: stage.clone(),
+                            line: format!(
+                                "received {received_objects}/{total_objects} objects ({} KiB)",
+                                received_bytes / 1024
+                            ),
+                        });
+                    }
+                }
+                SourceProgress::CheckedOut { sha } => events.emit(Event::Log {
+                    stage: stage.clone(),
+                    line: format!("checked out {sha}"),
+                }),
+            })
+        })
+        .await
+        .map_err(|error| {
+            StageFailure::new(format!("the source step stopped unexpectedly: {error}"))
+        })?;
+        let output = result.map_err(|error| {
+            let environment = error.is_environment();
+            StageFailure::of(error, environment)
+        })?;
+        self.events.emit(Event::Output {
+            stage: step.name.clone(),
+            key: "commit".into(),
+            value: output.sha.clone(),
+        });
+        state.sha = Some(output.sha.clone());
+        state.checkout = Some(output.checkout_dir.clone());
+        Ok(StepResult::Done(StageOutputs {
+            sha: Some(output.sha),
+            ..StageOutputs::default()
+        }))
+    }
+
+    /// The repository a build's image goes to: the plan's, or for `--local` the bare image name
+    /// (or the `--registry` given).
+    fn repository_of(&self, planned: &str, image_name: &str) -> String {
+        match (&self.settings.local_source, &self.settings.local_registry) {
+            (Some(_), Some(registry)) => format!("{registry}/{image_name}"),
+            (Some(_), None) => image_name.to_owned(),
+            (None, _) => planned.to_owned(),
+        }
+    }
+
+    async fn build(
+        &self,
+        step: &plan::BuildStep,
+        plan: &Plan,
+        record: &RunRecord,
+        state: &mut RunState,
+    ) -> Result<StepResult, StageFailure> {
+        let docker = self.docker().await?;
+        let checkout = state
+            .checkout
+            .clone()
+            .ok_or_else(|| StageFailure::new("no source checkout: the source stage did not run"))?;
+        let repository = self.repository_of(&step.repository, &step.image_name);
+        let credentials = self.credentials_for(&repository).await?;
+        let endpoint = self.endpoint_for(&repository);
+        let secrets = self.resolve_secrets(step).await?;
+        let request = build::BuildRequest {
+            context_dir: checkout.join(&step.context),
+            dockerfile: PathBuf::from(&step.dockerfile),
+            target: step.target.clone(),
+            platform: step.platform.clone(),
+            build_args: step.build_args.clone(),
+            secrets,
+            labels: step.labels.clone(),
+            tags: step
+                .tags
+                .iter()
+                .map(|tag| format!("{repository}:{tag}"))
+                .collect(),
+            cache_from: if self.settings.is_local() && self.settings.local_registry.is_none() {
+                Vec::new()
+            } else {
+                step.cache_from
+                    .iter()
+                    .map(|reference| {
+                        with_endpoint(
+                            reference,
+                            &step.repository,
+                            &repository,
+                            endpoint.as_deref(),
+                        )
+                    })
+                    .collect()
+            },
+            registry_auth: credentials
+                .iter()
+                .map(|c| build::RegistryCredentials {
+                    server: endpoint.clone().unwrap_or_else(|| c.server.clone()),
+                    ..c.clone()
+                })
+                .collect(),
+            no_cache: false,
+        };
+        let stage = step.name.clone();
+        let events = self.events.clone();
+        let progress = move |progress: build::BuildProgress| {
+            if let Some(event) = build_event(&stage, progress) {
+                events.emit(event);
+            }
+        };
+        let output = match &step.buildspec {
+            None => build::build(&docker, &request, &progress)
+                .await
+                .map_err(|error| {
+                    let environment = matches!(error, build::BuildError::DaemonUnreachable { .. });
+                    StageFailure::of(error, environment)
+                })?,
+            Some(spec_plan) => {
+                let spec = self
+                    .compiled
+                    .buildspecs
+                    .get(&spec_plan.path)
+                    .cloned()
+                    .ok_or_else(|| {
+                        StageFailure::new(format!("buildspec {} was not loaded", spec_plan.path))
+                    })?;
+                self.build_with_buildspec(
+                    &spec, &docker, request, &checkout, plan, record, step, &progress, state,
+                )
+                .await?
+            }
+        };
+        self.events.emit(Event::Output {
+            stage: step.name.clone(),
+            key: "image id".into(),
+            value: output.image_id.clone(),
+        });
+        state
+            .image_ids
+            .insert(step.name.clone(), output.image_id.clone());
+        Ok(StepResult::Done(StageOutputs {
+            image_id: Some(output.image_id),
+            exported: state.exported.clone(),
+            ..StageOutputs::default()
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn build_with_buildspec(
+        &self,
+        spec: &crate::buildspec::Buildspec,
+        docker: &bollard::Docker,
+        request: build::BuildRequest,
+        checkout: &std::path::Path,
+        plan: &Plan,
+        record: &RunRecord,
+        step: &plan::BuildStep,
+        progress: &(dyn Fn(build::BuildProgress) + Send + Sync),
+        state: &mut RunState,
+    ) -> Result<build::BuildOutput, StageFailure> {
+        let secret_env = match self.aws_if_needed(spec).await? {
+            Some(config) => phases::resolve_secret_env(spec, &config)
+                .await
+                .map_err(|error| StageFailure::new(error.to_string()))?,
+            None => BTreeMap::new(),
+        };
+        let start_ms = chrono::DateTime::parse_from_rfc3339(&record.created_at)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default();
+        let sha = plan.trigger.sha.clone().unwrap_or_default();
+        let trigger = plan
+            .trigger
+            .tag
+            .as_ref()
+            .map(|tag| format!("tag/{tag}"))
+            .or_else(|| {
+                plan.trigger
+                    .branch
+                    .as_ref()
+                    .map(|branch| format!("branch/{branch}"))
+            });
+        let run_id = record.id.0.clone();
+        let env = phases::codebuild_variables(&phases::CodebuildFacts {
+            source_dir: checkout,
+            resolved_source_version: &sha,
+            build_number: 1,
+            project: &plan.pipeline,
+            run_id: &run_id,
+            start_time_ms: start_ms,
+            initiator: &self.settings.user,
+            webhook_trigger: trigger.as_deref(),
+        });
+        let context = phases::BuildspecContext {
+            source_dir: checkout.to_path_buf(),
+            env,
+            secret_env,
+        };
+        let stage = step.name.clone();
+        let events = self.events.clone();
+        let on_progress = move |progress: phases::BuildspecProgress| {
+            if let Some(event) = buildspec_event(&stage, progress) {
+                events.emit(event);
+            }
+        };
+        let built: Arc<tokio::sync::Mutex<Option<build::BuildOutput>>> = Arc::default();
+        let slot = built.clone();
+        let outcome = phases::run(spec, &context, &on_progress, move |_env| {
+            Box::pin(async move {
+                let output = build::build(docker, &request, progress)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                *slot.lock().await = Some(output);
+                Ok::<(), String>(())
+            })
+        })
+        .await
+        .map_err(|error| StageFailure::new(error.to_string()))?;
+        state.exported.extend(outcome.exported.clone());
+        if !outcome.succeeded {
+            let failed = outcome
+                .phases
+                .iter()
+                .find(|phase| phase.status == phases::PhaseStatus::Failed)
+                .map(|phase| match &phase.failed_command {
+                    Some(command) => format!(
+                        "buildspec phase `{}` failed: `{command}` exited with {}",
+                        phase.name,
+                        phase
+                            .exit_code
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "an error".into())
+                    ),
+                    None => format!("buildspec phase `{}` failed", phase.name),
+                })
+                .unwrap_or_else(|| "the buildspec failed".into());
+            return Err(StageFailure::new(failed));
+        }
+        let output = built.lock().await.take();
+        output
+            .ok_or_else(|| StageFailure::new("the buildspec finished but the image was not built"))
+    }
+
+    async fn push(
+        &self,
+        step: &plan::PushStep,
+        state: &mut RunState,
+    ) -> Result<StepResult, StageFailure> {
+        let docker = self.docker().await?;
+        let image_id = state.image_ids.get(&step.build).cloned().ok_or_else(|| {
+            StageFailure::new(format!(
+                "no image from stage `{}`: it did not run",
+                step.build
+            ))
+        })?;
+        let image_name = step
+            .repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&step.repository);
+        let repository = self.repository_of(&step.repository, image_name);
+        if !self.settings.is_local()
+            && let Some(host) =
+                push::ecr::parse_ecr_host(repository.split('/').next().unwrap_or(""))
+        {
+            let create = self.compiled.pipeline.stages.iter().any(|stage| {
+                matches!(stage, crate::pipeline::model::Stage::Build(b) if b.create_repository == Some(true) && stage.name() == step.build)
+            });
+            let client = aws_sdk_ecr::Client::new(self.aws().await?);
+            let path = repository
+                .split_once('/')
+                .map(|(_, p)| p)
+                .unwrap_or(&repository);
+            push::ecr::ensure_repository(
+                &client,
+                path,
+                &push::ecr::RepositoryOptions {
+                    registry_id: Some(host.account_id.clone()),
+                    create_if_missing: create,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| {
+                let environment = error.is_environment();
+                StageFailure::of(error, environment)
+            })?;
+        }
+        let request = push::PushRequest {
+            local_image: image_id,
+            repository: repository.clone(),
+            tags: step.tags.clone(),
+            credentials: self.credentials_for(&repository).await?,
+            endpoint_override: self.endpoint_for(&repository),
+        };
+        let stage = step.name.clone();
+        let events = self.events.clone();
+        let progress = move |progress: push::PushProgress| {
+            if let Some(event) = push_event(&stage, progress) {
+                events.emit(event);
+            }
+        };
+        let output = push::push(&docker, &request, &progress)
+            .await
+            .map_err(|error| {
+                let environment = error.is_environment();
+                StageFailure::of(error, environment)
+            })?;
+        self.events.emit(Event::Output {
+            stage: step.name.clone(),
+            key: "image".into(),
+            value: output.image_ref.clone(),
+        });
+        self.events.emit(Event::Output {
+            stage: step.name.clone(),
+            key: "layers".into(),
+            value: format!(
+                "{} uploaded ({} bytes), {} already in the registry",
+                output.layers_uploaded, output.bytes_uploaded, output.layers_skipped
+            ),
+        });
+        state
+            .images
+            .insert(step.build.clone(), output.image_ref.clone());
+        Ok(StepResult::Done(StageOutputs {
+            digest: Some(output.digest),
+            image: Some(output.image_ref),
+            ..StageOutputs::default()
+        }))
+    }
+
+    async fn approval(
+        &self,
+        step: &plan::ApprovalStep,
+        record: &mut RunRecord,
+    ) -> Result<StepResult, StageFailure> {
+        let run = record.id.clone();
+        let started = record
+            .stage(&step.name)
+            .and_then(|s| s.started_at.clone())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(chrono::Utc::now);
+        let deadline = started + chrono::Duration::seconds(step.timeout_seconds as i64);
+        let mut announced = false;
+        loop {
+            let decision = self
+                .store
+                .approval(&run, &step.name)
+                .await
+                .map_err(|error| StageFailure::new(error.to_string()))?;
+            if let Some(decision) = decision {
+                return approval_verdict(&step.name, decision, &self.events);
+            }
+            if chrono::Utc::now() >= deadline {
+                return Err(StageFailure {
+                    status: RunStatus::Rejected,
+                    ..StageFailure::new(format!(
+                        "approval timed out after {}: nothing after the gate ran",
+                        step.timeout
+                    ))
+                });
+            }
+            if !announced {
+                announced = true;
+                let stage = record.stage_mut(&step.name).expect("stage exists");
+                stage.status = StageStatus::Waiting;
+                let stage = stage.clone();
+                self.store
+                    .save_stage(&run, &stage)
+                    .await
+                    .map_err(|error| StageFailure::new(error.to_string()))?;
+                self.events.emit(Event::AwaitingApproval {
+                    stage: step.name.clone(),
+                    run: run.clone(),
+                });
+                let _ = self.flush_events(&run).await;
+                if self
+                    .settings
+                    .until
+                    .as_deref()
+                    .is_some_and(|u| u == step.name || u == "approval")
+                {
+                    return Ok(StepResult::Waiting);
+                }
+            }
+            let remaining = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(
+                self.settings
+                    .approval_poll
+                    .min(remaining.max(Duration::from_millis(10))),
+            )
+            .await;
+        }
+    }
+
+    async fn docker(&self) -> Result<bollard::Docker, StageFailure> {
+        self.docker
+            .get_or_try_init(|| async {
+                let docker =
+                    bollard::Docker::connect_with_local_defaults().map_err(docker_unreachable)?;
+                docker.negotiate_version().await.map_err(docker_unreachable)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn aws(&self) -> Result<&aws_config::SdkConfig, StageFailure> {
+        self.aws
+            .get_or_try_init(|| async {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(region) = &self.compiled.aws.region {
+                    loader = loader.region(aws_config::Region::new(region.clone()));
+                }
+                Ok::<_, StageFailure>(loader.load().await)
+            })
+            .await
+    }
+
+    async fn aws_if_needed(
+        &self,
+        spec: &crate::buildspec::Buildspec,
+    ) -> Result<Option<aws_config::SdkConfig>, StageFailure> {
+        let needs = spec
+            .env
+            .as_ref()
+            .is_some_and(|env| !env.secrets_manager.is_empty() || !env.parameter_store.is_empty());
+        Ok(if needs {
+            Some(self.aws().await?.clone())
+        } else {
+            None
+        })
+    }
+
+    /// Registry credentials: ECR's token for an ECR host, else `ENVELOPE_REGISTRY_USERNAME` /
+    /// `ENVELOPE_REGISTRY_PASSWORD` (or `_PASSWORD_FILE`) when set.
+    async fn credentials_for(
+        &self,
+        repository: &str,
+    ) -> Result<Option<push::RegistryCredentials>, StageFailure> {
+        let host = repository.split('/').next().unwrap_or("");
+        if push::ecr::parse_ecr_host(host).is_some() {
+            let config = self.aws().await?.clone();
+            let auth = self
+                .ecr_auth
+                .get_or_init(|| async {
+                    push::ecr::EcrAuth::new(aws_sdk_ecr::Client::new(&config))
+                })
+                .await;
+            let mut credentials = auth.credentials().await.map_err(|error| {
+                let environment = error.is_environment();
+                StageFailure::of(error, environment)
+            })?;
+            credentials.server = host.to_owned();
+            return Ok(Some(credentials));
+        }
+        let username = std::env::var("ENVELOPE_REGISTRY_USERNAME").ok();
+        let password = std::env::var("ENVELOPE_REGISTRY_PASSWORD")
+            .ok()
+            .or_else(|| {
+                std::env::var("ENVELOPE_REGISTRY_PASSWORD_FILE")
+                    .ok()
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .map(|text| text.trim_end().to_owned())
+            });
+        Ok(match (username, password) {
+            (Some(username), Some(password)) => Some(push::RegistryCredentials {
+                server: host.to_owned(),
+                username,
+                password: Secret::new(password),
+                expires_at: None,
+            }),
+            _ => None,
+        })
+    }
+
+    fn endpoint_for(&self, repository: &str) -> Option<String> {
+        let host = repository.split('/').next().unwrap_or("");
+        self.settings
+            .registry_endpoint
+            .clone()
+            .filter(|endpoint| !endpoint.is_empty() && endpoint != host)
+    }
+
+    async fn resolve_secrets(
+        &self,
+        step: &plan::BuildStep,
+    ) -> Result<Vec<build::BuildSecret>, StageFailure> {
+        let mut secrets = Vec::new();
+        for reference in &step.secrets {
+            let (kind, name) = reference.from.split_once(':').unwrap_or(("", ""));
+            let value = match kind {
+                "env" => std::env::var(name).map_err(|_| {
+                    StageFailure::new(format!(
+                        "build secret `{}` reads environment variable {name}, which is not set; export it before the run",
+                        reference.id
+                    ))
+                })?,
+                "file" => {
+                    let path = self.compiled.project_root.join(name);
+                    std::fs::read_to_string(&path).map_err(|error| {
+                        StageFailure::new(format!("build secret `{}`: cannot read {}: {error}", reference.id, path.display()))
+                    })?
+                }
+                "aws_secret" => {
+                    let client = aws_sdk_secretsmanager::Client::new(self.aws().await?);
+                    let answer = client.get_secret_value().secret_id(name).send().await.map_err(|error| {
+                        StageFailure::new(format!(
+                            "build secret `{}`: cannot read AWS secret {name}: {}",
+                            reference.id,
+                            aws_smithy_types::error::display::DisplayErrorContext(&error)
+                        ))
+                    })?;
+                    answer.secret_string().unwrap_or_default().to_owned()
+                }
+                _ => return Err(StageFailure::new(format!("build secret `{}` has no source", reference.id))),
+            };
+            secrets.push(build::BuildSecret {
+                id: reference.id.clone(),
+                value: Secret::new(value),
+            });
+        }
+        Ok(secrets)
+    }
+}
+
+enum StepResult {
+    Done(StageOutputs),
+    Waiting,
+}
+
+fn approval_verdict(
+    stage: &str,
+    decision: ApprovalRecord,
+    events: &EventSink,
+) -> Result<StepResult, StageFailure> {
+    let comment = decision
+        .comment
+        .as_deref()
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    if decision.approved {
+        events.emit(Event::Output {
+            stage: stage.to_owned(),
+            key: "approved".into(),
+            value: format!("by {} at {}{comment}", decision.by, decision.at),
+        });
+        Ok(StepResult::Done(StageOutputs {
+            approval: Some(decision),
+            ..StageOutputs::default()
+        }))
+    } else {
+        Err(StageFailure {
+            status: RunStatus::Rejected,
+            ..StageFailure::new(format!(
+                "rejected by {} at {}{comment}; nothing after the gate ran",
+                decision.by, decision.at
+            ))
+        })
+    }
+}
+
+fn docker_unreachable(error: bollard::errors::Error) -> StageFailure {
+    StageFailure::environment(format!(
+        "cannot reach the Docker daemon ({error}); start Docker (or set DOCKER_HOST) and run again"
+    ))
+}
+
+/// Point a registry reference at the endpoint override and the run's repository.
+fn with_endpoint(
+    reference: &str,
+    planned_repository: &str,
+    repository: &str,
+    endpoint: Option<&str>,
+) -> String {
+    let reference = match reference.strip_prefix(planned_repository) {
+        Some(rest) => format!("{repository}{rest}"),
+        None => reference.to_owned(),
+    };
+    match endpoint {
+        Some(endpoint) => match reference.split_once('/') {
+            Some((_, path)) => format!("{endpoint}/{path}"),
+            None => reference,
+        },
+        None => reference,
+    }
+}
+
+fn build_event(stage: &str, progress: build::BuildProgress) -> Option<Event> {
+    match progress {
+        build::BuildProgress::Step {
+            name,
+            cached,
+            completed,
+            duration,
+            ..
+        } => Some(Event::BuildStep {
+            stage: stage.to_owned(),
+            step: name,
+            cached,
+            completed,
+            seconds: duration.map(|d| d.as_secs_f64()),
+        }),
+        build::BuildProgress::Log { line, .. } => Some(Event::Log {
+            stage: stage.to_owned(),
+            line,
+        }),
+        build::BuildProgress::Warning { step, message } => Some(Event::Notice {
+            stage: Some(stage.to_owned()),
+            message: format!("{step}: {message}"),
+        }),
+        build::BuildProgress::Status { .. } => None,
+    }
+}
+
+fn buildspec_event(stage: &str, progress: phases::BuildspecProgress) -> Option<Event> {
+    let line = match progress {
+        phases::BuildspecProgress::PhaseStarted { phase } => format!("phase {phase} started"),
+        phases::BuildspecProgress::Command { command, .. } => format!("$ {command}"),
+        phases::BuildspecProgress::Line { line, .. } => line,
+        phases::BuildspecProgress::PhaseFinished {
+            phase,
+            status,
+            seconds,
+        } => {
+            format!("phase {phase} {status} in {seconds:.1}s")
+        }
+        phases::BuildspecProgress::Notice { message } => {
+            return Some(Event::Notice {
+                stage: Some(stage.to_owned()),
+                message,
+            });
+        }
+    };
+    Some(Event::Log {
+        stage: stage.to_owned(),
+        line,
+    })
+}
+
+fn push_event(stage: &str, progress: push::PushProgress) -> Option<Event> {
+    use push::PushProgress as P;
+    let line = match progress {
+        P::TagStarted { target, attempt: 1 } => format!("pushing {target}"),
+        P::TagStarted { target, attempt } => format!("pushing {target} (attempt {attempt})"),
+        P::LayerUploaded => "layer uploaded".to_owned(),
+        P::LayerSkipped {
+            mounted_from: Some(from),
+        } => format!("layer mounted from {from}"),
+        P::LayerSkipped { mounted_from: None } => "layer already in the registry".to_owned(),
+        P::LayerRetrying { message } => message,
+        P::TagPushed { tag, digest } => format!("pushed {tag} as {digest}"),
+        P::Retrying {
+            target,
+            failed_attempt,
+            delay,
+            reason,
+        } => format!(
+            "push of {target} failed (attempt {failed_attempt}: {reason}); retrying in {:.1}s",
+            delay.as_secs_f64()
+        ),
+        P::Verified { tag, digest } => format!("registry resolves {tag} to {digest}"),
+        P::LayerUploading { .. } => return None,
+    };
+    Some(Event::Log {
+        stage: stage.to_owned(),
+        line,
+    })
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The commit of a local working tree, marked `-dirty` when it has changes.
+fn local_head(path: &std::path::Path) -> Option<String> {
+    let repository = git2::Repository::discover(path).ok()?;
+    let sha = repository
+        .head()
+        .ok()?
+        .peel_to_commit()
+        .ok()?
+        .id()
+        .to_string();
+    Some(sha)
+}
+
+fn context_record(context: &PlanContext) -> BTreeMap<String, String> {
+    let mut record = BTreeMap::new();
+    record.insert("git_ref".to_owned(), context.git_ref.clone());
+    for (key, value) in [
+        ("sha", &context.sha),
+        ("run_id", &context.run_id),
+        ("created", &context.created),
+        ("account", &context.account),
+    ] {
+        if let Some(value) = value {
+            record.insert(key.to_owned(), value.clone());
+        }
+    }
+    for (name, value) in &context.env {
+        record.insert(format!("env.{name}"), value.clone());
+    }
+    record
+}
+
+fn plan_context(record: &RunRecord) -> PlanContext {
+    let get = |key: &str| record.context.get(key).cloned();
+    PlanContext {
+        git_ref: get("git_ref").unwrap_or_else(|| record.trigger.git_ref.clone()),
+        sha: get("sha").or_else(|| record.trigger.sha.clone()),
+        run_id: Some(record.id.0.clone()),
+        created: get("created").or_else(|| Some(record.created_at.clone())),
+        account: get("account"),
+        env: record
+            .context
+            .iter()
+            .filter_map(|(key, value)| {
+                key.strip_prefix("env.")
+                    .map(|name| (name.to_owned(), value.clone()))
+            })
+            .collect(),
+    }
+}
+
+/// Outputs of finished stages, so a resumed run does not redo them.
+fn restore_state(record: &RunRecord) -> RunState {
+    let mut state = RunState::default();
+    for stage in record
+        .stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Succeeded)
+    {
+        if let Some(sha) = &stage.outputs.sha {
+            state.sha = Some(sha.clone());
+        }
+        if let Some(id) = &stage.outputs.image_id {
+            state.image_ids.insert(stage.name.clone(), id.clone());
+        }
+        state.exported.extend(stage.outputs.exported.clone());
+    }
+    for stage in record
+        .stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Succeeded && s.kind == "push")
+    {
+        if let Some(image) = &stage.outputs.image {
+            let build = stage
+                .name
+                .strip_suffix("-push")
+                .unwrap_or("build")
+                .to_owned();
+            state.images.insert(build, image.clone());
+        }
+    }
+    state
+}

@@ -1,0 +1,394 @@
+//! `envelope-runner run` end to end: a git repository served over smart HTTP (with a token)
+//! and file://, the real Docker daemon building with BuildKit, a real registry, and the run
+//! record in the SQLite store.
+
+use envelope_tests::env::{TestEnv, head_manifest, parts, runner_binary, unique};
+use envelope_tests::git_fixture::{GitServer, WorkRepo};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TOKEN: &str = "ghs_e2eTokenThatMustNeverBePrinted0123456789";
+
+/// The example app committed into a fresh repository, tagged `v1.0.0`.
+struct App {
+    _dir: tempfile::TempDir,
+    repo: WorkRepo,
+    bare_root: PathBuf,
+}
+
+fn example_app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let repo = WorkRepo::init(&work).unwrap();
+    let example = envelope_tests::env::repo_root().join("examples/hello");
+    for file in ["Dockerfile", ".dockerignore", "migrate.sh", "app/server.sh"] {
+        let target = work.join(file);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(example.join(file), &target).unwrap();
+    }
+    repo.git(&["add", "-A"]).unwrap();
+    repo.git(&["commit", "-q", "-m", "example app"]).unwrap();
+    repo.tag("v1.0.0").unwrap();
+    let bare_root = dir.path().join("served");
+    std::fs::create_dir_all(&bare_root).unwrap();
+    repo.publish(&bare_root.join("hello.git")).unwrap();
+    App {
+        _dir: dir,
+        repo,
+        bare_root,
+    }
+}
+
+/// A project folder with `pipelines/hello.yaml` pointing at `url` and pushing `image` to the
+/// test registry.
+fn project(url: &str, registry: &str, image: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/hello.yaml"),
+        format!(
+            r#"source:
+  repository: {url}
+  tags: ["v*"]
+aws:
+  region: eu-west-2
+  registry: {registry}
+stages:
+  - build:
+      image: {image}
+      build_args:
+        APP_VERSION: ${{release.tag}}
+      tags: ["${{release.tag}}", "${{git.short_sha}}", latest]
+  - approval:
+      timeout: 1h
+  - deploy:
+      cluster: envelope-example
+      services: [hello-web]
+"#
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn runner(env: &TestEnv, project: &Path) -> Command {
+    let mut command = Command::new(runner_binary());
+    command
+        .envs(env.vars())
+        .env("NO_COLOR", "1")
+        .env("ENVELOPE_CACHE_DIR", project.join("cache"))
+        .env_remove("GITHUB_TOKEN")
+        .arg("--project")
+        .arg(project);
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The run id the runner printed (`run <id> ...`).
+fn run_id(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .split_whitespace()
+        .skip_while(|word| *word != "run")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no run id in {}", text(output)))
+        .to_string()
+}
+
+fn status_json(env: &TestEnv, project: &Path, run: &str) -> Value {
+    let output = runner(env, project)
+        .args(["status", run, "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn stage<'a>(record: &'a Value, name: &str) -> &'a Value {
+    record["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {record}"))
+}
+
+#[tokio::test]
+async fn run_until_push_over_smart_http_records_the_registry_digest() {
+    let Some((env, docker)) = parts("run_until_push_over_smart_http").await else {
+        return;
+    };
+    let app = example_app();
+    let server = GitServer::start(&app.bare_root, Some(TOKEN)).unwrap();
+    let image = format!("e2e/{}", unique("run"));
+    let project = project(&server.url("hello.git"), env.registry(), &image);
+
+    let output = runner(env, project.path())
+        .env("GITHUB_TOKEN", TOKEN)
+        .args(["run", "hello", "--ref", "v1.0.0", "--until", "push"])
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(
+        !all.contains(TOKEN),
+        "the token leaked into the output:\n{all}"
+    );
+    let run = run_id(&output);
+
+    let record = status_json(env, project.path(), &run);
+    let sha = app.repo.head().unwrap();
+    assert_eq!(stage(&record, "source")["outputs"]["sha"], sha.as_str());
+    assert_eq!(stage(&record, "build")["status"], "succeeded");
+    let push = stage(&record, "push");
+    assert_eq!(push["status"], "succeeded", "{record}");
+    let digest = push["outputs"]["digest"].as_str().unwrap().to_string();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    assert_eq!(
+        push["outputs"]["image"],
+        format!("{}/{image}@{digest}", env.registry()).as_str()
+    );
+    assert_eq!(
+        stage(&record, "approval")["status"],
+        "pending",
+        "--until push stops before the gate"
+    );
+
+    for tag in ["v1.0.0", &sha[..7], "latest"] {
+        let (status, registry_digest) = head_manifest(env.registry(), &image, tag).await;
+        assert_eq!(status, 200, "tag {tag}");
+        assert_eq!(
+            registry_digest.as_deref(),
+            Some(digest.as_str()),
+            "tag {tag}"
+        );
+    }
+
+    let inspected = docker
+        .inspect_image(&format!("{}/{image}:v1.0.0", env.registry()))
+        .await
+        .unwrap();
+    let labels = inspected.config.unwrap().labels.unwrap();
+    assert_eq!(labels["org.opencontainers.image.revision"], sha);
+    assert_eq!(labels["org.opencontainers.image.version"], "v1.0.0");
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        server.url("hello.git")
+    );
+    assert!(!labels["org.opencontainers.image.created"].is_empty());
+
+    // Resume finishes nothing twice: the build and push are read from the store.
+    let logs = runner(env, project.path())
+        .args(["logs", &run])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("[push]"),
+        "{}",
+        text(&logs)
+    );
+}
+
+#[tokio::test]
+async fn run_from_a_file_url_pushes_and_a_rebuild_after_prune_is_fully_cached() {
+    let Some((env, docker)) = parts("run_from_a_file_url").await else {
+        return;
+    };
+    let app = example_app();
+    let url = format!("file://{}", app.bare_root.join("hello.git").display());
+    let image = format!("e2e/{}", unique("cached"));
+    let project = project(&url, env.registry(), &image);
+
+    let first = runner(env, project.path())
+        .args(["run", "hello", "--ref", "v1.0.0", "--until", "push"])
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let first_record = status_json(env, project.path(), &run_id(&first));
+    let first_digest = stage(&first_record, "push")["outputs"]["digest"].clone();
+
+    // Forget every local layer: the next build can only reuse what the registry has.
+    let prune = Command::new(env.docker_cli())
+        .args(["builder", "prune", "-af"])
+        .env("DOCKER_BUILDKIT", "1")
+        .output()
+        .unwrap();
+    assert!(prune.status.success(), "{}", text(&prune));
+    let sha = app.repo.head().unwrap();
+    for tag in ["v1.0.0", &sha[..7], "latest"] {
+        let _ = docker
+            .remove_image(
+                &format!("{}/{image}:{tag}", env.registry()),
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+
+    let second = runner(env, project.path())
+        .args([
+            "run",
+            "hello",
+            "--ref",
+            "v1.0.0",
+            "--until",
+            "push",
+            "--log-format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let steps: Vec<Value> = String::from_utf8_lossy(&second.stderr)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["event"] == "build_step" && event["completed"] == true)
+        .collect();
+    let dockerfile_steps: Vec<&Value> = steps
+        .iter()
+        .filter(|step| {
+            let name = step["step"].as_str().unwrap_or("");
+            ["RUN ", "COPY ", "WORKDIR "]
+                .iter()
+                .any(|kind| name.contains(kind))
+        })
+        .collect();
+    assert!(
+        dockerfile_steps.len() >= 4,
+        "expected the Dockerfile's steps in {steps:?}"
+    );
+    for step in &dockerfile_steps {
+        assert_eq!(step["cached"], true, "step not cached: {step}");
+    }
+    // The image differs only in its `created` label (the run's start), so it is a new digest
+    // built entirely from cached layers.
+    let second_record = status_json(env, project.path(), &run_id(&second));
+    let second_digest = &stage(&second_record, "push")["outputs"]["digest"];
+    assert!(
+        second_digest
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert_ne!(*second_digest, first_digest);
+}
+
+#[tokio::test]
+async fn a_wrong_token_fails_the_source_stage_as_an_environment_error_without_printing_it() {
+    let Some((env, _docker)) = parts("a_wrong_token").await else {
+        return;
+    };
+    let app = example_app();
+    let server = GitServer::start(&app.bare_root, Some(TOKEN)).unwrap();
+    let project = project(
+        &server.url("hello.git"),
+        env.registry(),
+        &format!("e2e/{}", unique("token")),
+    );
+    let wrong = "ghs_wrongTokenAlsoNeverPrinted987654321";
+    let output = runner(env, project.path())
+        .env("GITHUB_TOKEN", wrong)
+        .args(["run", "hello", "--ref", "v1.0.0", "--until", "push"])
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(6), "{all}");
+    assert!(all.contains("authentication failed"), "{all}");
+    assert!(!all.contains(wrong) && !all.contains(TOKEN), "{all}");
+}
+
+#[tokio::test]
+async fn a_missing_ref_fails_the_source_stage_and_records_why() {
+    let Some((env, _docker)) = parts("a_missing_ref").await else {
+        return;
+    };
+    let app = example_app();
+    let url = format!("file://{}", app.bare_root.join("hello.git").display());
+    let project = project(&url, env.registry(), &format!("e2e/{}", unique("ref")));
+    let output = runner(env, project.path())
+        .args(["run", "hello", "--ref", "v9.9.9", "--until", "push"])
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("v9.9.9"), "{all}");
+    let record = status_json(env, project.path(), &run_id(&output));
+    assert_eq!(record["status"], "failed");
+    assert_eq!(stage(&record, "source")["status"], "failed");
+    assert_eq!(stage(&record, "build")["status"], "skipped");
+}
+
+#[tokio::test]
+async fn a_registry_that_is_down_fails_the_push_as_an_environment_error() {
+    let Some((env, _docker)) = parts("a_registry_that_is_down").await else {
+        return;
+    };
+    let app = example_app();
+    let url = format!("file://{}", app.bare_root.join("hello.git").display());
+    let closed = format!("127.0.0.1:{}", envelope_tests::git_fixture::closed_port());
+    let project = project(&url, &closed, &format!("e2e/{}", unique("down")));
+    let output = runner(env, project.path())
+        .args(["run", "hello", "--ref", "v1.0.0", "--until", "push"])
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(6), "{all}");
+    let record = status_json(env, project.path(), &run_id(&output));
+    assert_eq!(stage(&record, "push")["status"], "failed", "{record}");
+}
+
+#[tokio::test]
+async fn local_mode_builds_the_working_tree_and_skips_the_remote_stages() {
+    let Some((env, docker)) = parts("local_mode").await else {
+        return;
+    };
+    let example = envelope_tests::env::repo_root().join("examples/hello");
+    let state = tempfile::tempdir().unwrap();
+    let output = runner(env, &example)
+        .current_dir(&example)
+        .env("ENVELOPE_CACHE_DIR", state.path())
+        .args(["run", "hello", "--local", "--store"])
+        .arg(state.path().join("state.db"))
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    let record = status_json_with_store(
+        env,
+        &example,
+        &run_id(&output),
+        &state.path().join("state.db"),
+    );
+    let image_id = stage(&record, "build")["outputs"]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(image_id.starts_with("sha256:"), "{record}");
+    for skipped in ["push", "approval", "migrate", "deploy"] {
+        assert_eq!(stage(&record, skipped)["status"], "skipped", "{skipped}");
+    }
+    assert!(all.contains(&image_id), "the digest is printed:\n{all}");
+    let inspected = docker.inspect_image("envelope/hello:latest").await.unwrap();
+    assert_eq!(inspected.id.as_deref(), Some(image_id.as_str()));
+}
+
+fn status_json_with_store(env: &TestEnv, project: &Path, run: &str, store: &Path) -> Value {
+    let output = runner(env, project)
+        .args(["status", run, "--output", "json", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
