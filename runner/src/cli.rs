@@ -99,6 +99,13 @@ pub enum Command {
         #[command(flatten)]
         common: RunArgs,
     },
+    /// Run a failed run's failed stage again, and the stages after it.
+    Retry {
+        /// The run id.
+        run: String,
+        #[command(flatten)]
+        common: RunArgs,
+    },
     /// Approve (or reject) a run waiting at an approval gate.
     Approve {
         /// The run id.
@@ -239,6 +246,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         ),
         Command::Run { .. }
         | Command::Resume { .. }
+        | Command::Retry { .. }
         | Command::Approve { .. }
         | Command::Status { .. }
         | Command::History { .. }

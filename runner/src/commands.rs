@@ -8,6 +8,7 @@ use crate::pipeline;
 use crate::plan::PlanContext;
 use crate::report::{EventSink, JsonReporter, PlainReporter, Reporter, TerminalReporter};
 use crate::run::{ApprovalRecord, RunId, RunStatus, RunTrigger, StageStatus, TriggerKind};
+
 use crate::store::{self, Store};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -44,7 +45,8 @@ pub(crate) fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
                 )
                 .await
             }
-            Command::Resume { run, common } => resume(project, &run, &common, color).await,
+            Command::Resume { run, common } => resume(project, &run, false, &common, color).await,
+            Command::Retry { run, common } => resume(project, &run, true, &common, color).await,
             Command::Approve {
                 run,
                 reject,
@@ -136,7 +138,37 @@ fn settings(args: &RunArgs) -> RunSettings {
         registry_endpoint: args.registry_endpoint.clone(),
         user: current_user(),
         approval_poll: Duration::from_secs_f64(args.approval_poll.max(0.05)),
+        lease_ttl: Duration::from_secs(60),
+        cancel: cancel_on_signals(),
     }
+}
+
+/// A token cancelled by Ctrl-C or SIGTERM, so a run checkpoints its stage and exits 130.
+fn cancel_on_signals() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        eprintln!(
+            "envelope-runner: stopping: checkpointing the current stage (signal again to force)"
+        );
+        cancel.cancel();
+        // A second signal ends the process at once.
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(exit_codes::CANCELLED);
+    });
+    token
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -222,7 +254,7 @@ async fn run(
     }
 }
 
-async fn resume(project: &Path, run: &str, args: &RunArgs, color: bool) -> i32 {
+async fn resume(project: &Path, run: &str, retry: bool, args: &RunArgs, color: bool) -> i32 {
     let store = match open_store(project, &args.store).await {
         Ok(store) => store,
         Err(code) => return code,
@@ -266,7 +298,12 @@ async fn resume(project: &Path, run: &str, args: &RunArgs, color: bool) -> i32 {
         settings(args),
         EventSink::new(reporter(args)),
     );
-    match driver.resume(&id).await {
+    let result = if retry {
+        driver.retry(&id).await
+    } else {
+        driver.resume(&id).await
+    };
+    match result {
         Ok(outcome) => finish(&outcome, false),
         Err(error) => {
             eprintln!("error: {error}");

@@ -1,8 +1,10 @@
 //! End-to-end tests of envelope-runner against real parts: a Docker daemon, registries, an AWS
 //! emulator and git servers started by `scripts/test-env up`.
 
+mod approval;
 mod build;
 mod buildspec;
 mod push;
 mod run;
 mod source;
+mod support;

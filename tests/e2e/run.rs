@@ -2,125 +2,13 @@
 //! and file://, the real Docker daemon building with BuildKit, a real registry, and the run
 //! record in the SQLite store.
 
-use envelope_tests::env::{TestEnv, head_manifest, parts, runner_binary, unique};
-use envelope_tests::git_fixture::{GitServer, WorkRepo};
+use crate::support::{
+    TOKEN, example_app, project, run_id, runner, stage, status_json, status_json_with_store, text,
+};
+use envelope_tests::env::{head_manifest, parts, unique};
+use envelope_tests::git_fixture::GitServer;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const TOKEN: &str = "ghs_e2eTokenThatMustNeverBePrinted0123456789";
-
-/// The example app committed into a fresh repository, tagged `v1.0.0`.
-struct App {
-    _dir: tempfile::TempDir,
-    repo: WorkRepo,
-    bare_root: PathBuf,
-}
-
-fn example_app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    let repo = WorkRepo::init(&work).unwrap();
-    let example = envelope_tests::env::repo_root().join("examples/hello");
-    for file in ["Dockerfile", ".dockerignore", "migrate.sh", "app/server.sh"] {
-        let target = work.join(file);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(example.join(file), &target).unwrap();
-    }
-    repo.git(&["add", "-A"]).unwrap();
-    repo.git(&["commit", "-q", "-m", "example app"]).unwrap();
-    repo.tag("v1.0.0").unwrap();
-    let bare_root = dir.path().join("served");
-    std::fs::create_dir_all(&bare_root).unwrap();
-    repo.publish(&bare_root.join("hello.git")).unwrap();
-    App {
-        _dir: dir,
-        repo,
-        bare_root,
-    }
-}
-
-/// A project folder with `pipelines/hello.yaml` pointing at `url` and pushing `image` to the
-/// test registry.
-fn project(url: &str, registry: &str, image: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
-    std::fs::write(
-        dir.path().join("pipelines/hello.yaml"),
-        format!(
-            r#"source:
-  repository: {url}
-  tags: ["v*"]
-aws:
-  region: eu-west-2
-  registry: {registry}
-stages:
-  - build:
-      image: {image}
-      build_args:
-        APP_VERSION: ${{release.tag}}
-      tags: ["${{release.tag}}", "${{git.short_sha}}", latest]
-  - approval:
-      timeout: 1h
-  - deploy:
-      cluster: envelope-example
-      services: [hello-web]
-"#
-        ),
-    )
-    .unwrap();
-    dir
-}
-
-fn runner(env: &TestEnv, project: &Path) -> Command {
-    let mut command = Command::new(runner_binary());
-    command
-        .envs(env.vars())
-        .env("NO_COLOR", "1")
-        .env("ENVELOPE_CACHE_DIR", project.join("cache"))
-        .env_remove("GITHUB_TOKEN")
-        .arg("--project")
-        .arg(project);
-    command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// The run id the runner printed (`run <id> ...`).
-fn run_id(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .split_whitespace()
-        .skip_while(|word| *word != "run")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no run id in {}", text(output)))
-        .to_string()
-}
-
-fn status_json(env: &TestEnv, project: &Path, run: &str) -> Value {
-    let output = runner(env, project)
-        .args(["status", run, "--output", "json"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn stage<'a>(record: &'a Value, name: &str) -> &'a Value {
-    record["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no stage {name} in {record}"))
-}
+use std::process::Command;
 
 #[tokio::test]
 async fn run_until_push_over_smart_http_records_the_registry_digest() {
@@ -381,14 +269,4 @@ async fn local_mode_builds_the_working_tree_and_skips_the_remote_stages() {
     assert!(all.contains(&image_id), "the digest is printed:\n{all}");
     let inspected = docker.inspect_image("envelope/hello:latest").await.unwrap();
     assert_eq!(inspected.id.as_deref(), Some(image_id.as_str()));
-}
-
-fn status_json_with_store(env: &TestEnv, project: &Path, run: &str, store: &Path) -> Value {
-    let output = runner(env, project)
-        .args(["status", run, "--output", "json", "--store"])
-        .arg(store)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
 }

@@ -35,8 +35,12 @@ pub struct RunSettings {
     pub registry_endpoint: Option<String>,
     /// Who started the run, recorded with it.
     pub user: String,
-    /// How often a waiting approval gate looks for a decision.
+    /// How often a waiting approval gate (or a queued run) looks again.
     pub approval_poll: Duration,
+    /// How long the pipeline's deploy lease lives without a heartbeat.
+    pub lease_ttl: Duration,
+    /// Cancelled on Ctrl-C / SIGTERM: the current stage is checkpointed and the run stops.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 impl RunSettings {
@@ -80,6 +84,8 @@ struct StageFailure {
     message: String,
     status: RunStatus,
     environment: bool,
+    /// What the stage did before it failed (a migration task, deployments, rollbacks).
+    outputs: Option<StageOutputs>,
 }
 
 impl StageFailure {
@@ -88,6 +94,7 @@ impl StageFailure {
             message: message.into(),
             status: RunStatus::Failed,
             environment: false,
+            outputs: None,
         }
     }
 
@@ -181,12 +188,82 @@ impl Driver {
                 .collect(),
         };
         self.store.create_run(&record).await?;
+        if plan.concurrency == crate::pipeline::model::Concurrency::Superseded {
+            self.supersede_older_runs(&record, gate_index(&plan))
+                .await?;
+        }
         self.events.emit(Event::RunStarted {
             run: id.clone(),
             pipeline: record.pipeline.clone(),
             git_ref: record.trigger.git_ref.clone(),
         });
         self.execute(record, context).await
+    }
+
+    /// Mark older runs of this pipeline that have not passed the approval gate superseded;
+    /// they stop at their next stage boundary or while waiting for approval.
+    async fn supersede_older_runs(
+        &self,
+        newer: &RunRecord,
+        gate: usize,
+    ) -> Result<(), DriverError> {
+        let older = self
+            .store
+            .list_runs(Some(&self.compiled.name), 200, Some(&newer.id))
+            .await?;
+        for summary in older {
+            if !matches!(
+                summary.status,
+                RunStatus::Running | RunStatus::Waiting | RunStatus::Queued
+            ) {
+                continue;
+            }
+            let Some(run) = self.store.get_run(&summary.id).await? else {
+                continue;
+            };
+            let passed_gate = run
+                .stages
+                .iter()
+                .skip(gate)
+                .any(|stage| stage.status != StageStatus::Pending);
+            if !passed_gate {
+                self.store
+                    .set_run_status(&run.id, RunStatus::Superseded, Some(&now()))
+                    .await?;
+                self.events.emit(Event::Notice {
+                    stage: None,
+                    message: format!("run {} superseded by this newer run", run.id),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-run a failed (or rejected) run's failed stage and everything after it.
+    pub async fn retry(&self, id: &RunId) -> Result<RunOutcome, DriverError> {
+        let mut record = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| DriverError::UnknownRun(id.clone()))?;
+        if let Some(failed) = record
+            .stages
+            .iter()
+            .position(|s| s.status == StageStatus::Failed)
+        {
+            for stage in record.stages.iter_mut().skip(failed) {
+                if matches!(
+                    stage.status,
+                    StageStatus::Failed | StageStatus::Skipped | StageStatus::Cancelled
+                ) {
+                    stage.status = StageStatus::Pending;
+                    stage.error = None;
+                    stage.finished_at = None;
+                    self.store.save_stage(id, stage).await?;
+                }
+            }
+        }
+        self.resume(id).await
     }
 
     /// Continue a run from its first unfinished stage.
@@ -231,9 +308,11 @@ impl Driver {
         self.store
             .set_run_status(&record.id, RunStatus::Running, None)
             .await?;
+        let gate = gate_index(&plan::plan(&self.compiled, &context)?);
+        let mut lease: Option<GateLease> = None;
         let names: Vec<String> = record.stages.iter().map(|s| s.name.clone()).collect();
         let mut outcome = None;
-        for name in names {
+        for (index, name) in names.into_iter().enumerate() {
             let stage = record.stage(&name).cloned().expect("stage from the record");
             if stage.status.is_finished() {
                 continue;
@@ -243,9 +322,10 @@ impl Driver {
             let Some(step) = plan.steps.iter().find(|s| s.name() == name).cloned() else {
                 continue;
             };
-            if self.settings.is_local()
-                && matches!(step, Step::Approval(_) | Step::Migrate(_) | Step::Deploy(_))
-            {
+            let skip_locally = self.settings.is_local()
+                && (matches!(step, Step::Approval(_) | Step::Migrate(_) | Step::Deploy(_))
+                    || (matches!(step, Step::Push(_)) && self.settings.local_registry.is_none()));
+            if skip_locally {
                 self.finish_stage(
                     &mut record,
                     &name,
@@ -257,27 +337,51 @@ impl Driver {
                 .await?;
                 continue;
             }
-            if self.settings.is_local()
-                && matches!(step, Step::Push(_))
-                && self.settings.local_registry.is_none()
-            {
-                self.finish_stage(
-                    &mut record,
-                    &name,
-                    StageStatus::Skipped,
-                    StageOutputs::default(),
-                    None,
-                    0.0,
-                )
-                .await?;
-                continue;
+            if let Some(stopped) = self.stopped_from_outside(&record).await? {
+                outcome = Some(stopped);
+                break;
+            }
+            if index >= gate && lease.is_none() {
+                match self.hold_gate(&record, plan.concurrency).await? {
+                    GateResult::Held(held) => lease = Some(held),
+                    GateResult::Stopped(stopped) => {
+                        outcome = Some(stopped);
+                        break;
+                    }
+                }
             }
             let stage_started = Instant::now();
             self.begin_stage(&mut record, &name, step.kind()).await?;
-            let result = self.run_step(&step, &plan, &mut record, &mut state).await;
+            let result = tokio::select! {
+                result = self.run_step(&step, &plan, &mut record, &mut state) => Some(result),
+                () = self.settings.cancel.cancelled() => None,
+            };
             let seconds = stage_started.elapsed().as_secs_f64();
             match result {
-                Ok(StepResult::Done(outputs)) => {
+                None => {
+                    let message = format!(
+                        "cancelled during `{name}`; `envelope-runner resume {}` continues from this stage",
+                        record.id
+                    );
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Cancelled,
+                        StageOutputs::default(),
+                        Some(message.clone()),
+                        seconds,
+                    )
+                    .await?;
+                    outcome = Some(RunOutcome {
+                        run: record.id.clone(),
+                        status: RunStatus::Cancelled,
+                        stage: Some(name.clone()),
+                        error: Some(message),
+                        environment: false,
+                    });
+                    break;
+                }
+                Some(Ok(StepResult::Done(outputs))) => {
                     if let Some(sha) = &outputs.sha {
                         context.sha = Some(sha.clone());
                     }
@@ -291,7 +395,7 @@ impl Driver {
                     )
                     .await?;
                 }
-                Ok(StepResult::Waiting) => {
+                Some(Ok(StepResult::Waiting)) => {
                     self.finish_stage(
                         &mut record,
                         &name,
@@ -310,12 +414,25 @@ impl Driver {
                     });
                     break;
                 }
-                Err(failure) => {
+                Some(Ok(StepResult::Stopped(stopped))) => {
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Cancelled,
+                        StageOutputs::default(),
+                        stopped.error.clone(),
+                        seconds,
+                    )
+                    .await?;
+                    outcome = Some(stopped);
+                    break;
+                }
+                Some(Err(failure)) => {
                     self.finish_stage(
                         &mut record,
                         &name,
                         StageStatus::Failed,
-                        StageOutputs::default(),
+                        failure.outputs.clone().unwrap_or_default(),
                         Some(failure.message.clone()),
                         seconds,
                     )
@@ -343,19 +460,20 @@ impl Driver {
                 .until
                 .as_deref()
                 .is_some_and(|until| until == name || until == step.kind())
+                && record.stages.iter().any(|s| !s.status.is_finished())
             {
-                let remaining = record.stages.iter().any(|s| !s.status.is_finished());
-                if remaining {
-                    outcome = Some(RunOutcome {
-                        run: record.id.clone(),
-                        status: RunStatus::Waiting,
-                        stage: None,
-                        error: None,
-                        environment: false,
-                    });
-                    break;
-                }
+                outcome = Some(RunOutcome {
+                    run: record.id.clone(),
+                    status: RunStatus::Waiting,
+                    stage: None,
+                    error: None,
+                    environment: false,
+                });
+                break;
             }
+        }
+        if let Some(lease) = lease {
+            lease.release(self.store.as_ref()).await;
         }
         let outcome = outcome.unwrap_or(RunOutcome {
             run: record.id.clone(),
@@ -377,6 +495,97 @@ impl Driver {
         self.flush_events(&record.id).await?;
         self.events.finish();
         Ok(outcome)
+    }
+
+    /// A run another process marked superseded or cancelled stops at the next stage boundary.
+    async fn stopped_from_outside(
+        &self,
+        record: &RunRecord,
+    ) -> Result<Option<RunOutcome>, DriverError> {
+        let Some(current) = self.store.get_run(&record.id).await? else {
+            return Ok(None);
+        };
+        Ok(match current.status {
+            RunStatus::Superseded | RunStatus::Cancelled => Some(RunOutcome {
+                run: record.id.clone(),
+                status: current.status,
+                stage: record.next_stage().map(|s| s.name.clone()),
+                error: Some(match current.status {
+                    RunStatus::Superseded => {
+                        "superseded by a newer run of this pipeline before the approval gate".into()
+                    }
+                    _ => "cancelled from another process".into(),
+                }),
+                environment: false,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Take the pipeline's deploy lease: one run at a time past the approval gate. Queued runs
+    /// wait their turn; the lease expires if its holder dies, and is renewed while it lives.
+    async fn hold_gate(
+        &self,
+        record: &RunRecord,
+        concurrency: crate::pipeline::model::Concurrency,
+    ) -> Result<GateResult, DriverError> {
+        let key = format!("pipeline:{}:gate", self.compiled.name);
+        let holder = record.id.0.clone();
+        let mut announced = None;
+        loop {
+            match self
+                .store
+                .acquire_lease(&key, &holder, self.settings.lease_ttl)
+                .await?
+            {
+                crate::store::LeaseOutcome::Granted { .. } => {
+                    // A newer run may have superseded this one while it waited.
+                    if let Some(stopped) = self.stopped_from_outside(record).await? {
+                        let _ = self.store.release_lease(&key, &holder).await;
+                        return Ok(GateResult::Stopped(stopped));
+                    }
+                    return Ok(GateResult::Held(GateLease::start(
+                        self.store.clone(),
+                        key,
+                        holder,
+                        self.settings.lease_ttl,
+                    )));
+                }
+                crate::store::LeaseOutcome::Held { by, expires_at } => {
+                    if announced.as_ref() != Some(&by) {
+                        self.events.emit(Event::Notice {
+                            stage: None,
+                            message: format!(
+                                "run {by} of `{}` is past the approval gate; waiting for it to finish ({} mode, its lease expires at {} unless renewed)",
+                                self.compiled.name,
+                                match concurrency {
+                                    crate::pipeline::model::Concurrency::Queued => "queued",
+                                    crate::pipeline::model::Concurrency::Superseded => "superseded",
+                                },
+                                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            ),
+                        });
+                        let _ = self.flush_events(&record.id).await;
+                        announced = Some(by);
+                    }
+                    if let Some(stopped) = self.stopped_from_outside(record).await? {
+                        return Ok(GateResult::Stopped(stopped));
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(self.settings.approval_poll) => {}
+                        () = self.settings.cancel.cancelled() => {
+                            return Ok(GateResult::Stopped(RunOutcome {
+                                run: record.id.clone(),
+                                status: RunStatus::Cancelled,
+                                stage: record.next_stage().map(|s| s.name.clone()),
+                                error: Some("cancelled while waiting for the pipeline's lock".into()),
+                                environment: false,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     async fn begin_stage(
@@ -872,6 +1081,9 @@ impl Driver {
             if let Some(decision) = decision {
                 return approval_verdict(&step.name, decision, &self.events);
             }
+            if let Ok(Some(stopped)) = self.stopped_from_outside(record).await {
+                return Ok(StepResult::Stopped(stopped));
+            }
             if chrono::Utc::now() >= deadline {
                 return Err(StageFailure {
                     status: RunStatus::Rejected,
@@ -1047,6 +1259,62 @@ impl Driver {
 enum StepResult {
     Done(StageOutputs),
     Waiting,
+    /// Stopped from outside (superseded or cancelled by another process) while waiting.
+    Stopped(RunOutcome),
+}
+
+enum GateResult {
+    Held(GateLease),
+    Stopped(RunOutcome),
+}
+
+/// The pipeline's deploy lease and the heartbeat that keeps it alive.
+struct GateLease {
+    key: String,
+    holder: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl GateLease {
+    fn start(store: Arc<dyn Store>, key: String, holder: String, ttl: Duration) -> Self {
+        let (beat_key, beat_holder) = (key.clone(), holder.clone());
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match store.renew_lease(&beat_key, &beat_holder, ttl).await {
+                    Ok(true) => {}
+                    // Lost or unreachable: the stage in progress finishes; nothing new starts.
+                    Ok(false) | Err(_) => break,
+                }
+            }
+        });
+        GateLease {
+            key,
+            holder,
+            heartbeat,
+        }
+    }
+
+    async fn release(self, store: &dyn Store) {
+        self.heartbeat.abort();
+        let _ = store.release_lease(&self.key, &self.holder).await;
+    }
+}
+
+/// The index of the first step that needs the pipeline's deploy lease: the step after the
+/// last approval gate, or the first migrate or deploy step when there is no gate.
+fn gate_index(plan: &Plan) -> usize {
+    if let Some(last_gate) = plan
+        .steps
+        .iter()
+        .rposition(|s| matches!(s, Step::Approval(_)))
+    {
+        return last_gate + 1;
+    }
+    plan.steps
+        .iter()
+        .position(|s| matches!(s, Step::Migrate(_) | Step::Deploy(_)))
+        .unwrap_or(plan.steps.len())
 }
 
 fn approval_verdict(
