@@ -120,6 +120,9 @@ pub struct StageOutputs {
     pub task_arn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Approval: where the gate's notifications went, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified: Option<String>,
     /// Approval: who decided, when, and what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRecord>,

@@ -199,3 +199,111 @@ async fn an_unanswered_gate_times_out_and_fails_closed() {
     let record = status_json(env, project.path(), &run_id(&output));
     assert_eq!(stage(&record, "after-gate")["status"], "skipped");
 }
+
+/// Accept one HTTP request on 127.0.0.1 and return its body; answers 204.
+async fn capture_one_post(listener: tokio::net::TcpListener) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = socket.read(&mut chunk).await.unwrap();
+        buffer.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&buffer);
+        if let Some(split) = text.find("\r\n\r\n") {
+            let length = text[..split]
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if buffer.len() >= split + 4 + length {
+                socket
+                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                    .await
+                    .unwrap();
+                return String::from_utf8_lossy(&buffer[split + 4..split + 4 + length])
+                    .into_owned();
+            }
+        }
+        assert!(read > 0, "connection closed before the body arrived");
+    }
+}
+
+#[tokio::test]
+async fn an_opening_gate_notifies_the_webhook_and_sns_with_what_is_being_approved() {
+    let Some((env, _docker)) = parts("an_opening_gate_notifies").await else {
+        return;
+    };
+    let sns = aws_sdk_sns::Client::new(
+        &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await,
+    );
+    let topic = sns
+        .create_topic()
+        .name(unique("approvals"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let captured = tokio::spawn(capture_one_post(listener));
+    let app = example_app();
+    let url = format!("file://{}", app.bare_root.join("hello.git").display());
+    let stages = format!(
+        "  - approval:\n      timeout: 1h\n      notify:\n        sns: {topic}\n        webhook: {hook}\n  - migrate:\n      cluster: envelope-example\n      service: hello-web\n      container: web\n      command: [/srv/migrate.sh, --force]\n"
+    );
+    let project = project_with(
+        &url,
+        env.registry(),
+        &format!("e2e/{}", unique("notify")),
+        "",
+        &stages,
+    );
+    let paused = tokio::task::spawn_blocking({
+        let mut command = runner(env, project.path());
+        command.args(["run", "hello", "--ref", "v1.0.0", "--until", "approval"]);
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(paused.status.code(), Some(4), "{}", text(&paused));
+    let run = run_id(&paused);
+    let body = tokio::time::timeout(Duration::from_secs(10), captured)
+        .await
+        .unwrap()
+        .unwrap();
+    let notice: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let record = status_json(env, project.path(), &run);
+    let image = stage(&record, "push")["outputs"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(notice["pipeline"], "hello");
+    assert_eq!(notice["run"], run.as_str());
+    assert_eq!(notice["release"], "v1.0.0");
+    assert_eq!(notice["commit"], app.repo.head().unwrap().as_str());
+    assert_eq!(notice["images"][0], image.as_str());
+    assert_eq!(
+        notice["migration"],
+        serde_json::json!(["/srv/migrate.sh", "--force"])
+    );
+    assert_eq!(
+        notice["approve_with"],
+        format!("envelope-runner approve {run}").as_str()
+    );
+    let notified = stage(&record, "approval")["outputs"]["notified"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        notified.contains(&format!("sns:{topic}")) && notified.contains("webhook:"),
+        "{notified}"
+    );
+}

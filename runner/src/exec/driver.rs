@@ -4,7 +4,7 @@
 
 use crate::event::Event;
 use crate::exec::source::{self, SourceProgress, SourceRequest};
-use crate::exec::{build, buildspec as phases, push};
+use crate::exec::{build, buildspec as phases, notify, push};
 use crate::pipeline::CompiledPipeline;
 use crate::plan::{self, Plan, PlanContext, Step};
 use crate::report::EventSink;
@@ -657,7 +657,7 @@ impl Driver {
             Step::Source(source) => self.source(source, record, state).await,
             Step::Build(build) => self.build(build, plan, record, state).await,
             Step::Push(push) => self.push(push, state).await,
-            Step::Approval(approval) => self.approval(approval, record).await,
+            Step::Approval(approval) => self.approval(approval, plan, record, state).await,
             Step::Migrate(_) | Step::Deploy(_) => Err(StageFailure::new(format!(
                 "the {} stage needs envelope-runner's ECS support, which this build does not include yet",
                 step.kind()
@@ -1061,7 +1061,9 @@ impl Driver {
     async fn approval(
         &self,
         step: &plan::ApprovalStep,
+        plan: &Plan,
         record: &mut RunRecord,
+        state: &RunState,
     ) -> Result<StepResult, StageFailure> {
         let run = record.id.clone();
         let started = record
@@ -1106,6 +1108,19 @@ impl Driver {
                     stage: step.name.clone(),
                     run: run.clone(),
                 });
+                if stage.outputs.notified.is_none() {
+                    let notice = self.approval_notice(step, plan, record, state, deadline);
+                    let sent = self.notify(step, &notice).await;
+                    if !sent.is_empty() {
+                        let stage = record.stage_mut(&step.name).expect("stage exists");
+                        stage.outputs.notified = Some(format!("{} at {}", sent.join(", "), now()));
+                        let stage = stage.clone();
+                        self.store
+                            .save_stage(&run, &stage)
+                            .await
+                            .map_err(|error| StageFailure::new(error.to_string()))?;
+                    }
+                }
                 let _ = self.flush_events(&run).await;
                 if self
                     .settings
@@ -1124,6 +1139,102 @@ impl Driver {
             )
             .await;
         }
+    }
+
+    /// What the approver is asked to approve: release, images, migration, service changes.
+    fn approval_notice(
+        &self,
+        step: &plan::ApprovalStep,
+        plan: &Plan,
+        record: &RunRecord,
+        state: &RunState,
+        deadline: chrono::DateTime<chrono::Utc>,
+    ) -> notify::ApprovalNotice {
+        let after_gate = plan
+            .steps
+            .iter()
+            .skip_while(|s| s.name() != step.name)
+            .skip(1);
+        let mut migration = None;
+        let mut services = Vec::new();
+        for later in after_gate {
+            match later {
+                Step::Migrate(m) if migration.is_none() => migration = Some(m.command.clone()),
+                Step::Deploy(d) => {
+                    for service in &d.services {
+                        services.push(notify::ServiceChange {
+                            service: service.clone(),
+                            changes: state
+                                .images
+                                .values()
+                                .map(|image| format!("image → {image}"))
+                                .collect(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        notify::ApprovalNotice {
+            pipeline: plan.pipeline.clone(),
+            run: record.id.0.clone(),
+            stage: step.name.clone(),
+            git_ref: plan.trigger.git_ref.clone(),
+            release: plan.trigger.tag.clone(),
+            commit: plan.trigger.sha.clone(),
+            images: state.images.values().cloned().collect(),
+            migration,
+            services,
+            approve_with: format!("envelope-runner approve {}", record.id),
+            expires_at: deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }
+    }
+
+    /// Send the gate's notifications; a failure is reported, never fatal: the gate still works.
+    async fn notify(
+        &self,
+        step: &plan::ApprovalStep,
+        notice: &notify::ApprovalNotice,
+    ) -> Vec<String> {
+        let mut sent = Vec::new();
+        if let Some(topic) = &step.notify_sns {
+            let result = match self.aws().await {
+                Ok(config) => notify::publish_sns(config, topic, notice).await,
+                Err(failure) => Err(notify::NotifyError::Sns {
+                    topic: topic.clone(),
+                    detail: failure.message,
+                }),
+            };
+            match result {
+                Ok(message) => {
+                    self.events.emit(Event::Log {
+                        stage: step.name.clone(),
+                        line: format!("notified SNS topic {topic} (message {message})"),
+                    });
+                    sent.push(format!("sns:{topic}"));
+                }
+                Err(error) => self.events.emit(Event::Notice {
+                    stage: Some(step.name.clone()),
+                    message: error.to_string(),
+                }),
+            }
+        }
+        if let Some(url) = &step.notify_webhook {
+            match notify::post_webhook(url, notice).await {
+                Ok(()) => {
+                    self.events.emit(Event::Log {
+                        stage: step.name.clone(),
+                        line: format!("notified {url}"),
+                    });
+                    sent.push(format!("webhook:{url}"));
+                }
+                Err(error) => self.events.emit(Event::Notice {
+                    stage: Some(step.name.clone()),
+                    message: error.to_string(),
+                }),
+            }
+        }
+        sent
     }
 
     async fn docker(&self) -> Result<bollard::Docker, StageFailure> {

@@ -4,5 +4,6 @@
 pub mod build;
 pub mod buildspec;
 pub mod driver;
+pub mod notify;
 pub mod push;
 pub mod source;
