@@ -1,19 +1,27 @@
-//! Store overhead of the SQLite state store: time per stage transition, and `history`-style
-//! listings over 10,000 recorded runs, against the targets of the runs issue.
+//! Store overhead of the state store: time per stage transition, and `history`-style listings
+//! over 10,000 recorded runs, against the targets of the runs issue.
 //!
 //! Run with `cargo run -p envelope-runner --example store_bench [DIRECTORY]` (the dev profile:
 //! release builds take too long on the project's machines; dependencies, SQLite included, are
 //! built at opt-level 1). The store file goes in a temporary directory inside DIRECTORY
 //! (default: the system's temporary directory); pass a directory on the disk the store will
 //! really live on, since every commit waits for an fsync.
+//!
+//! `--store dynamodb://TABLE` measures a DynamoDB table instead, reached with the environment's
+//! AWS configuration (`eval "$(scripts/test-env env)"` for the emulator). A missing table is
+//! created, and deleted again at the end; an existing one is used as it is and kept.
+//! `--runs N` records N runs instead of 10,000 (DynamoDB over the network takes a while).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envelope_runner::run::{
     RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord, StageStatus, TriggerKind,
 };
-use envelope_runner::store::{LeaseOutcome, Store, open_sqlite};
+use envelope_runner::store::{
+    DynamoDbStore, LeaseOutcome, Store, StoreLocation, dynamodb_client_config, open_sqlite,
+};
 
 const RECORDED_RUNS: usize = 10_000;
 const EVENTS_PER_RECORDED_RUN: u64 = 20;
@@ -25,29 +33,95 @@ const STAGES: [&str; 6] = ["source", "build", "push", "approval", "migrate", "de
 const TRANSITION_TARGET: Duration = Duration::from_millis(5);
 const LISTING_TARGET: Duration = Duration::from_millis(100);
 
+/// The store measured, and what is needed to open it again.
+enum Bench {
+    Sqlite {
+        path: PathBuf,
+        _directory: tempfile::TempDir,
+    },
+    DynamoDb {
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+        created: bool,
+    },
+}
+
+impl Bench {
+    async fn open(&self) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+        Ok(match self {
+            Bench::Sqlite { path, .. } => Arc::new(open_sqlite(path)?),
+            Bench::DynamoDb { client, table, .. } => {
+                Arc::new(DynamoDbStore::open(client.clone(), table).await?)
+            }
+        })
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let parent = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let directory = tempfile::Builder::new()
-        .prefix("store-bench-")
-        .tempdir_in(&parent)?;
-    let path = directory.path().join("state.db");
+    let mut parent = std::env::temp_dir();
+    let mut store_url = None;
+    let mut recorded_runs = RECORDED_RUNS;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--store") => store_url = args.next().and_then(|url| url.into_string().ok()),
+            Some("--runs") => {
+                recorded_runs = args
+                    .next()
+                    .and_then(|runs| runs.to_str()?.parse().ok())
+                    .ok_or("--runs takes a number of runs")?;
+            }
+            _ => parent = PathBuf::from(arg),
+        }
+    }
     let profile = if cfg!(debug_assertions) {
         "dev profile (dependencies, SQLite included, at opt-level 1)"
     } else {
         "release profile"
     };
-    println!("store_bench: SQLite store at {}", path.display());
+    let bench = match store_url.as_deref().map(StoreLocation::parse).transpose()? {
+        None => {
+            let directory = tempfile::Builder::new()
+                .prefix("store-bench-")
+                .tempdir_in(&parent)?;
+            let path = directory.path().join("state.db");
+            println!("store_bench: SQLite store at {}", path.display());
+            Bench::Sqlite {
+                path,
+                _directory: directory,
+            }
+        }
+        Some(StoreLocation::DynamoDb { table }) => {
+            let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .load()
+                .await;
+            let client = aws_sdk_dynamodb::Client::from_conf(dynamodb_client_config(&sdk_config));
+            let created = DynamoDbStore::create_table_if_missing(&client, &table).await?;
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS".into());
+            let made = if created {
+                "created for the bench"
+            } else {
+                "existing"
+            };
+            println!("store_bench: DynamoDB table {table} ({made}) at {endpoint}");
+            Bench::DynamoDb {
+                client,
+                table,
+                created,
+            }
+        }
+        Some(StoreLocation::Sqlite(_)) => {
+            return Err("--store takes dynamodb://TABLE; for SQLite, name a DIRECTORY".into());
+        }
+    };
     println!("build: {profile}");
 
-    let store = open_sqlite(&path)?;
+    let store = bench.open().await?;
 
     // History: 10,000 finished runs across three pipelines, each with six stages and outputs.
     let started = Instant::now();
-    for number in 0..RECORDED_RUNS {
+    for number in 0..recorded_runs {
         let mut run = new_run(PIPELINES[number % PIPELINES.len()], number);
         for stage in &mut run.stages {
             stage.status = StageStatus::Succeeded;
@@ -66,7 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.append_events(&run.id, &events).await?;
     }
     println!(
-        "recorded {RECORDED_RUNS} runs ({EVENTS_PER_RECORDED_RUN} events each) in {:.1} s",
+        "recorded {recorded_runs} runs ({EVENTS_PER_RECORDED_RUN} events each) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
@@ -74,7 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // the outputs a real stage records.
     let mut transitions = Vec::with_capacity(TRANSITIONS);
     let mut per_run = Vec::new();
-    let mut number = RECORDED_RUNS;
+    let mut number = recorded_runs;
     while transitions.len() < TRANSITIONS {
         let mut store_time = Duration::ZERO;
         let mut run = new_run("api", number);
@@ -125,9 +199,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(store);
 
     let timed = Instant::now();
-    drop(open_sqlite(&path)?);
+    drop(bench.open().await?);
     let open_time = timed.elapsed();
-    let size = std::fs::metadata(&path)?.len();
 
     println!();
     println!(
@@ -178,14 +251,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             millis(p95)
         );
     }
-    println!(
-        "{:<64} {:>9}",
-        format!(
+    let open_measure = match &bench {
+        Bench::Sqlite { path, .. } => format!(
             "open_sqlite: schema check and quick_check of a {:.0} MB file",
-            size as f64 / 1e6
+            std::fs::metadata(path)?.len() as f64 / 1e6
         ),
-        millis(open_time)
-    );
+        Bench::DynamoDb { .. } => "DynamoDbStore::open: DescribeTable and layout check".into(),
+    };
+    println!("{open_measure:<64} {:>9}", millis(open_time));
+    if let Bench::DynamoDb {
+        client,
+        table,
+        created: true,
+    } = &bench
+    {
+        client.delete_table().table_name(table).send().await?;
+        println!("deleted the table {table}");
+    }
     Ok(())
 }
 

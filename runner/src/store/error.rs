@@ -64,13 +64,34 @@ pub enum StoreError {
     #[error("{what} is too large for the state store")]
     OutOfRange { what: String },
     #[error(
-        "the store `{url}` is a DynamoDB table, which this version of envelope-runner does not support yet; use an SQLite store (`sqlite:PATH` or a file path, default `.envelope/state.db`)"
-    )]
-    NotSupportedYet { url: String },
-    #[error(
-        "`{url}` is not a store this version of envelope-runner knows; use `sqlite:PATH` or a file path (default `.envelope/state.db`)"
+        "`{url}` is not a store this version of envelope-runner knows; use `sqlite:PATH` or a file path (default `.envelope/state.db`), or `dynamodb://TABLE` for a DynamoDB table"
     )]
     UnknownUrl { url: String },
+    #[error(
+        "the DynamoDB table `{table}` does not exist in {region}. Create it once (on-demand capacity, keys and indexes as envelope-runner expects) with:\n\n{command}\n\nor name an existing envelope-runner table with `--store dynamodb://TABLE`"
+    )]
+    TableMissing {
+        table: String,
+        region: String,
+        command: String,
+    },
+    #[error(
+        "the DynamoDB table `{table}` is not an envelope-runner state store: {detail}. Nothing was written to it; name another table with `--store dynamodb://TABLE` (a missing table is reported with the command that creates it)"
+    )]
+    ForeignTable { table: String, detail: String },
+    #[error(
+        "DynamoDB kept throttling the state store dynamodb://{table} while {operation}, also after retries with backoff; run the command again later, or give the table more capacity (or switch it to on-demand)"
+    )]
+    Throttled {
+        table: String,
+        operation: &'static str,
+    },
+    #[error("the state store dynamodb://{table} failed while {operation}: {detail}")]
+    DynamoDb {
+        table: String,
+        operation: &'static str,
+        detail: String,
+    },
     #[error("a state store operation on {} did not run because envelope-runner is shutting down; run the command again", path.display())]
     Interrupted { path: PathBuf },
 }
@@ -80,9 +101,7 @@ impl StoreError {
     /// a store that was named wrongly is invalid input.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StoreError::NotSupportedYet { .. } | StoreError::UnknownUrl { .. } => {
-                crate::exit_codes::INVALID_INPUT
-            }
+            StoreError::UnknownUrl { .. } => crate::exit_codes::INVALID_INPUT,
             StoreError::RunNotFound { .. }
             | StoreError::RunExists { .. }
             | StoreError::OutOfRange { .. } => crate::exit_codes::INVALID_INPUT,

@@ -2,9 +2,10 @@
 //! shared by every process that works on the same pipelines.
 //!
 //! [`Store`] is the contract; [`SqliteStore`] (the embedded default, `.envelope/state.db`) is
-//! its first implementation, a DynamoDB table shared by agents and CI jobs its second. The
-//! contract is written so that each operation is either a read or one conditional write of one
-//! item (a DynamoDB `PutItem`/`UpdateItem` with a condition expression):
+//! its first implementation, [`DynamoDbStore`] (a table shared by agents and CI jobs,
+//! `dynamodb://TABLE`) its second. The contract is written so that each operation is either a
+//! read or one conditional write of one item (a DynamoDB `PutItem`/`UpdateItem` with a condition
+//! expression):
 //!
 //! | operation          | write and its condition                                           |
 //! |--------------------|-------------------------------------------------------------------|
@@ -19,16 +20,20 @@
 //! | `claim_trigger`    | put, only if the key is new                                       |
 //!
 //! "Exists" checks on runs are safe as a read before the write because runs are never deleted.
-//! Nothing in the contract needs a transaction over several items; the SQLite store uses
-//! transactions anyway where it keeps derived columns (a run's current stage) next to the data.
+//! Nothing in the contract needs a transaction over several items; both stores use transactions
+//! anyway where they keep derived fields (a run's current stage) next to the data, and the
+//! DynamoDB store writes a new run and its stages (separate items) in one transaction.
 //!
 //! Lease times come from the store's [`Clock`], never from the database's own clock.
 
 mod clock;
+mod dynamodb;
 mod error;
 mod schema;
 mod sqlite;
 
+#[cfg(test)]
+mod dynamodb_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
 
 pub use clock::{Clock, ManualClock};
+pub use dynamodb::{DynamoDbStore, client_config as dynamodb_client_config};
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
 
@@ -207,11 +213,14 @@ impl StoreLocation {
 }
 
 /// Opens the store `url` names (see [`StoreLocation::parse`]), creating an SQLite file and its
-/// directory when missing.
-pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// directory when missing. A DynamoDB table is reached with the environment's AWS configuration
+/// and must exist (a missing one is reported with the command that creates it).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     match StoreLocation::parse(url)? {
         StoreLocation::Sqlite(path) => Ok(Arc::new(open_sqlite(&path)?)),
-        StoreLocation::DynamoDb { .. } => Err(StoreError::NotSupportedYet { url: url.into() }),
+        StoreLocation::DynamoDb { table } => {
+            Ok(Arc::new(DynamoDbStore::from_environment(&table).await?))
+        }
     }
 }
 

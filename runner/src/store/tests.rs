@@ -1,11 +1,17 @@
-//! The store contract, checked against real SQLite files in temporary directories.
+//! The store contract, checked against both stores: SQLite files in temporary directories, and
+//! DynamoDB tables of their own in the AWS emulator (see `dynamodb_tests`). Each contract test
+//! is a function of a [`Fixture`]; `contract_tests!` runs it as `sqlite::NAME` and
+//! `dynamodb::NAME`. What only one store has (SQLite files, schema versions, DynamoDB tables)
+//! is tested for that store alone.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tempfile::TempDir;
 
+use super::dynamodb_tests::TestTable;
 use super::*;
 use crate::run::{
     ApprovalRecord, RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord,
@@ -61,11 +67,82 @@ fn approval(approved: bool, by: &str) -> ApprovalRecord {
     }
 }
 
-fn temporary_store() -> (TempDir, SqliteStore) {
-    let directory = tempfile::tempdir().unwrap();
-    let store = open_sqlite(&state_path(&directory)).unwrap();
-    (directory, store)
+/// One empty store for one test, and handles onto it as separate processes would open them.
+enum Fixture {
+    Sqlite(TempDir),
+    DynamoDb(Box<TestTable>),
 }
+
+impl Fixture {
+    fn sqlite() -> Fixture {
+        Fixture::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    /// A table of the test's own, or `None` when the emulator cannot be reached and that is
+    /// allowed (see [`TestTable::create`]).
+    async fn dynamodb(test: &str) -> Option<Fixture> {
+        let table = TestTable::create(test).await?;
+        Some(Fixture::DynamoDb(Box::new(table)))
+    }
+
+    /// A new handle with a connection (or client) of its own.
+    async fn open(&self) -> Arc<dyn Store> {
+        self.open_with_clock(Clock::system()).await
+    }
+
+    async fn open_with_clock(&self, clock: Clock) -> Arc<dyn Store> {
+        match self {
+            Fixture::Sqlite(directory) => Arc::new(
+                open_sqlite(&state_path(directory))
+                    .unwrap()
+                    .with_clock(clock),
+            ),
+            Fixture::DynamoDb(table) => Arc::new(table.open().await.with_clock(clock)),
+        }
+    }
+}
+
+/// Runs each named `async fn NAME(fixture: Fixture)` against both stores, as the tests
+/// `sqlite::NAME` and `dynamodb::NAME`. Several worker threads, so that handles race for real.
+macro_rules! contract_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::sqlite()).await;
+                }
+            )+
+        }
+
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(fixture) = super::Fixture::dynamodb(stringify!($name)).await {
+                        super::$name(fixture).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+contract_tests!(
+    a_run_comes_back_as_it_was_stored,
+    a_run_id_is_created_once,
+    a_stage_transition_replaces_that_stage_and_moves_the_current_stage,
+    stage_transitions_of_one_run_from_several_processes_keep_the_current_stage,
+    writes_to_an_unknown_run_say_so,
+    run_status_and_finish_time_are_set_and_cleared,
+    runs_are_listed_newest_first_by_pipeline_and_page,
+    events_are_read_back_in_order_after_a_sequence_number,
+    the_first_approval_decision_wins_across_processes,
+    racing_approval_decisions_record_exactly_one,
+    leases_are_granted_held_expired_renewed_and_lost,
+    a_trigger_starts_one_run,
+    writers_in_two_processes_at_once_both_succeed,
+);
 
 fn state_path(directory: &TempDir) -> PathBuf {
     directory.path().join(".envelope").join("state.db")
@@ -77,9 +154,8 @@ fn start() -> DateTime<Utc> {
         .to_utc()
 }
 
-#[tokio::test]
-async fn a_run_comes_back_as_it_was_stored() {
-    let (_directory, store) = temporary_store();
+async fn a_run_comes_back_as_it_was_stored(fixture: Fixture) {
+    let store = fixture.open().await;
     let mut run = new_run("api");
     run.trigger.sha = Some("0123456789abcdef0123456789abcdef01234567".into());
     run.stages[0].status = StageStatus::Succeeded;
@@ -106,9 +182,8 @@ async fn a_run_comes_back_as_it_was_stored() {
     assert_eq!(store.get_run(&RunId::new()).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_run_id_is_created_once() {
-    let (_directory, store) = temporary_store();
+async fn a_run_id_is_created_once(fixture: Fixture) {
+    let store = fixture.open().await;
     let run = new_run("api");
     store.create_run(&run).await.unwrap();
 
@@ -117,12 +192,11 @@ async fn a_run_id_is_created_once() {
     assert!(matches!(&error, StoreError::RunExists { id } if *id == run.id));
 }
 
-#[tokio::test]
-async fn a_stage_transition_replaces_that_stage_and_moves_the_current_stage() {
-    let (_directory, store) = temporary_store();
+async fn a_stage_transition_replaces_that_stage_and_moves_the_current_stage(fixture: Fixture) {
+    let store = fixture.open().await;
     let run = new_run("api");
     store.create_run(&run).await.unwrap();
-    let current = |store: SqliteStore| async move {
+    let current = |store: Arc<dyn Store>| async move {
         let listed = store.list_runs(None, 1, None).await.unwrap();
         (listed[0].current_stage.clone(), listed[0].sha.clone())
     };
@@ -166,9 +240,59 @@ async fn a_stage_transition_replaces_that_stage_and_moves_the_current_stage() {
     assert_eq!(current(store.clone()).await.0, None);
 }
 
-#[tokio::test]
-async fn writes_to_an_unknown_run_say_so() {
-    let (_directory, store) = temporary_store();
+async fn stage_transitions_of_one_run_from_several_processes_keep_the_current_stage(
+    fixture: Fixture,
+) {
+    let run = new_run("api");
+    fixture.open().await.create_run(&run).await.unwrap();
+
+    // Every stage finishes at once, each recorded by a process of its own, some of them twice.
+    let recorded: Vec<_> = run.stages.iter().chain(&run.stages[..2]).collect();
+    let start = Arc::new(tokio::sync::Barrier::new(recorded.len()));
+    let mut writers = Vec::new();
+    for (number, recorded) in recorded.into_iter().enumerate() {
+        let (store, id, start) = (fixture.open().await, run.id.clone(), Arc::clone(&start));
+        let mut stage = recorded.clone();
+        stage.status = StageStatus::Succeeded;
+        stage.outputs.exit_code = Some(i32::try_from(number).unwrap());
+        writers.push(tokio::spawn(async move {
+            start.wait().await;
+            store.save_stage(&id, &stage).await
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+
+    let store = fixture.open().await;
+    let stored = store.get_run(&run.id).await.unwrap().unwrap();
+    let names: Vec<_> = stored
+        .stages
+        .iter()
+        .map(|stage| stage.name.as_str())
+        .collect();
+    let created: Vec<_> = run.stages.iter().map(|stage| stage.name.as_str()).collect();
+    assert_eq!(names, created, "no stage lost, added or moved");
+    assert!(
+        stored
+            .stages
+            .iter()
+            .all(|stage| stage.status == StageStatus::Succeeded)
+    );
+    let summary = &store.list_runs(Some("api"), 1, None).await.unwrap()[0];
+    assert_eq!(summary.current_stage, None, "every stage finished");
+
+    // And back: the first stage fails on a retry, so the run is there again.
+    store
+        .save_stage(&run.id, &stage("source", StageStatus::Failed))
+        .await
+        .unwrap();
+    let summary = &store.list_runs(Some("api"), 1, None).await.unwrap()[0];
+    assert_eq!(summary.current_stage.as_deref(), Some("source"));
+}
+
+async fn writes_to_an_unknown_run_say_so(fixture: Fixture) {
+    let store = fixture.open().await;
     let unknown = RunId::new();
 
     let errors = [
@@ -192,9 +316,8 @@ async fn writes_to_an_unknown_run_say_so() {
     }
 }
 
-#[tokio::test]
-async fn run_status_and_finish_time_are_set_and_cleared() {
-    let (_directory, store) = temporary_store();
+async fn run_status_and_finish_time_are_set_and_cleared(fixture: Fixture) {
+    let store = fixture.open().await;
     let run = new_run("api");
     store.create_run(&run).await.unwrap();
 
@@ -218,9 +341,8 @@ async fn run_status_and_finish_time_are_set_and_cleared() {
     );
 }
 
-#[tokio::test]
-async fn runs_are_listed_newest_first_by_pipeline_and_page() {
-    let (_directory, store) = temporary_store();
+async fn runs_are_listed_newest_first_by_pipeline_and_page(fixture: Fixture) {
+    let store = fixture.open().await;
     for (number, pipeline) in ["api", "tenant", "api", "hq", "api", "api", "tenant"]
         .into_iter()
         .enumerate()
@@ -270,9 +392,8 @@ async fn runs_are_listed_newest_first_by_pipeline_and_page() {
     assert!(store.list_runs(None, 0, None).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn events_are_read_back_in_order_after_a_sequence_number() {
-    let (_directory, store) = temporary_store();
+async fn events_are_read_back_in_order_after_a_sequence_number(fixture: Fixture) {
+    let store = fixture.open().await;
     let run = new_run("api");
     let other = new_run("api");
     let lines = |range: std::ops::Range<u64>| -> Vec<(u64, String)> {
@@ -313,13 +434,10 @@ async fn events_are_read_back_in_order_after_a_sequence_number() {
     ));
 }
 
-#[tokio::test]
-async fn the_first_approval_decision_wins_across_processes() {
-    let directory = tempfile::tempdir().unwrap();
-    let path = state_path(&directory);
+async fn the_first_approval_decision_wins_across_processes(fixture: Fixture) {
     // Two handles, two connections: the waiting run and a CLI `approve` in another process.
-    let run_process = open_sqlite(&path).unwrap();
-    let cli_process = open_sqlite(&path).unwrap();
+    let run_process = fixture.open().await;
+    let cli_process = fixture.open().await;
     let run = new_run("api");
     run_process.create_run(&run).await.unwrap();
     assert_eq!(
@@ -353,28 +471,23 @@ async fn the_first_approval_decision_wins_across_processes() {
     );
 }
 
-#[test]
-fn racing_approval_decisions_record_exactly_one() {
-    let directory = tempfile::tempdir().unwrap();
-    let path = state_path(&directory);
+async fn racing_approval_decisions_record_exactly_one(fixture: Fixture) {
     let run = new_run("api");
-    block_on(open_sqlite(&path).unwrap().create_run(&run)).unwrap();
+    fixture.open().await.create_run(&run).await.unwrap();
 
-    let deciders: Vec<_> = (0..4)
-        .map(|number| {
-            let (path, id) = (path.clone(), run.id.clone());
-            std::thread::spawn(move || {
-                let store = open_sqlite(&path).unwrap();
-                let decision = approval(number % 2 == 0, &format!("person-{number}"));
-                let outcome = block_on(store.decide_approval(&id, "approval", &decision));
-                (decision, outcome.unwrap())
-            })
-        })
-        .collect();
-    let outcomes: Vec<_> = deciders
-        .into_iter()
-        .map(|decider| decider.join().unwrap())
-        .collect();
+    let mut deciders = Vec::new();
+    for number in 0..4 {
+        let (store, id) = (fixture.open().await, run.id.clone());
+        deciders.push(tokio::spawn(async move {
+            let decision = approval(number % 2 == 0, &format!("person-{number}"));
+            let outcome = store.decide_approval(&id, "approval", &decision).await;
+            (decision, outcome.unwrap())
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for decider in deciders {
+        outcomes.push(decider.await.unwrap());
+    }
 
     let winners: Vec<_> = outcomes
         .iter()
@@ -389,13 +502,10 @@ fn racing_approval_decisions_record_exactly_one() {
     }
 }
 
-#[tokio::test]
-async fn leases_are_granted_held_expired_renewed_and_lost() {
-    let directory = tempfile::tempdir().unwrap();
-    let path = state_path(&directory);
+async fn leases_are_granted_held_expired_renewed_and_lost(fixture: Fixture) {
     let time = ManualClock::starting_at(start());
-    let first = open_sqlite(&path).unwrap().with_clock(time.clock());
-    let second = open_sqlite(&path).unwrap().with_clock(time.clock());
+    let first = fixture.open_with_clock(time.clock()).await;
+    let second = fixture.open_with_clock(time.clock()).await;
     let ttl = Duration::from_secs(30);
     let key = "pipeline/api";
 
@@ -465,12 +575,9 @@ async fn leases_are_granted_held_expired_renewed_and_lost() {
     ));
 }
 
-#[tokio::test]
-async fn a_trigger_starts_one_run() {
-    let directory = tempfile::tempdir().unwrap();
-    let path = state_path(&directory);
-    let agent = open_sqlite(&path).unwrap();
-    let ci_job = open_sqlite(&path).unwrap();
+async fn a_trigger_starts_one_run(fixture: Fixture) {
+    let agent = fixture.open().await;
+    let ci_job = fixture.open().await;
     let (first, second) = (RunId::new(), RunId::new());
     let key = "release/envelope/api/42";
 
@@ -620,48 +727,39 @@ fn several_processes_creating_the_store_at_once_all_succeed() {
     }
 }
 
-#[test]
-fn writers_in_two_threads_with_their_own_connections_both_succeed() {
-    let directory = tempfile::tempdir().unwrap();
-    let path = state_path(&directory);
-    drop(open_sqlite(&path).unwrap());
+async fn writers_in_two_processes_at_once_both_succeed(fixture: Fixture) {
     let runs_per_writer = 100;
 
-    let writers: Vec<_> = ["api", "tenant"]
-        .into_iter()
-        .map(|pipeline| {
-            let path = path.clone();
-            std::thread::spawn(move || {
-                let store = open_sqlite(&path).unwrap();
-                block_on(async {
-                    for number in 0..runs_per_writer {
-                        let run = new_run(pipeline);
-                        store.create_run(&run).await?;
-                        let mut source = stage("source", StageStatus::Succeeded);
-                        source.outputs.sha = Some(format!("{number:040}"));
-                        store.save_stage(&run.id, &source).await?;
-                        store
-                            .append_events(&run.id, &[(1, "{}".into()), (2, "{}".into())])
-                            .await?;
-                        store
-                            .acquire_lease("pipeline/shared", pipeline, Duration::from_secs(1))
-                            .await?;
-                        store.release_lease("pipeline/shared", pipeline).await?;
-                        store
-                            .claim_trigger(&format!("shared/{number}"), &run.id)
-                            .await?;
-                    }
-                    Ok::<_, StoreError>(())
-                })
-            })
-        })
-        .collect();
+    let mut writers = Vec::new();
+    for pipeline in ["api", "tenant"] {
+        let store = fixture.open().await;
+        writers.push(tokio::spawn(async move {
+            for number in 0..runs_per_writer {
+                let run = new_run(pipeline);
+                store.create_run(&run).await?;
+                let mut source = stage("source", StageStatus::Succeeded);
+                source.outputs.sha = Some(format!("{number:040}"));
+                store.save_stage(&run.id, &source).await?;
+                store
+                    .append_events(&run.id, &[(1, "{}".into()), (2, "{}".into())])
+                    .await?;
+                store
+                    .acquire_lease("pipeline/shared", pipeline, Duration::from_secs(1))
+                    .await?;
+                store.release_lease("pipeline/shared", pipeline).await?;
+                store
+                    .claim_trigger(&format!("shared/{number}"), &run.id)
+                    .await?;
+            }
+            Ok::<_, StoreError>(())
+        }));
+    }
     for writer in writers {
-        writer.join().unwrap().unwrap();
+        writer.await.unwrap().unwrap();
     }
 
-    let store = open_sqlite(&path).unwrap();
-    let listed = block_on(store.list_runs(None, 1000, None)).unwrap();
+    let store = fixture.open().await;
+    let listed = store.list_runs(None, 1000, None).await.unwrap();
     assert_eq!(listed.len(), 2 * runs_per_writer);
     assert!(
         listed
@@ -696,28 +794,13 @@ fn store_urls() {
     }
 }
 
-#[test]
-fn dynamodb_is_not_supported_yet_and_says_what_to_use() {
-    let error = open("dynamodb://envelope-runs").err().unwrap();
-    assert!(matches!(error, StoreError::NotSupportedYet { .. }));
-    assert!(error.to_string().contains("sqlite:PATH"), "{error}");
-}
-
 #[tokio::test]
 async fn open_creates_the_store_and_its_directory() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("deep").join("er").join("state.db");
 
-    let store = open(&format!("sqlite:{}", path.display())).unwrap();
+    let store = open(&format!("sqlite:{}", path.display())).await.unwrap();
 
     store.create_run(&new_run("api")).await.unwrap();
     assert!(path.is_file());
-}
-
-/// Runs a store call to completion on a runtime of its own (as a separate process would).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(future)
 }
