@@ -10,6 +10,7 @@ use crate::report::{EventSink, JsonReporter, PlainReporter, Reporter, TerminalRe
 use crate::run::{ApprovalRecord, RunId, RunStatus, RunTrigger, StageStatus, TriggerKind};
 
 use crate::store::{self, Store};
+use crate::trigger::actions::ActionsMode;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,7 +88,7 @@ async fn open_store(project: &Path, args: &StoreArgs) -> Result<Arc<dyn Store>, 
         .store
         .clone()
         .unwrap_or_else(|| project.join(".envelope/state.db").display().to_string());
-    match store::open(&url) {
+    match store::open(&url).await {
         Ok(store) => Ok(store),
         Err(error) => {
             eprintln!("error: {error}");
@@ -124,7 +125,10 @@ fn load_pipeline(
         exit_codes::INVALID_INPUT
     })?;
     pipeline::load(&path).map_err(|diagnostics| {
-        eprint!("{}", diagnostics.render(color));
+        eprint!(
+            "{}",
+            crate::trigger::actions::render_diagnostics(&diagnostics, color)
+        );
         exit_codes::INVALID_INPUT
     })
 }
@@ -184,10 +188,18 @@ async fn run(
     args: &RunArgs,
     color: bool,
 ) -> i32 {
+    // GitHub Actions: mask secrets before anything could print them.
+    let mut actions = ActionsMode::detect();
+    if let Some(actions) = &mut actions {
+        actions.mask_environment();
+    }
     let compiled = match load_pipeline(project, name, color) {
         Ok(compiled) => compiled,
         Err(code) => return code,
     };
+    if let Some(actions) = &mut actions {
+        actions.mask_pipeline(&compiled);
+    }
     if let Some(until) = &until
         && !compiled
             .pipeline
@@ -201,6 +213,15 @@ async fn run(
     }
     // A developer runs `--local` from the app's checkout: the working tree is the current folder.
     let local_source = local.then(|| source.unwrap_or_else(|| PathBuf::from(".")));
+    // In GitHub Actions the release (or pushed ref) and its commit are the default.
+    let from_actions = actions
+        .as_ref()
+        .filter(|_| git_ref.is_none() && !local)
+        .and_then(|actions| actions.environment.trigger());
+    let (git_ref, sha) = match &from_actions {
+        Some(trigger) => (Some(trigger.git_ref.clone()), sha.or(trigger.sha.clone())),
+        None => (git_ref, sha),
+    };
     let git_ref = match git_ref
         .or_else(|| local.then(|| "HEAD".to_string()))
         .or_else(|| compiled.pipeline.source.branch.clone())
@@ -218,7 +239,7 @@ async fn run(
         Err(code) => return code,
     };
     let mut settings = settings(args);
-    settings.until = until;
+    settings.until = until.clone();
     settings.local_source = local_source;
     settings.local_registry = registry;
     let env = compiled
@@ -229,14 +250,14 @@ async fn run(
         .collect();
     let user = settings.user.clone();
     let trigger = RunTrigger {
-        kind: if local {
-            TriggerKind::Local { user }
-        } else {
-            TriggerKind::Cli { user }
+        kind: match &actions {
+            _ if local => TriggerKind::Local { user },
+            Some(actions) => actions.environment.trigger_kind(),
+            None => TriggerKind::Cli { user },
         },
         git_ref: git_ref.clone(),
         sha: sha.clone(),
-        tag: None,
+        tag: from_actions.and_then(|trigger| trigger.tag),
     };
     let context = PlanContext {
         git_ref,
@@ -244,17 +265,36 @@ async fn run(
         env,
         ..PlanContext::default()
     };
-    let driver = Driver::new(compiled, store, settings, EventSink::new(reporter(args)));
-    match driver.start(trigger, context).await {
-        Ok(outcome) => finish(&outcome, local),
+    let reporter = match &actions {
+        Some(actions) => actions.start_run(reporter(args), args.log_format == OutputFormat::Text),
+        None => reporter(args),
+    };
+    let driver = Driver::new(compiled, store, settings, EventSink::new(reporter));
+    let result = driver.start(trigger, context).await;
+    let code = match &result {
+        Ok(outcome) => finish(outcome, local),
         Err(error) => {
             eprintln!("error: {error}");
-            driver_error_code(&error)
+            driver_error_code(error)
         }
+    };
+    match &actions {
+        Some(actions) => {
+            let store_url = args.store.store.as_deref();
+            actions
+                .end_run(&driver, &result, code, until.as_deref(), store_url)
+                .await
+        }
+        None => code,
     }
 }
 
 async fn resume(project: &Path, run: &str, retry: bool, args: &RunArgs, color: bool) -> i32 {
+    // GitHub Actions: mask secrets before anything could print them.
+    let mut actions = ActionsMode::detect();
+    if let Some(actions) = &mut actions {
+        actions.mask_environment();
+    }
     let store = match open_store(project, &args.store).await {
         Ok(store) => store,
         Err(code) => return code,
@@ -281,34 +321,48 @@ async fn resume(project: &Path, run: &str, retry: bool, args: &RunArgs, color: b
         && record.status != RunStatus::Failed
     {
         println!("run {run} already finished: {}", status_word(record.status));
+        if let Some(actions) = &actions {
+            actions.write_job_files(store.as_ref(), &id, None).await;
+        }
         return outcome_code(record.status, None, false);
     }
     let compiled = match load_pipeline(project, &record.pipeline, color) {
         Ok(compiled) => compiled,
         Err(code) => return code,
     };
+    if let Some(actions) = &mut actions {
+        actions.mask_pipeline(&compiled);
+    }
     let local = matches!(record.trigger.kind, TriggerKind::Local { .. });
     if local {
         eprintln!("error: run {run} was a --local run; start a new one with `run --local`");
         return exit_codes::INVALID_INPUT;
     }
-    let driver = Driver::new(
-        compiled,
-        store,
-        settings(args),
-        EventSink::new(reporter(args)),
-    );
+    let reporter = match &actions {
+        Some(actions) => actions.start_run(reporter(args), args.log_format == OutputFormat::Text),
+        None => reporter(args),
+    };
+    let driver = Driver::new(compiled, store, settings(args), EventSink::new(reporter));
     let result = if retry {
         driver.retry(&id).await
     } else {
         driver.resume(&id).await
     };
-    match result {
-        Ok(outcome) => finish(&outcome, false),
+    let code = match &result {
+        Ok(outcome) => finish(outcome, false),
         Err(error) => {
             eprintln!("error: {error}");
-            driver_error_code(&error)
+            driver_error_code(error)
         }
+    };
+    match &actions {
+        Some(actions) => {
+            let store_url = args.store.store.as_deref();
+            actions
+                .end_run(&driver, &result, code, None, store_url)
+                .await
+        }
+        None => code,
     }
 }
 
