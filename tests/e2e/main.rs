@@ -4,6 +4,7 @@
 mod approval;
 mod build;
 mod buildspec;
+mod ecs;
 mod push;
 mod run;
 mod source;

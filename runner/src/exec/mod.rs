@@ -4,6 +4,7 @@
 pub mod build;
 pub mod buildspec;
 pub mod driver;
+pub mod ecs;
 pub mod notify;
 pub mod push;
 pub mod source;

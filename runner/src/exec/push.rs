@@ -524,7 +524,9 @@ async fn verify_tags(
                     });
                 }
                 Err((kind, _)) if kind.is_retryable() && Backoff::PUSH.allows_another(attempt) => {
-                    tokio::time::sleep(Backoff::PUSH.delay(attempt, &mut rand::rng())).await;
+                    // Not inside the awaited expression: the thread-local RNG is not Send.
+                    let delay = Backoff::PUSH.delay(attempt, &mut rand::rng());
+                    tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
                 Err((

@@ -454,10 +454,11 @@ enum Reference {
 impl Reference {
     fn parse(text: &str) -> Self {
         let text = text.trim();
-        if text.len() == 40 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            if let Ok(oid) = Oid::from_str(text) {
-                return Reference::Commit(oid);
-            }
+        if text.len() == 40
+            && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+            && let Ok(oid) = Oid::from_str(text)
+        {
+            return Reference::Commit(oid);
         }
         if text.starts_with("refs/") {
             Reference::Full(text.to_string())

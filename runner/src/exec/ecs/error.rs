@@ -1,0 +1,261 @@
+//! What can go wrong in the ECS stages, written for the people who read the run's output.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::Call;
+use super::deploy::DeployFailure;
+use super::retry::Failure;
+use super::taskdef::TaskDefinitionError;
+
+/// Error codes that mean the credentials or permissions are at fault.
+const ACCESS_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "InvalidSignatureException",
+    "AuthFailure",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EcsError {
+    /// An AWS call failed, after retrying when another attempt could help.
+    #[error("could not {action} ({operation} on {target}): {message}")]
+    Aws {
+        action: &'static str,
+        operation: &'static str,
+        target: String,
+        code: Option<String>,
+        message: String,
+        attempts: u32,
+        environment: bool,
+        /// The request may have been carried out (a timeout or a 5xx, not a refusal).
+        transient: bool,
+    },
+
+    #[error(
+        "service `{service}` does not exist in cluster `{cluster}`; check the stage's cluster and service names"
+    )]
+    ServiceNotFound { cluster: String, service: String },
+
+    #[error(
+        "service `{service}` in cluster `{cluster}` is {status}, not ACTIVE; only an active service can be deployed"
+    )]
+    ServiceNotActive {
+        cluster: String,
+        service: String,
+        status: String,
+    },
+
+    #[error(
+        "service `{service}` in cluster `{cluster}` has a desired count of 0, so a rollout would never \
+         prove the new revision runs; scale it up first or remove it from the stage"
+    )]
+    ServiceScaledToZero { cluster: String, service: String },
+
+    #[error(
+        "service `{service}` uses the {controller} deployment controller; envelope-runner deploys \
+         services that use ECS rolling deployments (deploymentController ECS)"
+    )]
+    UnsupportedDeploymentController { service: String, controller: String },
+
+    #[error("task definition of service `{service}`: {source}")]
+    TaskDefinition {
+        service: String,
+        #[source]
+        source: TaskDefinitionError,
+    },
+
+    #[error(
+        "task definition `{task_definition}` has no container named `{container}` (it has: {containers}); \
+         check the migrate stage's `container`"
+    )]
+    ContainerNotFound {
+        task_definition: String,
+        container: String,
+        containers: String,
+    },
+
+    #[error("ECS did not start the migration task: {reasons}")]
+    RunTaskRefused { reasons: String },
+
+    #[error(
+        "the migration task {task} failed to start: {reason}\n\
+         It never ran, so there is no exit code; fix the cause and run the pipeline again."
+    )]
+    MigrationFailedToStart { task: String, reason: String },
+
+    #[error("{}", migration_failed(.task, .container, *.exit_code, .reason.as_deref(), .last_lines, .log_stream.as_deref()))]
+    MigrationFailed {
+        task: String,
+        container: String,
+        exit_code: i32,
+        reason: Option<String>,
+        last_lines: Vec<String>,
+        log_stream: Option<String>,
+    },
+
+    #[error(
+        "the migration task {task} stopped ({stop_code}: {reason}) before container `{container}` \
+         finished on its own; treat the migration as not run, check the database, and run the \
+         pipeline again"
+    )]
+    MigrationInterrupted {
+        task: String,
+        container: String,
+        stop_code: String,
+        reason: String,
+    },
+
+    #[error(
+        "the migration task {task} stopped ({stop_code}: {reason}) and ECS reported no exit code for \
+         container `{container}`; the migration cannot be assumed to have run"
+    )]
+    MigrationNoExitCode {
+        task: String,
+        container: String,
+        stop_code: String,
+        reason: String,
+    },
+
+    #[error(
+        "the migration task {task} was still running after {}{}; look at its logs, \
+         then raise the stage's timeout or fix the migration",
+        humantime::format_duration(*.waited),
+        if *.stopped { " and was stopped" } else { " (stopping it failed: it may still run)" }
+    )]
+    MigrationTimedOut {
+        task: String,
+        waited: Duration,
+        stopped: bool,
+    },
+
+    #[error(transparent)]
+    Deploy(Box<DeployFailure>),
+
+    #[error("unexpected answer from AWS: {what}")]
+    Unexpected { what: String },
+}
+
+impl EcsError {
+    /// Whether the environment (AWS unreachable, throttled beyond retrying, credentials,
+    /// permissions, a task that could not pull its image) is at fault rather than the pipeline
+    /// or the release: maps to [`crate::exit_codes::ENVIRONMENT`].
+    pub fn is_environment(&self) -> bool {
+        match self {
+            EcsError::Aws { environment, .. } => *environment,
+            EcsError::MigrationFailedToStart { .. }
+            | EcsError::RunTaskRefused { .. }
+            | EcsError::Unexpected { .. } => true,
+            EcsError::ServiceNotFound { .. }
+            | EcsError::ServiceNotActive { .. }
+            | EcsError::ServiceScaledToZero { .. }
+            | EcsError::UnsupportedDeploymentController { .. }
+            | EcsError::TaskDefinition { .. }
+            | EcsError::ContainerNotFound { .. }
+            | EcsError::MigrationFailed { .. }
+            | EcsError::MigrationInterrupted { .. }
+            | EcsError::MigrationNoExitCode { .. }
+            | EcsError::MigrationTimedOut { .. }
+            | EcsError::Deploy(_) => false,
+        }
+    }
+
+    /// The AWS error code, when an AWS call failed.
+    pub fn aws_code(&self) -> Option<&str> {
+        match self {
+            EcsError::Aws { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_sdk<E>(
+        call: &Call<'_>,
+        error: &SdkError<E, HttpResponse>,
+        failure: Failure,
+        attempts: u32,
+    ) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let code = error.code().map(str::to_owned);
+        let message = match (error.code(), error.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            _ => DisplayErrorContext(error).to_string(),
+        };
+        let access = code.as_deref().is_some_and(|c| ACCESS_CODES.contains(&c));
+        let environment = access
+            || matches!(failure, Failure::Throttled | Failure::Transient)
+            || matches!(error, SdkError::ConstructionFailure(_));
+        let hint = if matches!(failure, Failure::Throttled) {
+            format!(
+                " (still throttled after {attempts} attempts; try again when fewer deploys run at once)"
+            )
+        } else if matches!(failure, Failure::Transient) && attempts > 1 {
+            format!(" (after {attempts} attempts)")
+        } else if access {
+            format!(
+                "; check that the runner's AWS identity may call {}",
+                call.operation
+            )
+        } else {
+            String::new()
+        };
+        EcsError::Aws {
+            action: call.action,
+            operation: call.operation,
+            target: call.target.to_owned(),
+            code,
+            message: message + &hint,
+            attempts,
+            environment,
+            transient: matches!(failure, Failure::Transient),
+        }
+    }
+}
+
+fn migration_failed(
+    task: &str,
+    container: &str,
+    exit_code: i32,
+    reason: Option<&str>,
+    last_lines: &[String],
+    log_stream: Option<&str>,
+) -> String {
+    let mut out = format!(
+        "the migration failed: container `{container}` of task {task} exited with code {exit_code}"
+    );
+    if let Some(reason) = reason.filter(|r| !r.is_empty()) {
+        let _ = write!(out, " ({reason})");
+    }
+    if last_lines.is_empty() {
+        out.push_str("\nIt wrote no log lines");
+        match log_stream {
+            Some(stream) => {
+                let _ = write!(out, " to {stream}");
+            }
+            None => out.push_str(" (its container has no awslogs log configuration)"),
+        }
+        out.push('.');
+    } else {
+        let _ = write!(out, "\nLast {} log lines", last_lines.len());
+        if let Some(stream) = log_stream {
+            let _ = write!(out, " ({stream})");
+        }
+        out.push(':');
+        for line in last_lines {
+            let _ = write!(out, "\n  {line}");
+        }
+    }
+    out.push_str("\nThe deploy did not start. Fix the migration and run the pipeline again.");
+    out
+}

@@ -1,0 +1,233 @@
+//! AWS call hygiene: which failures another attempt can cure, exponential backoff with full
+//! jitter between attempts, and a limiter that holds RegisterTaskDefinition to its sustained
+//! rate of one call per second however many services deploy at once.
+
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use rand::Rng;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Error codes AWS services use for "slow down". ECS does not model ThrottlingException as an
+/// error type, so the code is what has to be matched, never the Rust variant.
+pub const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+];
+
+/// What another attempt of a failed call can achieve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// AWS asked us to slow down; the request was not carried out.
+    Throttled,
+    /// The request may or may not have been carried out (timeout, connection reset, 5xx).
+    Transient,
+    /// Another attempt gets the same answer (a missing service, a bad parameter, no access).
+    Permanent,
+}
+
+/// Sorts an SDK error into [`Failure`] by its error code and HTTP status.
+pub(crate) fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Failure {
+    match error {
+        SdkError::ServiceError(context) => {
+            if is_throttling_code(context.err().code()) {
+                return Failure::Throttled;
+            }
+            let status = context.raw().status().as_u16();
+            if status == 429 {
+                Failure::Throttled
+            } else if matches!(status, 500 | 502 | 503 | 504) {
+                Failure::Transient
+            } else {
+                Failure::Permanent
+            }
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Failure::Transient
+        }
+        SdkError::ConstructionFailure(_) => Failure::Permanent,
+        _ => Failure::Permanent,
+    }
+}
+
+/// Whether `code` is one of the [`THROTTLING_CODES`].
+pub fn is_throttling_code(code: Option<&str>) -> bool {
+    code.is_some_and(|code| THROTTLING_CODES.contains(&code))
+}
+
+/// How many attempts a call makes and how long it waits in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The ceiling of the first wait.
+    pub base: Duration,
+    /// No wait is longer than this.
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    /// Eight attempts whose ceilings grow 0.2, 0.4, 0.8 … 12.8 s (about 25 s in all at
+    /// worst): enough to ride out a burst of throttling from several pipelines deploying at
+    /// once, short enough that a broken endpoint fails the stage within a minute.
+    fn default() -> Self {
+        Backoff {
+            max_attempts: 8,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after attempt number `failed_attempt` (1-based) failed: "full jitter", a
+    /// uniformly random time between zero and `min(cap, base * 2^(n-1))`, so that many
+    /// clients throttled together do not come back together.
+    pub fn delay(&self, failed_attempt: u32, rng: &mut impl Rng) -> Duration {
+        let exponent = failed_attempt.saturating_sub(1).min(20);
+        let ceiling = self.base.saturating_mul(1u32 << exponent).min(self.cap);
+        ceiling.mul_f64(rng.random::<f64>())
+    }
+
+    /// Whether another attempt may follow attempt number `attempt` (1-based).
+    pub fn allows_another(&self, attempt: u32) -> bool {
+        attempt < self.max_attempts
+    }
+}
+
+/// Spaces calls at least `interval` apart, across every task that shares it.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    interval: Duration,
+    next_free: Mutex<Option<Instant>>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(interval: Duration) -> Self {
+        RateLimiter {
+            interval,
+            next_free: Mutex::new(None),
+        }
+    }
+
+    /// Waits for this caller's slot. Callers queue in arrival order (tokio's mutex is fair),
+    /// so a service that asked first registers first.
+    pub(crate) async fn acquire(&self) {
+        let mut next_free = self.next_free.lock().await;
+        let now = Instant::now();
+        let slot = match *next_free {
+            Some(at) if at > now => at,
+            _ => now,
+        };
+        tokio::time::sleep_until(slot).await;
+        *next_free = Some(slot + self.interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use std::sync::Arc;
+
+    #[test]
+    fn full_jitter_stays_under_the_growing_ceiling_and_uses_the_whole_range() {
+        let backoff = Backoff {
+            max_attempts: 10,
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(1000),
+        };
+        let mut rng = StdRng::seed_from_u64(7);
+        // (failed attempt, ceiling in ms)
+        for (attempt, ceiling) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (9, 1000)] {
+            let delays: Vec<_> = (0..500).map(|_| backoff.delay(attempt, &mut rng)).collect();
+            assert!(
+                delays.iter().all(|d| *d <= Duration::from_millis(ceiling)),
+                "attempt {attempt}"
+            );
+            // Full jitter: some waits are near zero, some near the ceiling.
+            assert!(
+                delays
+                    .iter()
+                    .any(|d| *d < Duration::from_millis(ceiling / 10)),
+                "attempt {attempt}"
+            );
+            assert!(
+                delays
+                    .iter()
+                    .any(|d| *d > Duration::from_millis(ceiling * 9 / 10)),
+                "attempt {attempt}"
+            );
+        }
+    }
+
+    #[test]
+    fn attempts_are_bounded_and_huge_attempt_numbers_do_not_overflow() {
+        let backoff = Backoff::default();
+        assert!(backoff.allows_another(1));
+        assert!(!backoff.allows_another(backoff.max_attempts));
+        let mut rng = StdRng::seed_from_u64(3);
+        assert!(backoff.delay(u32::MAX, &mut rng) <= backoff.cap);
+    }
+
+    #[test]
+    fn throttling_is_recognised_by_code_alone() {
+        for (code, throttled) in [
+            (Some("ThrottlingException"), true),
+            (Some("Throttling"), true),
+            (Some("TooManyRequestsException"), true),
+            (Some("RequestLimitExceeded"), true),
+            (Some("ClientException"), false),
+            (Some("ServiceNotFoundException"), false),
+            (None, false),
+        ] {
+            assert_eq!(is_throttling_code(code), throttled, "{code:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_limiter_spaces_concurrent_callers_one_interval_apart() {
+        let interval = Duration::from_millis(100);
+        let limiter = Arc::new(RateLimiter::new(interval));
+        let start = Instant::now();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    limiter.acquire().await;
+                    Instant::now() - start
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for handle in handles {
+            times.push(handle.await.unwrap());
+        }
+        times.sort();
+        assert!(
+            times[0] < interval / 2,
+            "the first caller goes at once: {times:?}"
+        );
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= interval - Duration::from_millis(2),
+                "{times:?}"
+            );
+        }
+        // After a quiet spell the next caller goes at once.
+        tokio::time::sleep(interval * 2).await;
+        let before = Instant::now();
+        limiter.acquire().await;
+        assert!(Instant::now() - before < interval / 2);
+    }
+}

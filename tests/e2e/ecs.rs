@@ -1,0 +1,1557 @@
+//! ECS end-to-end tests: migrate and deploy against ministack, whose ECS runs every task as a
+//! real container on the Docker daemon (real exit codes, stop codes, rolling deployments,
+//! circuit breaker and rollback) and forwards awslogs output to its CloudWatch Logs.
+//!
+//! Each test builds its own cluster mirroring the Envelope API's (api, worker, scheduler and
+//! reverb sharing one image, awsvpc on a subnet and security group made with ministack's EC2
+//! API, awslogs into one log group) under unique names, so tests never reset ministack (a
+//! reset would wipe other tests' ECR repositories). Images come from the plain registry on
+//! 127.0.0.1:5000, pinned by digest.
+//!
+//! Calls go through a small HTTP proxy in front of ministack that counts every operation
+//! (X-Amz-Target) and can answer the first N calls of an operation with a
+//! ThrottlingException, the way AWS does.
+//!
+//! Every test skips (with a note on stderr) only when ENVELOPE_TEST_REQUIRE_DOCKER is unset and
+//! Docker or ministack cannot be reached; CI sets it, so there they run for real.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
+    DeploymentCircuitBreaker, DeploymentConfiguration, KeyValuePair, LaunchType, LogConfiguration,
+    LogDriver, NetworkConfiguration, NetworkMode, Tag, TaskField,
+};
+use bytes::Bytes;
+use envelope_runner::exec::ecs::deploy::{
+    self, Deploy, DeployProgress, DeployRecord, DeployRequest, OnFailure, Phase, RolloutFailure,
+};
+use envelope_runner::exec::ecs::migrate::{
+    Migration, MigrationProgress, MigrationRecord, MigrationRequest,
+};
+use envelope_runner::exec::ecs::{EcsAws, EcsError, PollSchedule};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+const ROLES: [&str; 4] = ["api", "worker", "scheduler", "reverb"];
+
+// ---------------------------------------------------------------- the environment
+
+/// The variables `scripts/test-env env` prints, after `scripts/test-env up`.
+struct TestEnv {
+    vars: HashMap<String, String>,
+}
+
+impl TestEnv {
+    fn var(&self, name: &str) -> &str {
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("scripts/test-env env does not set {name}"))
+    }
+
+    fn endpoint(&self) -> &str {
+        self.var("AWS_ENDPOINT_URL").trim_end_matches('/')
+    }
+
+    fn region(&self) -> &str {
+        self.var("AWS_REGION")
+    }
+
+    fn registry(&self) -> &str {
+        self.var("ENVELOPE_TEST_REGISTRY")
+    }
+
+    fn docker_cli(&self) -> &str {
+        self.vars
+            .get("ENVELOPE_TEST_DOCKER_CLI")
+            .map(String::as_str)
+            .unwrap_or("/usr/bin/docker")
+    }
+
+    /// AWS configuration from the env file (not the process env), for `endpoint`.
+    async fn sdk_config(&self, endpoint: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.region().to_owned()))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+                self.var("AWS_ACCESS_KEY_ID"),
+                self.var("AWS_SECRET_ACCESS_KEY"),
+                None,
+                None,
+                "envelope-e2e",
+            ))
+            .load()
+            .await
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Starts the test environment once per process and reads its variables.
+fn test_env() -> Result<&'static TestEnv, String> {
+    static ENV: OnceLock<Result<TestEnv, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let script = repo_root().join("scripts/test-env");
+        let all_up = Command::new(&script)
+            .arg("status")
+            .output()
+            .is_ok_and(|status| status.status.success());
+        if !all_up {
+            let up = Command::new(&script)
+                .arg("up")
+                .output()
+                .map_err(|e| format!("running {} up: {e}", script.display()))?;
+            if !up.status.success() {
+                return Err(format!(
+                    "{} up failed:\n{}",
+                    script.display(),
+                    String::from_utf8_lossy(&up.stderr)
+                ));
+            }
+        }
+        let env = Command::new(&script)
+            .arg("env")
+            .output()
+            .map_err(|e| format!("running {} env: {e}", script.display()))?;
+        if !env.status.success() {
+            return Err(format!("{} env failed", script.display()));
+        }
+        let vars = String::from_utf8_lossy(&env.stdout)
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("export "))
+            .filter_map(|assignment| assignment.split_once('='))
+            .map(|(name, value)| (name.to_string(), value.trim_matches('"').to_string()))
+            .collect();
+        Ok(TestEnv { vars })
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// The environment, or `None` (after a note) when Docker or ministack cannot be reached and
+/// ENVELOPE_TEST_REQUIRE_DOCKER is unset.
+async fn parts(test: &str) -> Option<&'static TestEnv> {
+    let required = std::env::var_os("ENVELOPE_TEST_REQUIRE_DOCKER").is_some();
+    let reason = match tokio::task::spawn_blocking(test_env).await.unwrap() {
+        Ok(env) => {
+            let docker_ok = Command::new(env.docker_cli())
+                .arg("info")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            let ministack_ok = http_get(&format!("{}/_ministack/ready", env.endpoint()))
+                .await
+                .is_ok_and(|(status, _)| status == 200);
+            match (docker_ok, ministack_ok) {
+                (true, true) => return Some(env),
+                (false, _) => "Docker does not answer".to_owned(),
+                (_, false) => format!("ministack does not answer at {}", env.endpoint()),
+            }
+        }
+        Err(reason) => reason,
+    };
+    if required {
+        panic!("{test}: ENVELOPE_TEST_REQUIRE_DOCKER is set but {reason}");
+    }
+    eprintln!("{test}: skipped: {reason} (set ENVELOPE_TEST_REQUIRE_DOCKER to fail instead)");
+    None
+}
+
+/// A name no other test run uses.
+fn unique(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{prefix}-{}-{:x}-{n}",
+        std::process::id(),
+        nanos % 0xffff_ffff
+    )
+}
+
+// ---------------------------------------------------------------- images
+
+/// The app image in three versions, pushed to the plain registry and pinned by digest.
+struct Images {
+    repository: String,
+    /// What the services run before the deploy.
+    v1: String,
+    /// A good new release.
+    v2: String,
+    /// A release whose worker exits at once ("cannot connect to the queue").
+    bad: String,
+    /// v1's content under another repository: a sidecar that must keep its image.
+    sidecar: String,
+}
+
+const START: &str = r#"#!/bin/sh
+# /app/start ROLE: what a service runs. Roles listed in /app/crash-roles exit at once.
+role="${1:-app}"
+echo "$role: starting version $(cat /app/version)"
+if grep -qx "$role" /app/crash-roles; then
+    echo "$role: cannot connect to the queue"
+    exit 1
+fi
+trap 'echo "$role: stopping"; exit 0' TERM INT
+while true; do sleep 1; done
+"#;
+
+const MIGRATE: &str = r#"#!/bin/sh
+# /app/migrate [EXIT-CODE] [LINES]: what `php artisan migrate --force` stands for.
+code="${1:-0}"
+lines="${2:-30}"
+i=1
+while [ "$i" -le "$lines" ]; do
+    echo "Migrating: 2026_01_01_0000$(printf %02d "$i")_step_$i"
+    i=$((i + 1))
+done
+echo "migration finished with exit code $code"
+exit "$code"
+"#;
+
+fn images(env: &TestEnv) -> &'static Images {
+    static IMAGES: OnceLock<Images> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let repository = format!("{}/envelope-e2e/ecs-app", env.registry());
+        let build = |version: &str, crash_roles: &str, reference: &str| -> String {
+            let dir = tempfile::tempdir().unwrap();
+            let app = dir.path().join("app");
+            std::fs::create_dir(&app).unwrap();
+            std::fs::write(app.join("version"), format!("{version}\n")).unwrap();
+            std::fs::write(app.join("crash-roles"), crash_roles).unwrap();
+            for (name, text) in [("start", START), ("migrate", MIGRATE)] {
+                std::fs::write(app.join(name), text).unwrap();
+                let mut permissions = std::fs::metadata(app.join(name)).unwrap().permissions();
+                std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+                std::fs::set_permissions(app.join(name), permissions).unwrap();
+            }
+            std::fs::write(
+                dir.path().join("Dockerfile"),
+                format!(
+                    "FROM {}\nCOPY app /app\n",
+                    env.var("ENVELOPE_TEST_BASE_IMAGE")
+                ),
+            )
+            .unwrap();
+            docker(
+                env,
+                &[
+                    "build",
+                    "-q",
+                    "-t",
+                    reference,
+                    &dir.path().display().to_string(),
+                ],
+            );
+            push(env, reference)
+        };
+        let v1 = build("v1", "", &format!("{repository}:v1"));
+        let v2 = build("v2", "", &format!("{repository}:v2"));
+        let bad = build("v3-bad", "worker\n", &format!("{repository}:v3-bad"));
+        let sidecar_tag = format!("{}/envelope-e2e/ecs-sidecar:1", env.registry());
+        docker(env, &["tag", &format!("{repository}:v1"), &sidecar_tag]);
+        let sidecar = push(env, &sidecar_tag);
+        Images {
+            repository,
+            v1,
+            v2,
+            bad,
+            sidecar,
+        }
+    })
+}
+
+fn docker(env: &TestEnv, args: &[&str]) -> String {
+    let output = Command::new(env.docker_cli())
+        .env("DOCKER_BUILDKIT", "1")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Pushes `reference` (`repo:tag`) and returns `repo@sha256:…`.
+fn push(env: &TestEnv, reference: &str) -> String {
+    let out = docker(env, &["push", reference]);
+    let digest = out
+        .split_whitespace()
+        .skip_while(|word| *word != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in docker push output:\n{out}"));
+    let repository = reference.rsplit_once(':').unwrap().0;
+    format!("{repository}@{digest}")
+}
+
+// ---------------------------------------------------------------- a counting, throttling proxy
+
+#[derive(Default)]
+struct ProxyState {
+    /// Every call: operation and when it arrived.
+    calls: Vec<(String, Instant)>,
+    /// Operation → calls still to be answered with a ThrottlingException.
+    throttle: HashMap<String, usize>,
+    throttled: HashMap<String, usize>,
+}
+
+/// An HTTP proxy in front of ministack that counts calls by X-Amz-Target operation and can
+/// throttle the first N calls of an operation.
+struct Proxy {
+    url: String,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = shared.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        handle(request, state.clone(), upstream.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Proxy { url, state }
+    }
+
+    fn throttle(&self, operation: &str, times: usize) {
+        self.state
+            .lock()
+            .unwrap()
+            .throttle
+            .insert(operation.to_owned(), times);
+    }
+
+    /// Calls of `operation` that reached the proxy (throttled ones included).
+    fn count(&self, operation: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(op, _)| op == operation)
+            .count()
+    }
+
+    fn throttled(&self, operation: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .throttled
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn times(&self, operation: &str) -> Vec<Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(op, _)| op == operation)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+
+    fn counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for (op, _) in &self.state.lock().unwrap().calls {
+            *counts.entry(op.clone()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    state: Arc<Mutex<ProxyState>>,
+    upstream: String,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let operation = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit('.').next())
+        .unwrap_or("other")
+        .to_owned();
+    let throttle = {
+        let mut state = state.lock().unwrap();
+        state.calls.push((operation.clone(), Instant::now()));
+        let remaining = state.throttle.get(&operation).copied().unwrap_or(0);
+        if remaining > 0 {
+            state.throttle.insert(operation.clone(), remaining - 1);
+            *state.throttled.entry(operation.clone()).or_default() += 1;
+        }
+        remaining > 0
+    };
+    if throttle {
+        let body = Full::new(Bytes::from_static(
+            br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+        ))
+        .map_err(|never| match never {})
+        .boxed();
+        return Ok(Response::builder()
+            .status(400)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amzn-requestid", "throttled-by-the-test-proxy")
+            .body(body)
+            .unwrap());
+    }
+    match forward(request, &upstream).await {
+        Ok(response) => Ok(response.map(|body| body.boxed())),
+        Err(error) => Ok(Response::builder()
+            .status(502)
+            .body(
+                Full::new(Bytes::from(format!("proxy: {error}")))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap()),
+    }
+}
+
+async fn forward(request: Request<Incoming>, upstream: &str) -> Result<Response<Incoming>, String> {
+    let stream = tokio::net::TcpStream::connect(upstream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A plain HTTP request (used for ministack's EC2 Query API and its health endpoint).
+async fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: String,
+) -> Result<(u16, String), String> {
+    let rest = url.trim_start_matches("http://");
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority);
+    for (name, value) in headers {
+        builder = builder.header(*name, value);
+    }
+    let response = sender
+        .send_request(builder.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+async fn http_get(url: &str) -> Result<(u16, String), String> {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        http_request("GET", url, &[], String::new()),
+    )
+    .await
+    .map_err(|_| "timed out".to_owned())?
+}
+
+// ---------------------------------------------------------------- the cluster
+
+/// A cluster like envelope-prod-cluster: four services sharing the app image on awsvpc.
+struct Cluster {
+    env: &'static TestEnv,
+    name: String,
+    log_group: String,
+    subnet: String,
+    /// Service names in ROLES order.
+    services: Vec<String>,
+    ecs: aws_sdk_ecs::Client,
+}
+
+/// One call of ministack's EC2 Query API. ministack routes by the SigV4 credential scope and
+/// does not check the signature, so a well-formed header with a dummy signature is enough.
+async fn ec2(env: &TestEnv, params: &[(&str, &str)]) -> String {
+    let mut body = String::from("Version=2016-11-15");
+    for (name, value) in params {
+        body.push('&');
+        body.push_str(name);
+        body.push('=');
+        for byte in value.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+                body.push(byte as char);
+            } else {
+                body.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={}/20260101/{}/ec2/aws4_request, SignedHeaders=host, Signature=00",
+        env.var("AWS_ACCESS_KEY_ID"),
+        env.region()
+    );
+    let (status, text) = http_request(
+        "POST",
+        &format!("{}/", env.endpoint()),
+        &[
+            (
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
+            ),
+            ("authorization", auth),
+        ],
+        body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "EC2 {params:?}: {text}");
+    text
+}
+
+fn xml_value(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + open.len();
+    let end = xml[start..].find('<').unwrap() + start;
+    xml[start..end].to_owned()
+}
+
+impl Cluster {
+    /// `breaker`: whether the services use the deployment circuit breaker with rollback.
+    async fn create(env: &'static TestEnv, breaker: bool) -> Cluster {
+        let images = images(env);
+        let name = unique("envelope-e2e-cluster");
+        let config = env.sdk_config(env.endpoint()).await;
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+
+        let vpc = xml_value(
+            &ec2(
+                env,
+                &[("Action", "CreateVpc"), ("CidrBlock", "10.42.0.0/16")],
+            )
+            .await,
+            "vpcId",
+        );
+        let subnet = xml_value(
+            &ec2(
+                env,
+                &[
+                    ("Action", "CreateSubnet"),
+                    ("VpcId", &vpc),
+                    ("CidrBlock", "10.42.1.0/24"),
+                ],
+            )
+            .await,
+            "subnetId",
+        );
+        let security_group = xml_value(
+            &ec2(
+                env,
+                &[
+                    ("Action", "CreateSecurityGroup"),
+                    ("GroupName", &format!("{name}-laravel")),
+                    ("GroupDescription", "envelope laravel tasks"),
+                    ("VpcId", &vpc),
+                ],
+            )
+            .await,
+            "groupId",
+        );
+
+        ecs.create_cluster()
+            .cluster_name(&name)
+            .send()
+            .await
+            .unwrap();
+        let log_group = format!("/ecs/{name}");
+        logs.create_log_group()
+            .log_group_name(&log_group)
+            .send()
+            .await
+            .unwrap();
+
+        let mut services = Vec::new();
+        for role in ROLES {
+            let log = LogConfiguration::builder()
+                .log_driver(LogDriver::Awslogs)
+                .options("awslogs-group", &log_group)
+                .options("awslogs-region", env.region())
+                .options("awslogs-stream-prefix", "ecs")
+                .build()
+                .unwrap();
+            let mut register = ecs
+                .register_task_definition()
+                .family(format!("{name}-{role}"))
+                .network_mode(NetworkMode::Awsvpc)
+                .requires_compatibilities(Compatibility::Fargate)
+                .cpu("256")
+                .memory("512")
+                .tags(Tag::builder().key("Environment").value("e2e").build())
+                .container_definitions(
+                    ContainerDefinition::builder()
+                        .name(role)
+                        .image(&images.v1)
+                        .essential(true)
+                        .command("/app/start")
+                        .command(role)
+                        .environment(KeyValuePair::builder().name("APP_ENV").value("e2e").build())
+                        .log_configuration(log.clone())
+                        .build(),
+                );
+            if role == "api" {
+                register = register.container_definitions(
+                    ContainerDefinition::builder()
+                        .name("log-router")
+                        .image(&images.sidecar)
+                        .essential(false)
+                        .command("/app/start")
+                        .command("log-router")
+                        .build(),
+                );
+            }
+            let td = register.send().await.unwrap().task_definition.unwrap();
+            let service = format!("envelope-prod-{role}");
+            ecs.create_service()
+                .cluster(&name)
+                .service_name(&service)
+                .task_definition(td.task_definition_arn.unwrap())
+                .desired_count(1)
+                .launch_type(LaunchType::Fargate)
+                .network_configuration(
+                    NetworkConfiguration::builder()
+                        .awsvpc_configuration(
+                            AwsVpcConfiguration::builder()
+                                .subnets(&subnet)
+                                .security_groups(&security_group)
+                                .assign_public_ip(AssignPublicIp::Disabled)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .deployment_configuration(
+                    DeploymentConfiguration::builder()
+                        .maximum_percent(200)
+                        .minimum_healthy_percent(100)
+                        .deployment_circuit_breaker(
+                            DeploymentCircuitBreaker::builder()
+                                .enable(breaker)
+                                .rollback(breaker)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            services.push(service);
+        }
+        let cluster = Cluster {
+            env,
+            name,
+            log_group,
+            subnet,
+            services,
+            ecs,
+        };
+        cluster.wait_until_running().await;
+        cluster
+    }
+
+    /// Waits until every service runs its desired tasks (ministack reports a new service's
+    /// first deployment COMPLETED before any task runs).
+    async fn wait_until_running(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = self
+                .ecs
+                .describe_services()
+                .cluster(&self.name)
+                .set_services(Some(self.services.clone()))
+                .send()
+                .await
+                .unwrap();
+            let ready = out.services().iter().all(|s| {
+                s.deployments().len() == 1
+                    && s.deployments()[0].running_count == s.desired_count
+                    && s.deployments()[0].rollout_state().map(|r| r.as_str()) == Some("COMPLETED")
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "services did not start: {:#?}",
+                out.services()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn task_definitions(&self) -> BTreeMap<String, String> {
+        let out = self
+            .ecs
+            .describe_services()
+            .cluster(&self.name)
+            .set_services(Some(self.services.clone()))
+            .send()
+            .await
+            .unwrap();
+        out.services()
+            .iter()
+            .map(|s| {
+                (
+                    s.service_name().unwrap().to_owned(),
+                    s.task_definition().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The images of the running tasks of `service`, by container.
+    async fn running_images(&self, service: &str) -> Vec<BTreeMap<String, String>> {
+        let arns = self
+            .ecs
+            .list_tasks()
+            .cluster(&self.name)
+            .service_name(service)
+            .send()
+            .await
+            .unwrap()
+            .task_arns
+            .unwrap_or_default();
+        if arns.is_empty() {
+            return Vec::new();
+        }
+        let tasks = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.name)
+            .set_tasks(Some(arns))
+            .send()
+            .await
+            .unwrap();
+        tasks
+            .tasks()
+            .iter()
+            .filter(|t| t.last_status() == Some("RUNNING"))
+            .map(|t| {
+                t.containers()
+                    .iter()
+                    .map(|c| (c.name().unwrap().to_owned(), c.image().unwrap().to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The running tasks of `service` once every one of them runs `image` in container
+    /// `role`. ECS (and ministack) report a rollout COMPLETED while the replaced tasks are
+    /// still being stopped, so this waits a little for them to go.
+    async fn settled_images(
+        &self,
+        service: &str,
+        role: &str,
+        image: &str,
+    ) -> Vec<BTreeMap<String, String>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let running = self.running_images(service).await;
+            if !running.is_empty() && running.iter().all(|task| task[role] == image) {
+                return running;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service}: running tasks do not settle on {image}: {running:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn container_images(&self, task_definition: &str) -> BTreeMap<String, String> {
+        let td = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .unwrap()
+            .task_definition
+            .unwrap();
+        td.container_definitions()
+            .iter()
+            .map(|c| (c.name().unwrap().to_owned(), c.image().unwrap().to_owned()))
+            .collect()
+    }
+
+    fn migration(&self, images: &[&str], command: &[&str]) -> MigrationRequest {
+        MigrationRequest {
+            cluster: self.name.clone(),
+            service: "envelope-prod-api".into(),
+            container: "api".into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            images: images.iter().map(|s| s.to_string()).collect(),
+            run_id: ulid_like(),
+            pipeline: "api".into(),
+            stage: "migrate".into(),
+            timeout: Duration::from_secs(120),
+            poll: PollSchedule::MIGRATION,
+        }
+    }
+
+    fn deploy(&self, image: &str, timeout: Duration) -> DeployRequest {
+        DeployRequest {
+            cluster: self.name.clone(),
+            services: self.services.clone(),
+            images: vec![image.to_owned()],
+            run_id: ulid_like(),
+            stage: "deploy".into(),
+            timeout,
+            rollback_timeout: Duration::from_secs(120),
+            on_failure: OnFailure::Rollback,
+            poll: PollSchedule::DEPLOY,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// Deletes the services (their task containers stop) and the cluster.
+    fn drop(&mut self) {
+        let env = self.env;
+        let name = self.name.clone();
+        let services = self.services.clone();
+        // A client of its own: the test's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(env.endpoint()).await);
+                for service in services {
+                    let _ = ecs
+                        .delete_service()
+                        .cluster(&name)
+                        .service(service)
+                        .force(true)
+                        .send()
+                        .await;
+                }
+                let _ = ecs.delete_cluster().cluster(&name).send().await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A run id shaped like the runner's (a lower-case ULID: 26 characters).
+fn ulid_like() -> String {
+    let id = unique("r").replace('-', "");
+    format!("{:0>26}", &id[id.len().saturating_sub(26)..]).to_lowercase()
+}
+
+/// A progress callback that keeps (and prints) every event.
+fn recorder<T: Clone + std::fmt::Debug + Send + 'static>()
+-> (Arc<Mutex<Vec<T>>>, impl Fn(T) + Send + Sync) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    (events, move |event: T| {
+        eprintln!("progress: {event:?}");
+        sink.lock().unwrap().push(event);
+    })
+}
+
+fn log_lines(events: &[MigrationProgress]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            MigrationProgress::Log { line } => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn expected_migration_lines(code: i32, lines: usize) -> Vec<String> {
+    let mut out: Vec<String> = (1..=lines)
+        .map(|i| format!("Migrating: 2026_01_01_0000{i:02}_step_{i}"))
+        .collect();
+    out.push(format!("migration finished with exit code {code}"));
+    out
+}
+
+// ---------------------------------------------------------------- migrate
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_exits_0_succeeds_with_every_log_line_and_is_never_started_twice() {
+    let Some(env) = parts("migration exit 0").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    let images = images(env);
+    let proxy = Proxy::start(env.endpoint()).await;
+    let aws = EcsAws::new(&env.sdk_config(&proxy.url).await);
+    let request = cluster.migration(&[&images.v2], &["/app/migrate", "0", "30"]);
+    let (events, progress) = recorder();
+
+    let mut migration = Migration::new(&aws, &request, MigrationRecord::default());
+    migration.register(&progress).await.unwrap();
+    let registered = migration.record().task_definition.clone().unwrap();
+    // What the caller records between the steps survives a round trip through JSON.
+    let stored = serde_json::to_string(migration.record()).unwrap();
+    let record: MigrationRecord = serde_json::from_str(&stored).unwrap();
+    assert_eq!(&record, migration.record());
+    migration.start(&progress).await.unwrap();
+    let task_arn = migration.record().task_arn.clone().unwrap();
+    let outcome = migration.wait(&progress).await.unwrap();
+
+    assert_eq!(outcome.exit_code, 0);
+    assert_eq!(outcome.task_arn, task_arn);
+    assert_eq!(
+        log_lines(&events.lock().unwrap()),
+        expected_migration_lines(0, 30),
+        "every line, in order, none lost at the end"
+    );
+    assert_eq!(outcome.log_lines, 31);
+    let stream = outcome.log_stream.clone().unwrap();
+    assert_eq!(
+        stream,
+        format!(
+            "{} ecs/api/{}",
+            cluster.log_group,
+            task_arn.rsplit('/').next().unwrap()
+        )
+    );
+
+    // The new revision has the new digest for the app and the sidecar untouched.
+    let images_in_td = cluster.container_images(&registered).await;
+    assert_eq!(images_in_td["api"], images.v2);
+    assert_eq!(images_in_td["log-router"], images.sidecar);
+
+    // The task ran on the service's network, named the run, and carried its tags.
+    let task = cluster
+        .ecs
+        .describe_tasks()
+        .cluster(&cluster.name)
+        .tasks(&task_arn)
+        .include(TaskField::Tags)
+        .send()
+        .await
+        .unwrap()
+        .tasks
+        .unwrap()
+        .remove(0);
+    assert_eq!(task.started_by(), Some(request.started_by().as_str()));
+    assert!(request.started_by().len() <= 36);
+    assert_eq!(task.launch_type(), Some(&LaunchType::Fargate));
+    let subnet = task
+        .attachments()
+        .iter()
+        .flat_map(|a| a.details())
+        .find(|d| d.name() == Some("subnetId"));
+    assert_eq!(
+        subnet.and_then(|d| d.value()),
+        Some(cluster.subnet.as_str())
+    );
+    let tags: BTreeMap<_, _> = task
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap(), t.value().unwrap()))
+        .collect();
+    assert_eq!(tags["envelope:run"], request.run_id);
+    assert_eq!(tags["envelope:pipeline"], "api");
+    assert_eq!(proxy.count("RunTask"), 1);
+
+    // Resumed with the recorded task: it re-attaches and judges the same task again.
+    let mut resumed = Migration::new(&aws, &request, migration.record().clone());
+    let again = resumed.run(&|_| {}).await.unwrap();
+    assert_eq!(again.task_arn, task_arn);
+    // Killed after RunTask but before recording its answer: the run's task is found by
+    // startedBy instead of starting a second one.
+    let lost = MigrationRecord {
+        task_definition: Some(registered.clone()),
+        task_arn: None,
+    };
+    let (reattach_events, reattach_progress) = recorder();
+    let mut after_crash = Migration::new(&aws, &request, lost);
+    after_crash.start(&reattach_progress).await.unwrap();
+    assert_eq!(
+        after_crash.record().task_arn.as_deref(),
+        Some(task_arn.as_str())
+    );
+    assert!(
+        reattach_events
+            .lock()
+            .unwrap()
+            .contains(&MigrationProgress::Started {
+                task_arn: task_arn.clone(),
+                reattached: true
+            })
+    );
+    assert_eq!(proxy.count("RunTask"), 1, "never a second migration task");
+    assert_eq!(proxy.count("RegisterTaskDefinition"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_exits_1_fails_with_its_last_log_lines() {
+    let Some(env) = parts("migration exit 1").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    let images = images(env);
+    let aws = EcsAws::new(&env.sdk_config(env.endpoint()).await);
+    let request = cluster.migration(&[&images.v2], &["/app/migrate", "1", "30"]);
+    let (events, progress) = recorder();
+
+    let error = Migration::new(&aws, &request, MigrationRecord::default())
+        .run(&progress)
+        .await
+        .unwrap_err();
+    let EcsError::MigrationFailed {
+        exit_code,
+        ref last_lines,
+        ref container,
+        ..
+    } = error
+    else {
+        panic!("expected a failed migration, got {error:?}");
+    };
+    assert_eq!(exit_code, 1);
+    assert_eq!(container, "api");
+    let expected = expected_migration_lines(1, 30);
+    assert_eq!(
+        last_lines,
+        &expected[expected.len() - 20..],
+        "the last 20 lines"
+    );
+    assert_eq!(
+        log_lines(&events.lock().unwrap()),
+        expected,
+        "all lines were streamed"
+    );
+    let message = error.to_string();
+    assert!(message.contains("exited with code 1"), "{message}");
+    assert!(
+        message.contains("migration finished with exit code 1"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Migrating: 2026_01_01_000030_step_30"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("step_10\n"),
+        "only the last lines: {message}"
+    );
+    assert!(message.contains("The deploy did not start"), "{message}");
+    assert!(!error.is_environment());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_cannot_start_fails_and_is_not_exit_0() {
+    let Some(env) = parts("migration fails to start").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    let images = images(env);
+    let aws = EcsAws::new(&env.sdk_config(env.endpoint()).await);
+    let missing = format!("{}@sha256:{}", images.repository, "0".repeat(64));
+    let request = cluster.migration(&[&missing], &["/app/migrate", "0", "3"]);
+    let (events, progress) = recorder();
+
+    let result = Migration::new(&aws, &request, MigrationRecord::default())
+        .run(&progress)
+        .await;
+    let error = result.expect_err("a task that never ran must not succeed");
+    let EcsError::MigrationFailedToStart { ref reason, .. } = error else {
+        panic!("expected a task that failed to start, got {error:?}");
+    };
+    assert!(
+        reason.contains("manifest unknown") || reason.contains("not found"),
+        "{reason}"
+    );
+    assert!(
+        error.to_string().contains("there is no exit code"),
+        "{error}"
+    );
+    assert!(error.is_environment());
+    assert!(log_lines(&events.lock().unwrap()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_runs_too_long_is_stopped_and_fails() {
+    let Some(env) = parts("migration timeout").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    let images = images(env);
+    let aws = EcsAws::new(&env.sdk_config(env.endpoint()).await);
+    let mut request = cluster.migration(
+        &[&images.v2],
+        &["sh", "-c", "echo waiting for a lock; sleep 600"],
+    );
+    request.timeout = Duration::from_secs(4);
+    let (events, progress) = recorder();
+
+    let error = Migration::new(&aws, &request, MigrationRecord::default())
+        .run(&progress)
+        .await
+        .unwrap_err();
+    let EcsError::MigrationTimedOut {
+        ref task, stopped, ..
+    } = error
+    else {
+        panic!("expected a timeout, got {error:?}");
+    };
+    assert!(stopped, "{error}");
+    assert_eq!(log_lines(&events.lock().unwrap()), ["waiting for a lock"]);
+    let status = cluster
+        .ecs
+        .describe_tasks()
+        .cluster(&cluster.name)
+        .tasks(task)
+        .send()
+        .await
+        .unwrap()
+        .tasks
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        status.last_status(),
+        Some("STOPPED"),
+        "the task does not run on"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("was still running after 4s and was stopped"),
+        "{error}"
+    );
+}
+
+// ---------------------------------------------------------------- deploy
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_of_four_services_runs_the_new_digest_with_one_describe_call_per_poll() {
+    let Some(env) = parts("deploy of 4 services").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    let images = images(env);
+    let before = cluster.task_definitions().await;
+    let proxy = Proxy::start(env.endpoint()).await;
+    let aws = EcsAws::new(&env.sdk_config(&proxy.url).await);
+    let request = cluster.deploy(&images.v2, Duration::from_secs(120));
+    let (events, progress) = recorder();
+
+    // What the approval page shows: per service, the image before and after.
+    let diffs = deploy::preview(
+        &aws,
+        &cluster.name,
+        &cluster.services,
+        std::slice::from_ref(&images.v2),
+    )
+    .await
+    .unwrap();
+    for ((service, diff), role) in diffs.iter().zip(ROLES) {
+        assert_eq!(service, &format!("envelope-prod-{role}"));
+        assert_eq!(diff.images.len(), 1, "{diff}");
+        assert_eq!(
+            (
+                diff.images[0].container.as_str(),
+                diff.images[0].before.as_str(),
+                diff.images[0].after.as_str()
+            ),
+            (role, images.v1.as_str(), images.v2.as_str())
+        );
+        assert!(diff.other.is_empty(), "{diff}");
+    }
+    assert_eq!(
+        proxy.count("RegisterTaskDefinition"),
+        0,
+        "a preview registers nothing"
+    );
+
+    let mut deploy = Deploy::new(&aws, &request, DeployRecord::default());
+    let preflight = deploy.prepare(&progress).await.unwrap();
+    assert_eq!(preflight.len(), 4);
+    assert!(
+        preflight
+            .iter()
+            .all(|p| p.circuit_breaker.is_some_and(|b| b.rollback))
+    );
+    deploy.update(&progress).await.unwrap();
+    let describes_before_wait = proxy.count("DescribeServices");
+    assert_eq!(
+        describes_before_wait, 2,
+        "one call for the preview, one for the preflight"
+    );
+    let report = deploy.wait(&progress).await.unwrap();
+
+    // One DescribeServices call per poll for the 4 services, each poll at least the
+    // schedule's first interval apart.
+    let describe_times = proxy.times("DescribeServices");
+    let wait_calls = &describe_times[describes_before_wait..];
+    assert_eq!(
+        wait_calls.len() as u32,
+        report.polls,
+        "{:?}",
+        proxy.counts()
+    );
+    assert!(report.polls >= 2, "a rollout takes more than one look");
+    for pair in wait_calls.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(450),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+    // Registrations were held to one per second.
+    let registrations = proxy.times("RegisterTaskDefinition");
+    assert_eq!(registrations.len(), 4);
+    for pair in registrations.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+
+    let record = deploy.record().clone();
+    let after = cluster.task_definitions().await;
+    for service in &cluster.services {
+        assert_eq!(record.previous_task_definitions[service], before[service]);
+        assert_eq!(after[service], record.task_definitions[service]);
+        assert_ne!(after[service], before[service]);
+        let role = service.trim_start_matches("envelope-prod-");
+        let in_td = cluster.container_images(&after[service]).await;
+        assert_eq!(in_td[role], images.v2, "{service}");
+        let running = cluster.settled_images(service, role, &images.v2).await;
+        assert_eq!(
+            running.len(),
+            1,
+            "{service} runs one task, of the new digest: {running:?}"
+        );
+        if role == "api" {
+            assert_eq!(
+                in_td["log-router"], images.sidecar,
+                "the sidecar keeps its image"
+            );
+            assert_eq!(running[0]["log-router"], images.sidecar);
+        }
+    }
+    let deployed: Vec<_> = report.services.iter().map(|s| s.service.clone()).collect();
+    assert_eq!(deployed, cluster.services);
+
+    // The live view saw rollout progress and the services' new events.
+    let events = events.lock().unwrap().clone();
+    for service in &cluster.services {
+        assert!(events.iter().any(|e| matches!(e, DeployProgress::Rollout(r)
+            if &r.service == service && r.new.running == 1 && r.rollout_state == "COMPLETED")));
+        assert!(
+            events.iter().any(
+                |e| matches!(e, DeployProgress::ServiceEvent { service: s, .. } if s == service)
+            )
+        );
+        assert!(events.iter().any(|e| matches!(e, DeployProgress::Finished { service: s, phase: Phase::Deploy, outcome: Ok(()) } if s == service)));
+    }
+
+    // Resumed with the record: no registration and no UpdateService, only the wait.
+    let stored: DeployRecord =
+        serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+    let (registers, updates) = (
+        proxy.count("RegisterTaskDefinition"),
+        proxy.count("UpdateService"),
+    );
+    let resumed = Deploy::new(&aws, &request, stored)
+        .run(&|_| {})
+        .await
+        .unwrap();
+    assert_eq!(resumed.services, report.services);
+    assert_eq!(proxy.count("RegisterTaskDefinition"), registers);
+    assert_eq!(proxy.count("UpdateService"), updates);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_worker_crashes_rolls_every_service_back() {
+    let Some(env) = parts("deploy rollback").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    let images = images(env);
+    let before = cluster.task_definitions().await;
+    let aws = EcsAws::new(&env.sdk_config(env.endpoint()).await);
+    let request = cluster.deploy(&images.bad, Duration::from_secs(120));
+    let (events, progress) = recorder();
+
+    let error = Deploy::new(&aws, &request, DeployRecord::default())
+        .run(&progress)
+        .await
+        .unwrap_err();
+    let EcsError::Deploy(ref failure) = error else {
+        panic!("expected a failed deploy, got {error:?}");
+    };
+    // The worker's deployment was rolled back by ECS's circuit breaker (or marked FAILED).
+    let (failed_service, why) = &failure.failures[0];
+    assert_eq!(failed_service, "envelope-prod-worker", "{failure}");
+    assert!(
+        matches!(
+            why,
+            RolloutFailure::RolledBack { .. } | RolloutFailure::Failed { .. }
+        ),
+        "{why:?}"
+    );
+    let rollback = failure.rollback.as_ref().expect("on_failure: rollback");
+    assert!(rollback.complete(), "{failure}");
+    let message = error.to_string();
+    assert!(
+        message.contains("Rolled back every service of the release"),
+        "{message}"
+    );
+    assert!(
+        message.contains("All services run their previous revisions"),
+        "{message}"
+    );
+    assert!(!error.is_environment());
+
+    // Every service, the healthy ones included, runs its previous revision and image again.
+    let after = cluster.task_definitions().await;
+    assert_eq!(after, before, "{message}");
+    for service in &cluster.services {
+        let role = service.trim_start_matches("envelope-prod-");
+        let running = cluster.settled_images(service, role, &images.v1).await;
+        assert_eq!(running.len(), 1, "{service}: {running:?}");
+    }
+    let events = events.lock().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DeployProgress::RollbackStarted { .. }))
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, DeployProgress::ServiceEvent { message, .. } if message.contains("circuit breaker"))),
+        "ECS's own events are shown"
+    );
+    for service in &cluster.services {
+        assert!(
+            events.iter().any(|e| matches!(e, DeployProgress::Finished { service: s, phase: Phase::Rollback, outcome: Ok(()) } if s == service)),
+            "{service} rollback finished"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_times_out_without_a_circuit_breaker_is_rolled_back() {
+    let Some(env) = parts("deploy timeout").await else {
+        return;
+    };
+    // No circuit breaker: ECS (and ministack) replace the crashing worker tasks forever.
+    let cluster = Cluster::create(env, false).await;
+    let images = images(env);
+    let before = cluster.task_definitions().await;
+    let aws = EcsAws::new(&env.sdk_config(env.endpoint()).await);
+    let request = cluster.deploy(&images.bad, Duration::from_secs(20));
+
+    let error = Deploy::new(&aws, &request, DeployRecord::default())
+        .run(&|_| {})
+        .await
+        .unwrap_err();
+    let EcsError::Deploy(ref failure) = error else {
+        panic!("expected a failed deploy, got {error:?}");
+    };
+    let failed: Vec<_> = failure.failures.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(failed, ["envelope-prod-worker"], "{failure}");
+    assert!(
+        matches!(
+            failure.failures[0].1,
+            RolloutFailure::TimedOut { .. } | RolloutFailure::TasksKeepStopping { .. }
+        ),
+        "{failure}"
+    );
+    assert!(failure.rollback.as_ref().unwrap().complete(), "{failure}");
+    assert_eq!(cluster.task_definitions().await, before);
+    for service in &cluster.services {
+        let role = service.trim_start_matches("envelope-prod-");
+        let running = cluster.settled_images(service, role, &images.v1).await;
+        assert_eq!(running.len(), 1, "{service}: {running:?}");
+    }
+}
+
+// ---------------------------------------------------------------- throttling
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_calls_are_retried_and_the_release_goes_out() {
+    let Some(env) = parts("throttling").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    let images = images(env);
+    let proxy = Proxy::start(env.endpoint()).await;
+    for operation in [
+        "DescribeServices",
+        "DescribeTaskDefinition",
+        "RegisterTaskDefinition",
+        "UpdateService",
+        "RunTask",
+        "DescribeTasks",
+        "ListTasks",
+        "GetLogEvents",
+    ] {
+        proxy.throttle(operation, 2);
+    }
+    let aws = EcsAws::new(&env.sdk_config(&proxy.url).await);
+
+    let migration = cluster.migration(&[&images.v2], &["/app/migrate", "0", "5"]);
+    let (events, progress) = recorder();
+    let outcome = Migration::new(&aws, &migration, MigrationRecord::default())
+        .run(&progress)
+        .await
+        .unwrap();
+    assert_eq!(outcome.exit_code, 0);
+    assert_eq!(
+        log_lines(&events.lock().unwrap()),
+        expected_migration_lines(0, 5)
+    );
+    assert_eq!(proxy.throttled("RunTask"), 2);
+    assert_eq!(
+        proxy.count("RunTask"),
+        3,
+        "two throttled attempts, one task"
+    );
+
+    let deploy = cluster.deploy(&images.v2, Duration::from_secs(120));
+    let report = Deploy::new(&aws, &deploy, DeployRecord::default())
+        .run(&|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.services.len(), 4);
+    for operation in [
+        "DescribeServices",
+        "DescribeTaskDefinition",
+        "RegisterTaskDefinition",
+        "UpdateService",
+        "GetLogEvents",
+    ] {
+        assert_eq!(
+            proxy.throttled(operation),
+            2,
+            "{operation}: {:?}",
+            proxy.counts()
+        );
+    }
+    // 1 migration revision + 4 service revisions, plus the 2 throttled attempts.
+    assert_eq!(proxy.count("RegisterTaskDefinition"), 5 + 2);
+    assert_eq!(proxy.count("UpdateService"), 4 + 2);
+    let counted = aws.call_counts();
+    assert_eq!(
+        counted["ecs:RegisterTaskDefinition"], 7,
+        "the library counts what the proxy saw"
+    );
+    let after = cluster.task_definitions().await;
+    for service in &cluster.services {
+        let role = service.trim_start_matches("envelope-prod-");
+        assert_eq!(
+            cluster.container_images(&after[service]).await[role],
+            images.v2
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_that_never_stops_fails_as_an_environment_problem() {
+    let Some(env) = parts("throttling forever").await else {
+        return;
+    };
+    let proxy = Proxy::start(env.endpoint()).await;
+    proxy.throttle("DescribeServices", usize::MAX);
+    let aws = EcsAws::new(&env.sdk_config(&proxy.url).await).with_backoff(
+        envelope_runner::exec::ecs::Backoff {
+            max_attempts: 4,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+        },
+    );
+    let request = DeployRequest {
+        cluster: "envelope-e2e-no-such-cluster".into(),
+        services: vec!["envelope-prod-api".into()],
+        images: vec![format!(
+            "{}@sha256:{}",
+            images(env).repository,
+            "a".repeat(64)
+        )],
+        run_id: ulid_like(),
+        stage: "deploy".into(),
+        timeout: Duration::from_secs(5),
+        rollback_timeout: Duration::from_secs(5),
+        on_failure: OnFailure::Rollback,
+        poll: PollSchedule::DEPLOY,
+    };
+    let error = Deploy::new(&aws, &request, DeployRecord::default())
+        .prepare(&|_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(proxy.count("DescribeServices"), 4, "attempts are bounded");
+    assert_eq!(error.aws_code(), Some("ThrottlingException"));
+    assert!(error.is_environment());
+    assert!(
+        error
+            .to_string()
+            .contains("still throttled after 4 attempts"),
+        "{error}"
+    );
+}
