@@ -56,9 +56,10 @@ pub enum Command {
     Plan {
         /// Pipeline name (pipelines/<NAME>.yaml) or path to a pipeline file.
         pipeline: String,
-        /// Branch, tag or commit to build.
+        /// Branch, tag or commit to build (default in GitHub Actions: the release tag or the
+        /// pushed ref, with GITHUB_SHA).
         #[arg(long = "ref", value_name = "REF")]
-        git_ref: String,
+        git_ref: Option<String>,
         /// The commit the ref resolves to (40 hex characters), when known.
         #[arg(long)]
         sha: Option<String>,
@@ -268,7 +269,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
 }
 
 fn report_diagnostics(diagnostics: &Diagnostics, color: bool, stderr: &mut dyn Write) {
-    let _ = write!(stderr, "{}", diagnostics.render(color));
+    let rendered = crate::trigger::actions::render_diagnostics(diagnostics, color);
+    let _ = write!(stderr, "{rendered}");
 }
 
 fn validate(
@@ -353,6 +355,8 @@ fn validate(
     if all.has_errors() {
         if output == OutputFormat::Text {
             report_diagnostics(&all, color, stderr);
+        } else {
+            crate::trigger::actions::annotate_diagnostics(&all);
         }
         exit_codes::INVALID_INPUT
     } else {
@@ -364,7 +368,7 @@ fn validate(
 fn plan_command(
     project: &Path,
     name: &str,
-    git_ref: String,
+    git_ref: Option<String>,
     sha: Option<String>,
     output: OutputFormat,
     color: bool,
@@ -391,6 +395,23 @@ fn plan_command(
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
         .collect();
+    // In GitHub Actions the release (or pushed ref) and its commit are the default.
+    let actions = git_ref
+        .is_none()
+        .then(crate::trigger::actions::ActionsEnvironment::detect)
+        .flatten()
+        .and_then(|environment| environment.trigger());
+    let (git_ref, sha) = match (git_ref, actions) {
+        (Some(git_ref), _) => (git_ref, sha),
+        (None, Some(trigger)) => (trigger.git_ref, sha.or(trigger.sha)),
+        (None, None) => {
+            let _ = writeln!(
+                stderr,
+                "error: give --ref (a release tag, branch or commit); only in GitHub Actions does it default to the release or pushed ref"
+            );
+            return exit_codes::INVALID_INPUT;
+        }
+    };
     let context = PlanContext {
         git_ref,
         sha,
@@ -410,6 +431,7 @@ fn plan_command(
             exit_codes::OK
         }
         Err(error) => {
+            crate::trigger::actions::annotate_plan_error(&path, &error);
             let _ = writeln!(stderr, "error: {error}");
             exit_codes::INVALID_INPUT
         }

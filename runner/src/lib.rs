@@ -13,6 +13,7 @@ pub mod plan;
 pub mod run;
 pub mod secret;
 pub mod store;
+pub mod trigger;
 
 pub mod cli;
 mod commands;

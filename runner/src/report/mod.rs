@@ -3,9 +3,14 @@
 //! `EventSink` is what execution holds: it numbers each event, hands it to the reporter, and
 //! keeps a JSON copy for the run's event log in the store.
 
+mod github;
 mod plain;
 mod terminal;
 
+pub use github::{
+    CommandToken, GithubActionsReporter, SummaryLinks, diagnostic_annotation, escape_data,
+    escape_property, job_summary, output_entry, run_outputs, workflow_command,
+};
 pub use plain::{JsonReporter, PlainReporter, describe};
 pub use terminal::TerminalReporter;
 

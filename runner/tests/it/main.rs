@@ -1,6 +1,7 @@
 //! Integration tests of the front end (validate, plan, schema) and the command line. Pure: no
 //! daemon, registry or AWS needed. End-to-end tests against real parts live in the `tests` crate.
 
+mod actions;
 mod cli;
 mod errors;
 mod fuzz;
