@@ -97,6 +97,9 @@ pub enum Command {
     Resume {
         /// The run id.
         run: String,
+        /// Stop after this stage (name or kind) again.
+        #[arg(long, value_name = "STAGE")]
+        until: Option<String>,
         #[command(flatten)]
         common: RunArgs,
     },
@@ -163,6 +166,18 @@ pub enum Command {
         /// Which schema: the pipeline file, the project defaults file, or a buildspec.
         #[arg(value_enum, default_value_t = SchemaKind::Pipeline)]
         kind: SchemaKind,
+    },
+    /// Watch GitHub releases, run pipelines and serve the approval web UI: runs the
+    /// `envelope-agent` program installed next to this one (`agent --help` shows its options).
+    #[command(disable_help_flag = true)]
+    Agent {
+        /// Arguments for envelope-agent, for example `--config envelope-agent.yaml`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
     },
 }
 
@@ -252,6 +267,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         | Command::Status { .. }
         | Command::History { .. }
         | Command::Logs { .. } => crate::commands::dispatch(cli.command, &project, color),
+        Command::Agent { args } => agent(&args),
         Command::Schema { kind } => {
             let schema = match kind {
                 SchemaKind::Pipeline => pipeline::schema(),
@@ -266,6 +282,32 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             exit_codes::OK
         }
     }
+}
+
+/// `agent`: become the `envelope-agent` program found next to this executable (or on the
+/// PATH). The agent is a crate of its own that depends on this one, so it cannot be linked in;
+/// the process is replaced, so SIGTERM reaches the agent directly.
+fn agent(args: &[std::ffi::OsString]) -> i32 {
+    let name = format!("envelope-agent{}", std::env::consts::EXE_SUFFIX);
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(&name)))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from(&name));
+    let mut command = std::process::Command::new(&program);
+    command.args(args);
+    #[cfg(unix)]
+    let error = std::os::unix::process::CommandExt::exec(&mut command);
+    #[cfg(not(unix))]
+    let error = match command.status() {
+        Ok(status) => return status.code().unwrap_or(exit_codes::ENVIRONMENT),
+        Err(error) => error,
+    };
+    eprintln!(
+        "error: cannot start {}: {error}; install envelope-agent next to envelope-runner (the release archive and the image ship both)",
+        program.display()
+    );
+    exit_codes::ENVIRONMENT
 }
 
 fn report_diagnostics(diagnostics: &Diagnostics, color: bool, stderr: &mut dyn Write) {

@@ -46,8 +46,12 @@ pub(crate) fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
                 )
                 .await
             }
-            Command::Resume { run, common } => resume(project, &run, false, &common, color).await,
-            Command::Retry { run, common } => resume(project, &run, true, &common, color).await,
+            Command::Resume { run, until, common } => {
+                resume(project, &run, false, until, &common, color).await
+            }
+            Command::Retry { run, common } => {
+                resume(project, &run, true, None, &common, color).await
+            }
             Command::Approve {
                 run,
                 reject,
@@ -289,7 +293,14 @@ async fn run(
     }
 }
 
-async fn resume(project: &Path, run: &str, retry: bool, args: &RunArgs, color: bool) -> i32 {
+async fn resume(
+    project: &Path,
+    run: &str,
+    retry: bool,
+    until: Option<String>,
+    args: &RunArgs,
+    color: bool,
+) -> i32 {
     // GitHub Actions: mask secrets before anything could print them.
     let mut actions = ActionsMode::detect();
     if let Some(actions) = &mut actions {
@@ -311,20 +322,41 @@ async fn resume(project: &Path, run: &str, retry: bool, args: &RunArgs, color: b
             return error.exit_code();
         }
     };
-    if matches!(
-        record.status,
-        RunStatus::Succeeded | RunStatus::Rejected | RunStatus::Superseded | RunStatus::Cancelled
-    ) && record
-        .stages
-        .iter()
-        .all(|s| s.status.is_finished() || s.status == StageStatus::Failed)
-        && record.status != RunStatus::Failed
-    {
-        println!("run {run} already finished: {}", status_word(record.status));
+    let refusal = match (record.status, retry) {
+        (RunStatus::Succeeded, _) => {
+            println!("run {run} already finished: {}", status_word(record.status));
+            Some(exit_codes::OK)
+        }
+        (RunStatus::Superseded, _) => {
+            eprintln!(
+                "error: run {run} was superseded by a newer run of {}; start a new run instead",
+                record.pipeline
+            );
+            Some(exit_codes::LOCKED_OR_SUPERSEDED)
+        }
+        (RunStatus::Failed | RunStatus::Rejected, false) => {
+            eprintln!(
+                "error: run {run} {}; `envelope-runner retry {run}` runs the failed stage again",
+                status_word(record.status)
+            );
+            Some(outcome_code(record.status, None, false))
+        }
+        (
+            RunStatus::Running | RunStatus::Waiting | RunStatus::Queued | RunStatus::Cancelled,
+            true,
+        ) => {
+            eprintln!(
+                "error: run {run} has not failed; `envelope-runner resume {run}` continues it"
+            );
+            Some(exit_codes::INVALID_INPUT)
+        }
+        _ => None,
+    };
+    if let Some(code) = refusal {
         if let Some(actions) = &actions {
             actions.write_job_files(store.as_ref(), &id, None).await;
         }
-        return outcome_code(record.status, None, false);
+        return code;
     }
     let compiled = match load_pipeline(project, &record.pipeline, color) {
         Ok(compiled) => compiled,
@@ -342,7 +374,9 @@ async fn resume(project: &Path, run: &str, retry: bool, args: &RunArgs, color: b
         Some(actions) => actions.start_run(reporter(args), args.log_format == OutputFormat::Text),
         None => reporter(args),
     };
-    let driver = Driver::new(compiled, store, settings(args), EventSink::new(reporter));
+    let mut settings = settings(args);
+    settings.until = until;
+    let driver = Driver::new(compiled, store, settings, EventSink::new(reporter));
     let result = if retry {
         driver.retry(&id).await
     } else {

@@ -7,5 +7,6 @@ mod buildspec;
 mod ecs;
 mod push;
 mod run;
+mod runs;
 mod source;
 mod support;

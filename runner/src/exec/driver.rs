@@ -202,7 +202,7 @@ impl Driver {
 
     /// Mark older runs of this pipeline that have not passed the approval gate superseded;
     /// they stop at their next stage boundary or while waiting for approval.
-    async fn supersede_older_runs(
+    pub async fn supersede_older_runs(
         &self,
         newer: &RunRecord,
         gate: usize,
@@ -655,7 +655,10 @@ impl Driver {
     ) -> Result<StepResult, StageFailure> {
         match step {
             Step::Source(source) => self.source(source, record, state).await,
-            Step::Build(build) => self.build(build, plan, record, state).await,
+            Step::Build(build) => {
+                self.ensure_checkout(plan, record, state).await?;
+                self.build(build, plan, record, state).await
+            }
             Step::Push(push) => self.push(push, state).await,
             Step::Approval(approval) => self.approval(approval, plan, record, state).await,
             Step::Migrate(_) | Step::Deploy(_) => Err(StageFailure::new(format!(
@@ -766,6 +769,50 @@ impl Driver {
             sha: Some(output.sha),
             ..StageOutputs::default()
         }))
+    }
+
+    /// A resumed run whose source stage finished in another process (or before a crash) needs
+    /// the checkout again: reuse it when it is still there, else fetch the recorded commit.
+    async fn ensure_checkout(
+        &self,
+        plan: &Plan,
+        record: &RunRecord,
+        state: &mut RunState,
+    ) -> Result<(), StageFailure> {
+        if let Some(local) = &self.settings.local_source {
+            state.checkout = Some(local.clone());
+            return Ok(());
+        }
+        if state.checkout.as_ref().is_some_and(|dir| dir.is_dir()) {
+            return Ok(());
+        }
+        let existing = self
+            .settings
+            .cache_dir
+            .join("work")
+            .join(&record.id.0)
+            .join("source");
+        if existing.is_dir()
+            && existing
+                .read_dir()
+                .is_ok_and(|mut entries| entries.next().is_some())
+        {
+            state.checkout = Some(existing);
+            return Ok(());
+        }
+        let Some(Step::Source(source)) = plan.steps.first() else {
+            return Err(StageFailure::new("the plan has no source step"));
+        };
+        self.events.emit(Event::Notice {
+            stage: None,
+            message: format!(
+                "checking out {} again for the resumed run",
+                state.sha.as_deref().unwrap_or(&source.reference)
+            ),
+        });
+        let mut source = source.clone();
+        source.expected_sha = state.sha.clone().or(source.expected_sha);
+        self.source(&source, record, state).await.map(|_| ())
     }
 
     /// The repository a build's image goes to: the plan's, or for `--local` the bare image name
@@ -1414,7 +1461,7 @@ impl GateLease {
 
 /// The index of the first step that needs the pipeline's deploy lease: the step after the
 /// last approval gate, or the first migrate or deploy step when there is no gate.
-fn gate_index(plan: &Plan) -> usize {
+pub fn gate_index(plan: &Plan) -> usize {
     if let Some(last_gate) = plan
         .steps
         .iter()
