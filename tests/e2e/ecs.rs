@@ -1555,3 +1555,246 @@ async fn throttling_that_never_stops_fails_as_an_environment_problem() {
         "{error}"
     );
 }
+
+// ---------------------------------------------------------------- whole pipelines
+
+/// The app's source in a git repository tagged `tag`: the Dockerfile the images above use,
+/// with `crash_roles` roles that exit at once.
+fn app_repository(env: &TestEnv, tag: &str, crash_roles: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let repo = envelope_tests::git_fixture::WorkRepo::init(&work).unwrap();
+    std::fs::create_dir_all(work.join("app")).unwrap();
+    std::fs::write(work.join("app/version"), format!("{tag}\n")).unwrap();
+    std::fs::write(work.join("app/crash-roles"), crash_roles).unwrap();
+    for (name, text) in [("start", START), ("migrate", MIGRATE)] {
+        std::fs::write(work.join("app").join(name), text).unwrap();
+        let mut permissions = std::fs::metadata(work.join("app").join(name))
+            .unwrap()
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(work.join("app").join(name), permissions).unwrap();
+    }
+    std::fs::write(
+        work.join("Dockerfile"),
+        format!(
+            "FROM {}\nCOPY app /app\n",
+            env.var("ENVELOPE_TEST_BASE_IMAGE")
+        ),
+    )
+    .unwrap();
+    repo.git(&["add", "-A"]).unwrap();
+    repo.git(&["commit", "-q", "-m", "release"]).unwrap();
+    repo.tag(tag).unwrap();
+    let bare = dir.path().join("app.git");
+    repo.publish(&bare).unwrap();
+    let url = format!("file://{}", bare.display());
+    (dir, url)
+}
+
+/// A project whose `api` pipeline builds the app and migrates and deploys it on `cluster`.
+fn api_project(
+    env: &TestEnv,
+    cluster: &Cluster,
+    url: &str,
+    migrate_exit: i32,
+) -> tempfile::TempDir {
+    let repository = images(env).repository.clone();
+    let image = repository.split_once('/').unwrap().1.to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/api.yaml"),
+        format!(
+            r#"source:
+  repository: {url}
+  tags: ["v*"]
+aws:
+  region: {region}
+  registry: {registry}
+stages:
+  - build:
+      image: {image}
+      tags: ["${{release.tag}}"]
+  - approval:
+      timeout: 1h
+  - migrate:
+      cluster: {cluster}
+      service: envelope-prod-api
+      container: api
+      command: [/app/migrate, "{migrate_exit}", "25"]
+      timeout: 2m
+  - deploy:
+      cluster: {cluster}
+      services: [envelope-prod-api, envelope-prod-worker, envelope-prod-scheduler, envelope-prod-reverb]
+      timeout: 2m
+"#,
+            region = env.region(),
+            registry = env.registry(),
+            cluster = cluster.name,
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn pipeline_runner(project: &std::path::Path) -> Command {
+    let shared = envelope_tests::env::test_env().expect("test environment");
+    crate::support::runner(shared, project)
+}
+
+fn stage_of<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    crate::support::stage(record, name)
+}
+
+fn record_of(project: &std::path::Path, run: &str) -> serde_json::Value {
+    let output = pipeline_runner(project)
+        .args(["status", run, "--output", "json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Run to the gate, approve from a second process, resume: the run's output and exit code.
+fn release(project: &std::path::Path) -> (String, std::process::Output) {
+    let paused = pipeline_runner(project)
+        .args(["run", "api", "--ref", "v2.0.0", "--until", "approval"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        paused.status.code(),
+        Some(4),
+        "{}",
+        crate::support::text(&paused)
+    );
+    let run = crate::support::run_id(&paused);
+    let approved = pipeline_runner(project)
+        .args(["approve", &run, "--as", "release-manager"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&approved)
+    );
+    let resumed = pipeline_runner(project)
+        .args(["resume", &run])
+        .output()
+        .unwrap();
+    (run, resumed)
+}
+
+#[tokio::test]
+async fn a_release_goes_through_approval_migration_and_a_deploy_of_four_services() {
+    let Some(env) = parts("a_release_goes_through").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    cluster.wait_until_running().await;
+    let before = cluster.task_definitions().await;
+    let (_repo, url) = app_repository(env, "v2.0.0", "");
+    let project = api_project(env, &cluster, &url, 0);
+    let (run, resumed) = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        move || release(&project)
+    })
+    .await
+    .unwrap();
+    let all = crate::support::text(&resumed);
+    assert_eq!(resumed.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("Migrating: 2026_01_01_000025_step_25"),
+        "the migration's log lines are shown:\n{all}"
+    );
+    let record = record_of(project.path(), &run);
+    assert_eq!(record["status"], "succeeded");
+    let image = stage_of(&record, "push")["outputs"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(stage_of(&record, "migrate")["outputs"]["exit_code"], 0);
+    let deploy = &stage_of(&record, "deploy")["outputs"];
+    let after = cluster.task_definitions().await;
+    for role in ROLES {
+        let service = format!("envelope-prod-{role}");
+        assert_ne!(
+            after[&service], before[&service],
+            "{service} moved to a new revision"
+        );
+        assert_eq!(
+            deploy["previous_task_definitions"][&service],
+            before[&service].as_str()
+        );
+        assert!(deploy["deployments"][&service].is_string(), "{deploy}");
+        cluster.settled_images(&service, role, &image).await;
+    }
+}
+
+#[tokio::test]
+async fn a_migration_that_exits_1_fails_the_run_and_nothing_is_deployed() {
+    let Some(env) = parts("a_migration_that_exits_1_fails_the_run").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    cluster.wait_until_running().await;
+    let before = cluster.task_definitions().await;
+    let (_repo, url) = app_repository(env, "v2.0.0", "");
+    let project = api_project(env, &cluster, &url, 1);
+    let (run, resumed) = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        move || release(&project)
+    })
+    .await
+    .unwrap();
+    let all = crate::support::text(&resumed);
+    assert_eq!(resumed.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("migration finished with exit code 1"),
+        "the last log lines are in the error:\n{all}"
+    );
+    let record = record_of(project.path(), &run);
+    assert_eq!(stage_of(&record, "migrate")["status"], "failed");
+    assert_eq!(stage_of(&record, "deploy")["status"], "skipped");
+    assert_eq!(
+        cluster.task_definitions().await,
+        before,
+        "no service was touched"
+    );
+}
+
+#[tokio::test]
+async fn a_release_whose_worker_crashes_fails_and_every_service_is_back_on_its_previous_revision() {
+    let Some(env) = parts("a_release_whose_worker_crashes_fails").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    cluster.wait_until_running().await;
+    let before = cluster.task_definitions().await;
+    let (_repo, url) = app_repository(env, "v2.0.0", "worker\n");
+    let project = api_project(env, &cluster, &url, 0);
+    let (run, resumed) = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        move || release(&project)
+    })
+    .await
+    .unwrap();
+    let all = crate::support::text(&resumed);
+    assert_eq!(resumed.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("envelope-prod-worker"),
+        "the failing service is named:\n{all}"
+    );
+    assert!(
+        all.contains("rolled back") || all.contains("rolling back"),
+        "the output says the release was rolled back:\n{all}"
+    );
+    let record = record_of(project.path(), &run);
+    assert_eq!(record["status"], "failed");
+    assert_eq!(stage_of(&record, "deploy")["status"], "failed");
+    let after = cluster.task_definitions().await;
+    assert_eq!(
+        after, before,
+        "every service of the release is back on its previous revision"
+    );
+}
