@@ -110,6 +110,16 @@ pub enum Command {
         #[command(flatten)]
         common: RunArgs,
     },
+    /// Redeploy an earlier successful run's images (no build), as a run of its own.
+    Rollback {
+        /// Pipeline name.
+        pipeline: String,
+        /// The run whose images go back out (default: the successful run before the newest one).
+        #[arg(long, value_name = "RUN")]
+        to: Option<String>,
+        #[command(flatten)]
+        common: RunArgs,
+    },
     /// Approve (or reject) a run waiting at an approval gate.
     Approve {
         /// The run id.
@@ -263,6 +273,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         Command::Run { .. }
         | Command::Resume { .. }
         | Command::Retry { .. }
+        | Command::Rollback { .. }
         | Command::Approve { .. }
         | Command::Status { .. }
         | Command::History { .. }

@@ -49,6 +49,11 @@ pub(crate) fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
             Command::Resume { run, until, common } => {
                 resume(project, &run, false, until, &common, color).await
             }
+            Command::Rollback {
+                pipeline,
+                to,
+                common,
+            } => rollback(project, &pipeline, to, &common, color).await,
             Command::Retry { run, common } => {
                 resume(project, &run, true, None, &common, color).await
             }
@@ -400,12 +405,98 @@ async fn resume(
     }
 }
 
+async fn rollback(
+    project: &Path,
+    name: &str,
+    to: Option<String>,
+    args: &RunArgs,
+    color: bool,
+) -> i32 {
+    let compiled = match load_pipeline(project, name, color) {
+        Ok(compiled) => compiled,
+        Err(code) => return code,
+    };
+    let store = match open_store(project, &args.store).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let target = match to {
+        Some(run) => match store.get_run(&RunId(run.clone())).await {
+            Ok(Some(record)) if record.pipeline == compiled.name => record,
+            Ok(Some(record)) => {
+                eprintln!(
+                    "error: run {run} belongs to pipeline `{}`, not `{}`",
+                    record.pipeline, compiled.name
+                );
+                return exit_codes::INVALID_INPUT;
+            }
+            Ok(None) => {
+                eprintln!(
+                    "error: no run {run} in the store; `envelope-runner history {name}` lists runs"
+                );
+                return exit_codes::INVALID_INPUT;
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return error.exit_code();
+            }
+        },
+        None => {
+            // The newest successful deploy is what runs now; roll back to the one before it.
+            let runs = match store.list_runs(Some(&compiled.name), 200, None).await {
+                Ok(runs) => runs,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return error.exit_code();
+                }
+            };
+            let mut successful = Vec::new();
+            for summary in runs.iter().filter(|r| r.status == RunStatus::Succeeded) {
+                if let Ok(Some(record)) = store.get_run(&summary.id).await
+                    && record
+                        .stages
+                        .iter()
+                        .any(|s| s.kind == "deploy" && s.status == StageStatus::Succeeded)
+                {
+                    successful.push(record);
+                }
+                if successful.len() == 2 {
+                    break;
+                }
+            }
+            match successful.into_iter().nth(1) {
+                Some(record) => record,
+                None => {
+                    eprintln!(
+                        "error: `{name}` has no earlier successful deploy to roll back to; pass --to RUN"
+                    );
+                    return exit_codes::INVALID_INPUT;
+                }
+            }
+        }
+    };
+    let driver = Driver::new(
+        compiled,
+        store,
+        settings(args),
+        EventSink::new(reporter(args)),
+    );
+    match driver.rollback(&target).await {
+        Ok(outcome) => finish(&outcome, false),
+        Err(error) => {
+            eprintln!("error: {error}");
+            driver_error_code(&error)
+        }
+    }
+}
+
 fn driver_error_code(error: &crate::exec::driver::DriverError) -> i32 {
     use crate::exec::driver::DriverError;
     match error {
-        DriverError::Plan(_) | DriverError::UnknownRun(_) | DriverError::WrongPipeline { .. } => {
-            exit_codes::INVALID_INPUT
-        }
+        DriverError::Plan(_)
+        | DriverError::UnknownRun(_)
+        | DriverError::WrongPipeline { .. }
+        | DriverError::NothingToRollBackTo(_) => exit_codes::INVALID_INPUT,
         DriverError::Store(error) => error.exit_code(),
     }
 }

@@ -1798,3 +1798,242 @@ async fn a_release_whose_worker_crashes_fails_and_every_service_is_back_on_its_p
         "every service of the release is back on its previous revision"
     );
 }
+
+#[tokio::test]
+async fn rollback_to_an_earlier_run_puts_its_digest_back_on_all_four_services() {
+    let Some(env) = parts("rollback_to_an_earlier_run").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    cluster.wait_until_running().await;
+    let (_first_repo, first_url) = app_repository(env, "v2.0.0", "");
+    let project = api_project(env, &cluster, &first_url, 0);
+    let pipeline_file = project.path().join("pipelines/api.yaml");
+    let (first, output) = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        move || release(&project)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&output)
+    );
+    let first_image = stage_of(&record_of(project.path(), &first), "push")["outputs"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A second release from other source code: a different digest.
+    let (_second_repo, second_url) = app_repository(env, "v2.0.0", "");
+    std::fs::write(
+        &pipeline_file,
+        std::fs::read_to_string(&pipeline_file)
+            .unwrap()
+            .replace(&first_url, &second_url)
+            .replace("\"25\"", "\"3\""),
+    )
+    .unwrap();
+    let (second, output) = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        move || release(&project)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&output)
+    );
+    let second_image = stage_of(&record_of(project.path(), &second), "push")["outputs"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(first_image, second_image);
+
+    let rollback = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        let first = first.clone();
+        move || {
+            pipeline_runner(&project)
+                .args(["rollback", "api", "--to", &first])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let all = crate::support::text(&rollback);
+    assert_eq!(rollback.status.code(), Some(0), "{all}");
+    let rollback_run = crate::support::run_id(&rollback);
+    let record = record_of(project.path(), &rollback_run);
+    assert_eq!(record["trigger"]["kind"]["kind"], "rollback", "{record}");
+    assert_eq!(
+        stage_of(&record, "build")["status"],
+        "skipped",
+        "nothing was rebuilt"
+    );
+    assert_eq!(
+        stage_of(&record, "migrate")["status"],
+        "skipped",
+        "no migration ran"
+    );
+    for role in ROLES {
+        cluster
+            .settled_images(&format!("envelope-prod-{role}"), role, &first_image)
+            .await;
+    }
+}
+
+/// Resume a release in the background and SIGKILL it once `ready` holds for its record.
+fn kill_when(
+    project: &std::path::Path,
+    run: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut child = pipeline_runner(project)
+        .args(["resume", run])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let record = record_of(project, run);
+        if ready(&record) {
+            child.kill().unwrap();
+            let _ = child.wait();
+            return record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached the point to kill at: {record}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn approve_waiting_release(project: &std::path::Path) -> String {
+    let paused = pipeline_runner(project)
+        .args(["run", "api", "--ref", "v2.0.0", "--until", "approval"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        paused.status.code(),
+        Some(4),
+        "{}",
+        crate::support::text(&paused)
+    );
+    let run = crate::support::run_id(&paused);
+    let approved = pipeline_runner(project)
+        .args(["approve", &run])
+        .output()
+        .unwrap();
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&approved)
+    );
+    run
+}
+
+#[tokio::test]
+async fn a_run_killed_during_its_migration_resumes_on_the_same_task() {
+    let Some(env) = parts("a_run_killed_during_its_migration").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    cluster.wait_until_running().await;
+    let (_repo, url) = app_repository(env, "v2.0.0", "");
+    let project = api_project(env, &cluster, &url, 0);
+    let pipeline_file = project.path().join("pipelines/api.yaml");
+    // A migration slow enough to be caught running.
+    std::fs::write(
+        &pipeline_file,
+        std::fs::read_to_string(&pipeline_file).unwrap().replace(
+            r#"command: [/app/migrate, "0", "25"]"#,
+            r#"command: [/bin/sh, -c, "sleep 4; /app/migrate 0 5"]"#,
+        ),
+    )
+    .unwrap();
+    let (record, resumed, run) = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        move || {
+            let run = approve_waiting_release(&project);
+            let killed = kill_when(&project, &run, |r| {
+                stage_of(r, "migrate")["status"] == "running"
+                    && stage_of(r, "migrate")["outputs"]["task_arn"].is_string()
+            });
+            let resumed = pipeline_runner(&project)
+                .args(["resume", &run])
+                .output()
+                .unwrap();
+            (killed, resumed, run)
+        }
+    })
+    .await
+    .unwrap();
+    let task = stage_of(&record, "migrate")["outputs"]["task_arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let all = crate::support::text(&resumed);
+    assert_eq!(resumed.status.code(), Some(0), "{all}");
+    let finished = record_of(project.path(), &run);
+    assert_eq!(
+        stage_of(&finished, "migrate")["outputs"]["task_arn"],
+        task.as_str(),
+        "one migration task in total"
+    );
+    assert_eq!(finished["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_run_killed_during_its_deploy_resumes_on_the_same_deployments() {
+    let Some(env) = parts("a_run_killed_during_its_deploy").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    cluster.wait_until_running().await;
+    let (_repo, url) = app_repository(env, "v2.0.0", "");
+    let project = api_project(env, &cluster, &url, 0);
+    let (record, resumed, run) = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        move || {
+            let run = approve_waiting_release(&project);
+            let killed = kill_when(&project, &run, |r| {
+                stage_of(r, "deploy")["outputs"]["deployments"]
+                    .as_object()
+                    .is_some_and(|d| d.len() == 4)
+            });
+            let resumed = pipeline_runner(&project)
+                .args(["resume", &run])
+                .output()
+                .unwrap();
+            (killed, resumed, run)
+        }
+    })
+    .await
+    .unwrap();
+    let all = crate::support::text(&resumed);
+    assert_eq!(resumed.status.code(), Some(0), "{all}");
+    let finished = record_of(project.path(), &run);
+    assert_eq!(
+        stage_of(&finished, "deploy")["outputs"]["deployments"],
+        stage_of(&record, "deploy")["outputs"]["deployments"],
+        "one deployment per service: the resumed run waited on the recorded ones"
+    );
+    let image = stage_of(&finished, "push")["outputs"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for role in ROLES {
+        cluster
+            .settled_images(&format!("envelope-prod-{role}"), role, &image)
+            .await;
+    }
+}

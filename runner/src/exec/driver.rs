@@ -70,6 +70,10 @@ pub enum DriverError {
     Store(#[from] crate::store::StoreError),
     #[error("no run {0} in the store")]
     UnknownRun(RunId),
+    #[error(
+        "run {0} pushed no image, so there is nothing to roll back to; pick a run that succeeded"
+    )]
+    NothingToRollBackTo(RunId),
     #[error("run {run} belongs to pipeline `{found}`, not `{expected}`")]
     WrongPipeline {
         run: RunId,
@@ -239,6 +243,74 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Redeploy an earlier run's images without building: a new run whose source and push
+    /// stages carry the earlier run's results and whose only work is the deploy stages.
+    pub async fn rollback(&self, from: &RunRecord) -> Result<RunOutcome, DriverError> {
+        let id = RunId::new();
+        let mut context = plan_context(from);
+        context.run_id = Some(id.0.clone());
+        let plan = plan::plan(&self.compiled, &context)?;
+        let created = now();
+        let stages = plan
+            .steps
+            .iter()
+            .map(|step| {
+                let earlier = from.stage(step.name());
+                let (status, outputs, error) = match step {
+                    Step::Source(_) | Step::Push(_) => match earlier {
+                        Some(stage) if stage.status == StageStatus::Succeeded => (
+                            StageStatus::Succeeded,
+                            stage.outputs.clone(),
+                            Some(format!("taken from run {}", from.id)),
+                        ),
+                        _ => (StageStatus::Skipped, StageOutputs::default(), None),
+                    },
+                    Step::Deploy(_) => (StageStatus::Pending, StageOutputs::default(), None),
+                    _ => (StageStatus::Skipped, StageOutputs::default(), None),
+                };
+                StageRecord {
+                    name: step.name().to_owned(),
+                    kind: step.kind().to_owned(),
+                    status,
+                    started_at: None,
+                    finished_at: None,
+                    outputs,
+                    error,
+                }
+            })
+            .collect::<Vec<_>>();
+        if !stages
+            .iter()
+            .any(|s| s.kind == "push" && s.status == StageStatus::Succeeded)
+        {
+            return Err(DriverError::NothingToRollBackTo(from.id.clone()));
+        }
+        let record = RunRecord {
+            id: id.clone(),
+            pipeline: self.compiled.name.clone(),
+            status: RunStatus::Running,
+            trigger: RunTrigger {
+                kind: crate::run::TriggerKind::Rollback {
+                    from_run: from.id.clone(),
+                },
+                git_ref: from.trigger.git_ref.clone(),
+                sha: from.trigger.sha.clone(),
+                tag: from.trigger.tag.clone(),
+            },
+            created_at: created,
+            finished_at: None,
+            context: context_record(&context),
+            stages,
+        };
+        self.store.create_run(&record).await?;
+        self.events.emit(Event::RunStarted {
+            run: id,
+            pipeline: record.pipeline.clone(),
+            git_ref: format!("rollback to run {}", from.id),
+        });
+        self.execute(record, context).await
     }
 
     /// Re-run a failed (or rejected) run's failed stage and everything after it.
