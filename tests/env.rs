@@ -210,3 +210,25 @@ pub async fn head_manifest(registry: &str, path: &str, tag: &str) -> (u16, Optio
         .map(|(_, value)| value.trim().to_string());
     (status, digest)
 }
+
+/// A fresh DynamoDB table on the AWS emulator for a run store: its `dynamodb://` URL.
+pub async fn dynamodb_store(env: &TestEnv, prefix: &str) -> String {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(env.var("AWS_REGION").to_owned()))
+        .endpoint_url(env.var("AWS_ENDPOINT_URL"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            env.var("AWS_ACCESS_KEY_ID"),
+            env.var("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "envelope-e2e",
+        ))
+        .load()
+        .await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = unique(prefix);
+    envelope_runner::store::DynamoDbStore::create_table_if_missing(&client, &table)
+        .await
+        .unwrap_or_else(|e| panic!("creating DynamoDB table {table}: {e}"));
+    format!("dynamodb://{table}")
+}

@@ -1943,6 +1943,15 @@ fn approve_waiting_release(project: &std::path::Path) -> String {
 
 #[tokio::test]
 async fn a_run_killed_during_its_migration_resumes_on_the_same_task() {
+    killed_during_migration(false).await;
+}
+
+#[tokio::test]
+async fn a_run_killed_during_its_migration_resumes_on_the_same_task_with_the_dynamodb_store() {
+    killed_during_migration(true).await;
+}
+
+async fn killed_during_migration(dynamodb: bool) {
     let Some(env) = parts("a_run_killed_during_its_migration").await else {
         return;
     };
@@ -1950,6 +1959,11 @@ async fn a_run_killed_during_its_migration_resumes_on_the_same_task() {
     cluster.wait_until_running().await;
     let (_repo, url) = app_repository(env, "v2.0.0", "");
     let project = api_project(env, &cluster, &url, 0);
+    if dynamodb {
+        let shared = envelope_tests::env::test_env().expect("test environment");
+        let store = envelope_tests::env::dynamodb_store(shared, "e2e-ecs-kill").await;
+        std::fs::write(project.path().join("store-url"), store).unwrap();
+    }
     let pipeline_file = project.path().join("pipelines/api.yaml");
     // A migration slow enough to be caught running.
     std::fs::write(
@@ -1994,6 +2008,15 @@ async fn a_run_killed_during_its_migration_resumes_on_the_same_task() {
 
 #[tokio::test]
 async fn a_run_killed_during_its_deploy_resumes_on_the_same_deployments() {
+    killed_during_deploy(false).await;
+}
+
+#[tokio::test]
+async fn a_run_killed_during_its_deploy_resumes_on_the_same_deployments_with_the_dynamodb_store() {
+    killed_during_deploy(true).await;
+}
+
+async fn killed_during_deploy(dynamodb: bool) {
     let Some(env) = parts("a_run_killed_during_its_deploy").await else {
         return;
     };
@@ -2001,6 +2024,11 @@ async fn a_run_killed_during_its_deploy_resumes_on_the_same_deployments() {
     cluster.wait_until_running().await;
     let (_repo, url) = app_repository(env, "v2.0.0", "");
     let project = api_project(env, &cluster, &url, 0);
+    if dynamodb {
+        let shared = envelope_tests::env::test_env().expect("test environment");
+        let store = envelope_tests::env::dynamodb_store(shared, "e2e-ecs-kill").await;
+        std::fs::write(project.path().join("store-url"), store).unwrap();
+    }
     let (record, resumed, run) = tokio::task::spawn_blocking({
         let project = project.path().to_path_buf();
         move || {

@@ -56,6 +56,15 @@ fn slow_buildspec(project: &Path, seconds: u32) {
 
 #[tokio::test]
 async fn a_run_killed_during_its_build_resumes_and_finishes_once() {
+    killed_during_build(false).await;
+}
+
+#[tokio::test]
+async fn a_run_killed_during_its_build_resumes_with_the_dynamodb_store() {
+    killed_during_build(true).await;
+}
+
+async fn killed_during_build(dynamodb: bool) {
     let Some((env, _docker)) = parts("a_run_killed_during_its_build").await else {
         return;
     };
@@ -80,6 +89,10 @@ async fn a_run_killed_during_its_build_resumes_and_finishes_once() {
         );
     std::fs::create_dir_all(project.path().join("pipelines")).unwrap();
     std::fs::write(project.path().join("pipelines/hello.yaml"), pipeline).unwrap();
+    if dynamodb {
+        let store = envelope_tests::env::dynamodb_store(env, "e2e-kill").await;
+        std::fs::write(project.path().join("store-url"), store).unwrap();
+    }
 
     let mut child = spawn(
         env,
@@ -135,12 +148,25 @@ fn gated_project(env: &TestEnv, url: &str, concurrency: &str) -> tempfile::TempD
 
 #[tokio::test]
 async fn queued_runs_pass_the_gate_one_at_a_time() {
+    queued_runs(false).await;
+}
+
+#[tokio::test]
+async fn queued_runs_pass_the_gate_one_at_a_time_with_the_dynamodb_store() {
+    queued_runs(true).await;
+}
+
+async fn queued_runs(dynamodb: bool) {
     let Some((env, _docker)) = parts("queued_runs").await else {
         return;
     };
     let app = example_app();
     let url = format!("file://{}", app.bare_root.join("hello.git").display());
     let project = gated_project(env, &url, "queued");
+    if dynamodb {
+        let store = envelope_tests::env::dynamodb_store(env, "e2e-queued").await;
+        std::fs::write(project.path().join("store-url"), store).unwrap();
+    }
     let mut runs = Vec::new();
     for _ in 0..2 {
         let paused = runner(env, project.path())
@@ -205,12 +231,25 @@ async fn queued_runs_pass_the_gate_one_at_a_time() {
 
 #[tokio::test]
 async fn a_newer_run_supersedes_an_older_one_still_before_the_gate() {
+    superseding(false).await;
+}
+
+#[tokio::test]
+async fn a_newer_run_supersedes_an_older_one_with_the_dynamodb_store() {
+    superseding(true).await;
+}
+
+async fn superseding(dynamodb: bool) {
     let Some((env, _docker)) = parts("a_newer_run_supersedes").await else {
         return;
     };
     let app = example_app();
     let url = format!("file://{}", app.bare_root.join("hello.git").display());
     let project = gated_project(env, &url, "superseded");
+    if dynamodb {
+        let store = envelope_tests::env::dynamodb_store(env, "e2e-supersede").await;
+        std::fs::write(project.path().join("store-url"), store).unwrap();
+    }
     // The older run waits at the gate in its own process.
     let older = spawn(
         env,

@@ -92,6 +92,12 @@ pub(crate) fn runner(env: &TestEnv, project: &Path) -> Command {
         .env("NO_COLOR", "1")
         .env("ENVELOPE_CACHE_DIR", project.join("cache"))
         .env_remove("GITHUB_TOKEN")
+        .envs(
+            // A test that writes `store-url` into the project runs against that store.
+            std::fs::read_to_string(project.join("store-url"))
+                .ok()
+                .map(|url| ("ENVELOPE_STORE", url.trim().to_owned())),
+        )
         .arg("--project")
         .arg(project);
     command
