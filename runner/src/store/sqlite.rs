@@ -61,7 +61,17 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECONDS))
             .map_err(sqlite)?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        schema::check_and_migrate(&mut connection, path)?;
+        // Switching a new file to WAL takes an exclusive lock for which SQLite does not wait
+        // (it answers SQLITE_BUSY at once), so processes creating the store together retry.
+        let deadline = std::time::Instant::now() + Duration::from_secs(BUSY_TIMEOUT_SECONDS);
+        loop {
+            match schema::check_and_migrate(&mut connection, path) {
+                Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(15));
+                }
+                result => break result?,
+            }
+        }
         connection
             .pragma_update(None, "foreign_keys", true)
             .map_err(sqlite)?;
