@@ -1,0 +1,174 @@
+//! Command-line interface of `envelope-agent`: parse arguments, load the configuration, run
+//! until SIGTERM or Ctrl-C.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use envelope_runner::exit_codes;
+
+use crate::agent::Agent;
+use crate::config::{self, Credentials};
+
+/// Watches GitHub releases and runs envelope-runner pipelines for them; serves the approval
+/// web UI, the release webhook, /healthz and /metrics.
+#[derive(Debug, Parser)]
+#[command(name = "envelope-agent", version, about, long_about = None, max_term_width = 100)]
+#[command(
+    after_help = "Stops on SIGTERM or Ctrl-C: polling ends, running stages get `shutdown_grace` to \
+finish, and a restarted agent resumes what was left. Exit codes: 0 stopped cleanly, 2 invalid \
+configuration or pipeline, 6 environment unusable (address in use, secret missing), 7 store error."
+)]
+pub struct Cli {
+    /// The agent's configuration file.
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        env = "ENVELOPE_AGENT_CONFIG",
+        default_value = "envelope-agent.yaml"
+    )]
+    pub config: PathBuf,
+    /// Check the configuration, its secrets and the pipelines it names, then exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the JSON Schema of the configuration file and exit.
+    #[arg(long)]
+    pub schema: bool,
+    /// Log format: text lines or JSON objects.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Run the agent as the command line says; returns the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit_codes::OK
+                }
+                _ => exit_codes::INVALID_INPUT,
+            };
+        }
+    };
+    if cli.schema {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&config::schema()).unwrap_or_default()
+        );
+        return exit_codes::OK;
+    }
+    init_logging(cli.log_format);
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let settings = match config::load(&cli.config) {
+        Ok(settings) => settings,
+        Err(diagnostics) => {
+            eprint!("{}", diagnostics.render(color));
+            return exit_codes::INVALID_INPUT;
+        }
+    };
+    let credentials = match Credentials::from_env(&settings, &|name| std::env::var(name).ok()) {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit_codes::ENVIRONMENT;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return exit_codes::ENVIRONMENT;
+        }
+    };
+    runtime.block_on(async move {
+        if cli.check {
+            return check(settings).await;
+        }
+        let agent = match Agent::start(settings, credentials).await {
+            Ok(agent) => agent,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return error.exit_code();
+            }
+        };
+        shutdown_signal().await;
+        agent.shutdown().await;
+        exit_codes::OK
+    })
+}
+
+/// `--check`: every pipeline the configuration names loads.
+async fn check(settings: config::Settings) -> i32 {
+    let mut code = exit_codes::OK;
+    for repository in &settings.repositories {
+        match crate::scheduler::load_pipeline(&settings.project, &repository.pipeline) {
+            Ok(compiled) => println!(
+                "ok  {} → pipeline `{}`",
+                repository.repository, compiled.name
+            ),
+            Err(message) => {
+                eprintln!(
+                    "error: {} → pipeline `{}`:\n{message}",
+                    repository.repository, repository.pipeline
+                );
+                code = exit_codes::INVALID_INPUT;
+            }
+        }
+    }
+    if let Err(error) = envelope_runner::store::StoreLocation::parse(&settings.store) {
+        eprintln!("error: {error}");
+        code = exit_codes::INVALID_INPUT;
+    }
+    code
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ENVELOPE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,octocrab=warn,hyper=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

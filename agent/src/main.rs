@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(envelope_agent::main(std::env::args_os()));
+}

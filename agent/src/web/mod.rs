@@ -1,0 +1,687 @@
+//! The agent's HTTP server: health, metrics, the GitHub webhook and the approval web UI.
+//!
+//! Reachable without signing in: `GET /healthz`, `POST /webhooks/github` (which checks its
+//! own signature) and the sign-in form. Everything else needs an approver: a session from
+//! the sign-in form, or an approver token as `Authorization: Bearer` (read-only: forms need
+//! a session's CSRF token). `/metrics` also takes the metrics token. Responses carry a strict
+//! Content-Security-Policy; pages are server-rendered HTML without JavaScript.
+
+pub mod pages;
+pub mod session;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Extension, Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Router, serve};
+use chrono::{DateTime, SecondsFormat, Utc};
+use envelope_runner::event::Event;
+use envelope_runner::pipeline::model::Stage;
+use envelope_runner::report::describe;
+use envelope_runner::run::{ApprovalRecord, RunId, StageStatus};
+use envelope_runner::secret::Secret;
+use envelope_runner::store::{ApprovalOutcome, Store};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::poller::Poller;
+use crate::scheduler::{Scheduler, load_pipeline, status_word};
+use pages::{DeployView, MigrationView, RunView, Viewer};
+use session::{LOGIN_COOKIE, SESSION_COOKIE, Sessions, bearer, cookie, same};
+
+/// Log lines a run page shows (the newest).
+const LOG_LINES: usize = 500;
+/// Runs per page of the list.
+const RUNS_PER_PAGE: usize = 50;
+/// Runs counted for `/metrics`.
+const METRICS_RUNS: usize = 1000;
+
+/// What the handlers share.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub scheduler: Scheduler,
+    pub poller: Arc<Poller>,
+    pub sessions: Sessions,
+    pub metrics: Arc<Metrics>,
+    pub webhook_secret: Option<Secret>,
+    pub project: PathBuf,
+}
+
+/// The approver a request acts for.
+#[derive(Debug, Clone)]
+struct SignedIn {
+    name: String,
+    /// Present for a session; a bearer token cannot post forms.
+    csrf: Option<String>,
+    session: Option<String>,
+}
+
+impl SignedIn {
+    fn viewer(&self) -> Viewer<'_> {
+        Viewer {
+            name: &self.name,
+            csrf: self.csrf.as_deref(),
+        }
+    }
+}
+
+/// The routes, with authentication and security headers.
+pub fn router(app: Arc<App>) -> Router {
+    let protected = Router::new()
+        .route("/", get(runs_page))
+        .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/decision", post(decide))
+        .route("/logout", post(logout))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            require_approver,
+        ));
+    let mut public = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/login", get(login_form).post(login));
+    if app.webhook_secret.is_some() {
+        public = public.route(
+            "/webhooks/github",
+            post(crate::webhook::receive)
+                .layer(DefaultBodyLimit::max(crate::webhook::MAX_BODY_BYTES)),
+        );
+    }
+    public
+        .merge(protected)
+        .fallback(fallback)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(app)
+}
+
+/// Serve `router` on `listener` until `stop` is cancelled.
+pub async fn run(listener: TcpListener, router: Router, stop: CancellationToken) {
+    let result = serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(error) = result {
+        tracing::error!("the web server stopped: {error}");
+    }
+}
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+fn signed_in(app: &App, headers: &HeaderMap) -> Option<SignedIn> {
+    if let Some((id, session)) = app.sessions.signed_in(headers) {
+        return Some(SignedIn {
+            name: session.approver.unwrap_or_default(),
+            csrf: Some(session.csrf),
+            session: Some(id),
+        });
+    }
+    let name = app.sessions.approver_for(bearer(headers)?)?;
+    Some(SignedIn {
+        name,
+        csrf: None,
+        session: None,
+    })
+}
+
+async fn require_approver(
+    State(app): State<Arc<App>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match signed_in(&app, request.headers()) {
+        Some(signed) => {
+            request.extensions_mut().insert(signed);
+            next.run(request).await
+        }
+        None => unauthenticated(request.method(), request.uri()),
+    }
+}
+
+fn unauthenticated(method: &Method, uri: &axum::http::Uri) -> Response {
+    if method == Method::GET {
+        let next = uri
+            .path_and_query()
+            .map(|path| path.as_str())
+            .unwrap_or("/");
+        Redirect::to(&format!("/login?next={}", query_escape(next))).into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Html(pages::message(
+                None,
+                "Sign in first",
+                "Only approvers can do this; sign in with your approver token.",
+                "/login",
+            )),
+        )
+            .into_response()
+    }
+}
+
+async fn fallback(State(app): State<Arc<App>>, request: Request) -> Response {
+    match signed_in(&app, request.headers()) {
+        Some(signed) => (
+            StatusCode::NOT_FOUND,
+            Html(pages::message(
+                Some(&signed.viewer()),
+                "Not found",
+                "There is no such page.",
+                "/",
+            )),
+        )
+            .into_response(),
+        None => unauthenticated(request.method(), request.uri()),
+    }
+}
+
+/// Percent-encode a value for a query string.
+fn query_escape(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Where to go after signing in: a path on this site, never elsewhere.
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && path.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            path.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let allowed = bearer(&headers).is_some_and(|token| app.sessions.is_metrics_token(token))
+        || signed_in(&app, &headers).is_some();
+    if !allowed {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"envelope-agent\"")],
+            "metrics need the metrics token or an approver token as a bearer token\n",
+        )
+            .into_response();
+    }
+    let mut runs: BTreeMap<(String, String), u64> = BTreeMap::new();
+    match app.store.list_runs(None, METRICS_RUNS, None).await {
+        Ok(list) => {
+            for run in list {
+                *runs
+                    .entry((run.pipeline, status_word(run.status).to_owned()))
+                    .or_default() += 1;
+            }
+        }
+        Err(error) => tracing::warn!("metrics: cannot count runs: {error}"),
+    }
+    let (executing, queued) = app.scheduler.job_counts();
+    app.metrics.jobs(executing, queued);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(&runs),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn login_form(State(app): State<Arc<App>>, Query(query): Query<NextQuery>) -> Response {
+    let next = local_path(query.next.as_deref());
+    let Some((id, session)) = app.sessions.create(None) else {
+        return busy();
+    };
+    (
+        [(
+            header::SET_COOKIE,
+            app.sessions.set_cookie(LOGIN_COOKIE, Some(&id)),
+        )],
+        Html(pages::login(&session.csrf, &next, None)),
+    )
+        .into_response()
+}
+
+fn busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(pages::message(
+            None,
+            "Too many sign-ins",
+            "The agent holds too many sessions; try again in a few minutes.",
+            "/login",
+        )),
+    )
+        .into_response()
+}
+
+fn forbidden_form(viewer: Option<&Viewer>, back: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html(pages::message(
+            viewer,
+            "Form expired",
+            "The form expired or did not come from this site. Open the page again and retry.",
+            back,
+        )),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    csrf: String,
+    next: Option<String>,
+}
+
+async fn login(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = local_path(form.next.as_deref());
+    let login_session = cookie(&headers, LOGIN_COOKIE)
+        .and_then(|id| app.sessions.get(&id).map(|session| (id, session)))
+        .filter(|(_, session)| session.approver.is_none());
+    let Some((login_id, login_session)) = login_session else {
+        return forbidden_form(None, "/login");
+    };
+    if form.csrf.is_empty() || !same(&form.csrf, &login_session.csrf) {
+        return forbidden_form(None, "/login");
+    }
+    let Some(name) = app.sessions.approver_for(form.token.trim()) else {
+        tracing::warn!("a sign-in with an unknown approver token was refused");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(pages::login(
+                &login_session.csrf,
+                &next,
+                Some("That token is not valid. Use the approver token you were given."),
+            )),
+        )
+            .into_response();
+    };
+    app.sessions.remove(&login_id);
+    let Some((id, _)) = app.sessions.create(Some(name.clone())) else {
+        return busy();
+    };
+    tracing::info!(approver = %name, "{name} signed in to the web UI");
+    let mut response = Redirect::to(&next).into_response();
+    let headers = response.headers_mut();
+    headers.append(
+        header::SET_COOKIE,
+        app.sessions.set_cookie(SESSION_COOKIE, Some(&id)),
+    );
+    headers.append(
+        header::SET_COOKIE,
+        app.sessions.set_cookie(LOGIN_COOKIE, None),
+    );
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(app): State<Arc<App>>,
+    Extension(signed): Extension<SignedIn>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let (Some(session), Some(csrf)) = (&signed.session, &signed.csrf) else {
+        return forbidden_form(Some(&signed.viewer()), "/");
+    };
+    if form.csrf.is_empty() || !same(&form.csrf, csrf) {
+        return forbidden_form(Some(&signed.viewer()), "/");
+    }
+    app.sessions.remove(session);
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        app.sessions.set_cookie(SESSION_COOKIE, None),
+    );
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct RunsQuery {
+    before: Option<String>,
+}
+
+async fn runs_page(
+    State(app): State<Arc<App>>,
+    Extension(signed): Extension<SignedIn>,
+    Query(query): Query<RunsQuery>,
+) -> Response {
+    let before = query.before.map(RunId);
+    match app
+        .store
+        .list_runs(None, RUNS_PER_PAGE, before.as_ref())
+        .await
+    {
+        Ok(runs) => {
+            let older = (runs.len() == RUNS_PER_PAGE)
+                .then(|| runs.last().map(|run| run.id.clone()))
+                .flatten();
+            Html(pages::runs(&signed.viewer(), &runs, older.as_ref())).into_response()
+        }
+        Err(error) => store_error(&signed, &error),
+    }
+}
+
+fn store_error(signed: &SignedIn, error: &envelope_runner::store::StoreError) -> Response {
+    tracing::error!("web UI: {error}");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(pages::message(
+            Some(&signed.viewer()),
+            "The store did not answer",
+            &error.to_string(),
+            "/",
+        )),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct RunQuery {
+    notice: Option<String>,
+}
+
+async fn run_page(
+    State(app): State<Arc<App>>,
+    Extension(signed): Extension<SignedIn>,
+    Path(id): Path<String>,
+    Query(query): Query<RunQuery>,
+) -> Response {
+    let id = RunId(id);
+    let record = match app.store.get_run(&id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(pages::message(
+                    Some(&signed.viewer()),
+                    "No such run",
+                    &format!("There is no run {id} in the store."),
+                    "/",
+                )),
+            )
+                .into_response();
+        }
+        Err(error) => return store_error(&signed, &error),
+    };
+    let mut decisions = Vec::new();
+    for stage in record
+        .stages
+        .iter()
+        .filter(|stage| stage.kind == "approval")
+    {
+        let decision = match app.store.approval(&id, &stage.name).await {
+            Ok(decision) => decision,
+            Err(error) => return store_error(&signed, &error),
+        };
+        decisions.push((stage.name.clone(), decision));
+    }
+    let open_gate = record
+        .stages
+        .iter()
+        .find(|stage| {
+            stage.kind == "approval"
+                && stage.status == StageStatus::Waiting
+                && decisions
+                    .iter()
+                    .any(|(name, decision)| name == &stage.name && decision.is_none())
+        })
+        .map(|stage| stage.name.clone());
+    let compiled = load_pipeline(&app.project, &record.pipeline).ok();
+    let mut migrations = Vec::new();
+    let mut deploys = Vec::new();
+    let mut gate_deadline = None;
+    if let Some(compiled) = &compiled {
+        for stage in &compiled.pipeline.stages {
+            match stage {
+                Stage::Migrate(migrate) => migrations.push(MigrationView {
+                    stage: stage.name().to_owned(),
+                    cluster: migrate.cluster.clone(),
+                    service: migrate.service.clone(),
+                    container: migrate.container.clone(),
+                    command: migrate.command.clone(),
+                }),
+                Stage::Deploy(deploy) => deploys.push(DeployView {
+                    stage: stage.name().to_owned(),
+                    cluster: deploy.cluster.clone(),
+                    services: deploy.services.clone(),
+                }),
+                Stage::Approval(approval) if Some(stage.name()) == open_gate.as_deref() => {
+                    let timeout = approval
+                        .timeout
+                        .as_deref()
+                        .and_then(|text| envelope_runner::pipeline::duration::parse(text).ok())
+                        .unwrap_or(envelope_runner::plan::DEFAULT_APPROVAL_TIMEOUT);
+                    gate_deadline = record
+                        .stage(stage.name())
+                        .and_then(|gate| gate.started_at.as_deref())
+                        .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+                        .and_then(|started| {
+                            Some(
+                                started.with_timezone(&Utc)
+                                    + chrono::Duration::from_std(timeout).ok()?,
+                            )
+                        })
+                        .map(|deadline| deadline.to_rfc3339_opts(SecondsFormat::Secs, true));
+                }
+                _ => {}
+            }
+        }
+    }
+    let events = match app.store.events(&id, None, usize::MAX).await {
+        Ok(events) => events,
+        Err(error) => return store_error(&signed, &error),
+    };
+    let mut log = Vec::new();
+    let mut recorded_for_gate = Vec::new();
+    for (_, json) in &events {
+        let Ok(event) = serde_json::from_str::<Event>(json) else {
+            continue;
+        };
+        if let Some(gate) = &open_gate {
+            match &event {
+                Event::Output { stage, key, value } if stage == gate => {
+                    recorded_for_gate.push(format!("{key}: {value}"))
+                }
+                Event::Log { stage, line } if stage == gate => recorded_for_gate.push(line.clone()),
+                _ => {}
+            }
+        }
+        if let Some(line) = describe(&event) {
+            log.push(line);
+        }
+    }
+    let log_hidden = log.len().saturating_sub(LOG_LINES);
+    log.drain(..log_hidden);
+    let notice = match query.notice.as_deref() {
+        Some("approved") => Some("Approved. The run goes on in a moment."),
+        Some("rejected") => Some("Rejected. Nothing after the gate runs."),
+        Some("already") => Some("Someone decided first; their decision is below."),
+        _ => None,
+    };
+    let view = RunView {
+        record: &record,
+        decisions,
+        open_gate,
+        gate_deadline,
+        migrations,
+        deploys,
+        recorded_for_gate,
+        log,
+        log_hidden,
+        notice,
+    };
+    Html(pages::run(&signed.viewer(), &view)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct DecisionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    decision: String,
+    comment: Option<String>,
+}
+
+async fn decide(
+    State(app): State<Arc<App>>,
+    Extension(signed): Extension<SignedIn>,
+    Path(id): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    let back = format!("/runs/{}", query_escape(&id));
+    let Some(csrf) = &signed.csrf else {
+        return forbidden_form(Some(&signed.viewer()), &back);
+    };
+    if form.csrf.is_empty() || !same(&form.csrf, csrf) {
+        tracing::warn!(approver = %signed.name, "refused a decision on run {id} without this session's CSRF token");
+        return forbidden_form(Some(&signed.viewer()), &back);
+    }
+    let approved = match form.decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Html(pages::message(
+                    Some(&signed.viewer()),
+                    "No decision",
+                    "Press Approve or Reject.",
+                    &back,
+                )),
+            )
+                .into_response();
+        }
+    };
+    let id = RunId(id);
+    let record = match app.store.get_run(&id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(error) => return store_error(&signed, &error),
+    };
+    let waiting = record.stages.iter().any(|stage| {
+        stage.name == form.stage && stage.kind == "approval" && stage.status == StageStatus::Waiting
+    });
+    if !waiting {
+        return (
+            StatusCode::CONFLICT,
+            Html(pages::message(
+                Some(&signed.viewer()),
+                "Not waiting",
+                &format!(
+                    "Run {id} is not waiting at an approval gate named `{}`.",
+                    form.stage
+                ),
+                &back,
+            )),
+        )
+            .into_response();
+    }
+    let comment = form
+        .comment
+        .map(|comment| comment.trim().chars().take(500).collect::<String>())
+        .filter(|comment| !comment.is_empty());
+    let decision = ApprovalRecord {
+        approved,
+        by: signed.name.clone(),
+        at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        comment,
+    };
+    match app.store.decide_approval(&id, &form.stage, &decision).await {
+        Ok(ApprovalOutcome::Recorded) => {
+            tracing::info!(
+                run = %id,
+                approver = %signed.name,
+                "{} {} run {id} at `{}` in the web UI",
+                signed.name,
+                if approved { "approved" } else { "rejected" },
+                form.stage
+            );
+            app.scheduler.wake();
+            let notice = if approved { "approved" } else { "rejected" };
+            Redirect::to(&format!("{back}?notice={notice}")).into_response()
+        }
+        Ok(ApprovalOutcome::AlreadyDecided(_)) => {
+            Redirect::to(&format!("{back}?notice=already")).into_response()
+        }
+        Err(error) => store_error(&signed, &error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_only_returns_to_pages_of_this_site() {
+        for (next, expected) in [
+            (Some("/runs/01abc"), "/runs/01abc"),
+            (Some("/?before=x"), "/?before=x"),
+            (Some("//evil.example/x"), "/"),
+            (Some("https://evil.example/"), "/"),
+            (Some("/\\evil.example"), "/"),
+            (Some("/runs/ü"), "/"),
+            (Some("/runs/a b"), "/"),
+            (None, "/"),
+        ] {
+            assert_eq!(local_path(next), expected, "{next:?}");
+        }
+        assert_eq!(query_escape("/runs/a b?x=1&y"), "/runs/a%20b%3Fx%3D1%26y");
+    }
+}

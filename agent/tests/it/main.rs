@@ -1,0 +1,11 @@
+//! Integration tests of envelope-agent: against a fake GitHub (the one allowed fake), real git
+//! repositories, SQLite and DynamoDB stores, over HTTP, and in headless Chromium.
+
+mod browser;
+mod cli;
+mod fake_github;
+mod polling;
+mod recovery;
+mod support;
+mod web;
+mod webhook;

@@ -1,0 +1,225 @@
+//! Runs an agent left behind: resumed by the same agent after a restart, left alone while
+//! another live agent holds them, and checkpointed on shutdown.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use envelope_runner::run::{
+    RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord, StageStatus, TriggerKind,
+};
+use envelope_runner::store::{LeaseOutcome, Store};
+
+use crate::fake_github::FakeGithub;
+use crate::support::*;
+
+/// A run of release `release_id` as an agent leaves it when killed during its source stage.
+async fn interrupted_run(store: &dyn Store, release_id: u64, tag: &str) -> RunId {
+    let id = RunId::new();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let stage = |name: &str, status| StageRecord {
+        name: name.into(),
+        kind: name.into(),
+        status,
+        started_at: (status == StageStatus::Running).then(|| now.clone()),
+        finished_at: None,
+        outputs: StageOutputs::default(),
+        error: None,
+    };
+    let mut context = BTreeMap::new();
+    context.insert("git_ref".to_owned(), tag.to_owned());
+    context.insert("run_id".to_owned(), id.0.clone());
+    context.insert("created".to_owned(), now.clone());
+    store
+        .create_run(&RunRecord {
+            id: id.clone(),
+            pipeline: PIPELINE.into(),
+            status: RunStatus::Running,
+            trigger: RunTrigger {
+                kind: TriggerKind::Release {
+                    repository: REPOSITORY.into(),
+                    release_id,
+                },
+                git_ref: tag.into(),
+                sha: None,
+                tag: Some(tag.into()),
+            },
+            created_at: now.clone(),
+            finished_at: None,
+            context,
+            stages: vec![
+                stage("source", StageStatus::Running),
+                stage("approval", StageStatus::Pending),
+            ],
+        })
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_resumes_its_runs_and_leaves_those_of_a_live_agent_alone() {
+    let project = Project::new();
+    project.tag("v1.0.0");
+    let github = FakeGithub::start().await;
+    github.add_repository(REPOSITORY);
+    let store = TestStore::Sqlite(project.sqlite_url());
+    let shared = store.open().await;
+    // agent-1 died during the source stage of one run (its lease has not expired yet);
+    // agent-2 is alive and working on another.
+    let mine = interrupted_run(shared.as_ref(), 1, "v1.0.0").await;
+    let theirs = interrupted_run(shared.as_ref(), 2, "v1.0.0").await;
+    for (run, holder) in [(&mine, "agent-1"), (&theirs, "agent-2")] {
+        let lease = shared
+            .acquire_lease(&format!("run:{run}"), holder, Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert!(matches!(lease, LeaseOutcome::Granted { .. }));
+    }
+
+    let agent = start_agent(settings(&project, &github, "agent-1"), &store).await;
+    wait_for(
+        "agent-1 to resume its run to the approval gate",
+        Duration::from_secs(20),
+        || async {
+            let record = shared.get_run(&mine).await.unwrap().unwrap();
+            (record.status == RunStatus::Waiting).then_some(())
+        },
+    )
+    .await;
+    let record = shared.get_run(&mine).await.unwrap().unwrap();
+    assert_eq!(
+        record.stage("source").unwrap().status,
+        StageStatus::Succeeded
+    );
+    // Several recovery rounds later, agent-2's run is untouched.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let other = shared.get_run(&theirs).await.unwrap().unwrap();
+    assert_eq!(other.status, RunStatus::Running);
+    assert_eq!(other.stage("source").unwrap().status, StageStatus::Running);
+    agent.shutdown().await;
+}
+
+/// A git server that accepts connections and never answers: a source stage that hangs.
+async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (format!("http://{address}/app.git"), task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_checkpoints_a_running_stage_and_queues_the_run_for_the_next_agent() {
+    let project = Project::new();
+    project.tag("v1.0.0");
+    let (hanging_url, server) = silent_server().await;
+    std::fs::write(
+        project
+            .root
+            .join("pipelines")
+            .join(format!("{PIPELINE}.yaml")),
+        format!(
+            "source:\n  repository: {hanging_url}\n  tags: [\"v*\"]\nstages:\n  - approval: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let github = FakeGithub::start().await;
+    github.add_repository(REPOSITORY);
+    let store = TestStore::Sqlite(project.sqlite_url());
+    let mut settings = settings(&project, &github, "agent-1");
+    settings.shutdown_grace = Duration::from_millis(500);
+    let agent = start_agent(settings, &store).await;
+    let shared = store.open().await;
+    let release = github.publish(
+        REPOSITORY,
+        crate::fake_github::ReleaseSpec::published("v1.0.0"),
+    );
+    let run = wait_for_status(
+        shared.as_ref(),
+        release,
+        RunStatus::Running,
+        Duration::from_secs(20),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    agent.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let record = shared.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Queued, "{record:?}");
+    let source = record.stage("source").unwrap();
+    assert_eq!(source.status, StageStatus::Cancelled, "{source:?}");
+    // The lease was given back: another agent may take the run at once.
+    let lease = shared
+        .acquire_lease(
+            &format!("run:{}", run.id),
+            "agent-2",
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(lease, LeaseOutcome::Granted { .. }), "{lease:?}");
+    // Let the hanging fetch see its connection close.
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_the_concurrency_cap_wait_queued() {
+    let project = Project::new();
+    project.tag("v1.0.0");
+    project.tag("v1.0.1");
+    let (hanging_url, server) = silent_server().await;
+    std::fs::write(
+        project
+            .root
+            .join("pipelines")
+            .join(format!("{PIPELINE}.yaml")),
+        format!(
+            "source:\n  repository: {hanging_url}\n  tags: [\"v*\"]\nstages:\n  - approval: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let github = FakeGithub::start().await;
+    github.add_repository(REPOSITORY);
+    let store = TestStore::Sqlite(project.sqlite_url());
+    let mut settings = settings(&project, &github, "agent-1");
+    settings.concurrency = 1;
+    settings.shutdown_grace = Duration::from_millis(200);
+    let agent = start_agent(settings, &store).await;
+    let first = github.publish(
+        REPOSITORY,
+        crate::fake_github::ReleaseSpec::published("v1.0.0"),
+    );
+    let second = github.publish(
+        REPOSITORY,
+        crate::fake_github::ReleaseSpec::published("v1.0.1"),
+    );
+    let store_handle = agent.store().clone();
+    wait_for_status(
+        store_handle.as_ref(),
+        first,
+        RunStatus::Running,
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_for_status(
+        store_handle.as_ref(),
+        second,
+        RunStatus::Queued,
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(agent.scheduler().job_counts(), (1, 1));
+    let queued = runs_for_release(store_handle.as_ref(), second).await;
+    assert_eq!(queued[0].status, RunStatus::Queued);
+    agent.shutdown().await;
+    server.abort();
+}
