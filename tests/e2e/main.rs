@@ -5,6 +5,7 @@ mod approval;
 mod build;
 mod buildspec;
 mod ecs;
+mod image;
 mod push;
 mod run;
 mod runs;
