@@ -201,7 +201,7 @@ async fn an_unanswered_gate_times_out_and_fails_closed() {
 }
 
 /// Accept one HTTP request on 127.0.0.1 and return its body; answers 204.
-async fn capture_one_post(listener: tokio::net::TcpListener) -> String {
+pub(crate) async fn capture_one_post(listener: tokio::net::TcpListener) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut socket, _) = listener.accept().await.unwrap();
     let mut buffer = Vec::new();

@@ -1599,6 +1599,20 @@ fn api_project(
     url: &str,
     migrate_exit: i32,
 ) -> tempfile::TempDir {
+    api_project_notifying(env, cluster, url, migrate_exit, None)
+}
+
+/// `api_project` whose approval gate POSTs its notice to `webhook`.
+fn api_project_notifying(
+    env: &TestEnv,
+    cluster: &Cluster,
+    url: &str,
+    migrate_exit: i32,
+    webhook: Option<&str>,
+) -> tempfile::TempDir {
+    let notify = webhook
+        .map(|hook| format!("\n      notify:\n        webhook: {hook}"))
+        .unwrap_or_default();
     let repository = images(env).repository.clone();
     let image = repository.split_once('/').unwrap().1.to_owned();
     let dir = tempfile::tempdir().unwrap();
@@ -1617,7 +1631,7 @@ stages:
       image: {image}
       tags: ["${{release.tag}}"]
   - approval:
-      timeout: 1h
+      timeout: 1h{notify}
   - migrate:
       cluster: {cluster}
       service: envelope-prod-api
@@ -1694,7 +1708,10 @@ async fn a_release_goes_through_approval_migration_and_a_deploy_of_four_services
     cluster.wait_until_running().await;
     let before = cluster.task_definitions().await;
     let (_repo, url) = app_repository(env, "v2.0.0", "");
-    let project = api_project(env, &cluster, &url, 0);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/approvals", listener.local_addr().unwrap());
+    let notice = tokio::spawn(crate::approval::capture_one_post(listener));
+    let project = api_project_notifying(env, &cluster, &url, 0, Some(&hook));
     let (run, resumed) = tokio::task::spawn_blocking({
         let project = project.path().to_path_buf();
         move || release(&project)
@@ -1707,6 +1724,17 @@ async fn a_release_goes_through_approval_migration_and_a_deploy_of_four_services
         all.contains("Migrating: 2026_01_01_000025_step_25"),
         "the migration's log lines are shown:\n{all}"
     );
+    // The approver saw each service's task definition change, image before → after.
+    let notice: serde_json::Value = serde_json::from_str(&notice.await.unwrap()).unwrap();
+    let changes = notice["services"].as_array().unwrap();
+    assert_eq!(changes.len(), 4, "{notice}");
+    for change in changes {
+        let text = change["changes"].to_string();
+        assert!(
+            text.contains(&images(env).v1) && text.contains('→'),
+            "{notice}"
+        );
+    }
     let record = record_of(project.path(), &run);
     assert_eq!(record["status"], "succeeded");
     let image = stage_of(&record, "push")["outputs"]["image"]

@@ -1228,7 +1228,11 @@ impl Driver {
                     run: run.clone(),
                 });
                 if stage.outputs.notified.is_none() {
-                    let notice = self.approval_notice(step, plan, record, state, deadline);
+                    let mut notice = self.approval_notice(step, plan, record, state, deadline);
+                    if step.notify_sns.is_some() || step.notify_webhook.is_some() {
+                        self.task_definition_changes(step, plan, state, &mut notice)
+                            .await;
+                    }
                     let sent = self.notify(step, &notice).await;
                     if !sent.is_empty() {
                         let stage = record.stage_mut(&step.name).expect("stage exists");
@@ -1602,6 +1606,73 @@ impl Driver {
             approve_with: format!("envelope-runner approve {}", record.id),
             expires_at: deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
+    }
+
+    /// Replace the notice's per-service changes with the real task definition diff of each
+    /// service the release deploys (image before → after, anything else that changes). When
+    /// ECS cannot be asked, the planned image change stays and a notice says why.
+    async fn task_definition_changes(
+        &self,
+        step: &plan::ApprovalStep,
+        plan: &Plan,
+        state: &RunState,
+        notice: &mut notify::ApprovalNotice,
+    ) {
+        let images: Vec<String> = state.images.values().cloned().collect();
+        let deploys = plan
+            .steps
+            .iter()
+            .skip_while(|s| s.name() != step.name)
+            .filter_map(|s| match s {
+                Step::Deploy(deploy) => Some(deploy.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        if deploys.is_empty() || images.is_empty() {
+            return;
+        }
+        let aws = match self.ecs().await {
+            Ok(aws) => aws,
+            Err(_) => return,
+        };
+        let mut services = Vec::new();
+        for deploy in deploys {
+            match ecs::deploy::preview(aws, &deploy.cluster, &deploy.services, &images).await {
+                Ok(diffs) => {
+                    for (service, diff) in diffs {
+                        let mut changes: Vec<String> = diff
+                            .images
+                            .iter()
+                            .map(|c| {
+                                format!(
+                                    "container {}: image {} → {}",
+                                    c.container, c.before, c.after
+                                )
+                            })
+                            .collect();
+                        changes.extend(
+                            diff.other
+                                .iter()
+                                .map(|c| format!("{}: {} → {}", c.field, c.before, c.after)),
+                        );
+                        if changes.is_empty() {
+                            changes.push("no change".into());
+                        }
+                        services.push(notify::ServiceChange { service, changes });
+                    }
+                }
+                Err(error) => {
+                    self.events.emit(Event::Notice {
+                        stage: Some(step.name.clone()),
+                        message: format!(
+                            "the approval notice shows planned image changes only: {error}"
+                        ),
+                    });
+                    return;
+                }
+            }
+        }
+        notice.services = services;
     }
 
     /// Send the gate's notifications; a failure is reported, never fatal: the gate still works.
