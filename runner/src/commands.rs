@@ -316,16 +316,9 @@ async fn resume(
         Err(code) => return code,
     };
     let id = RunId(run.to_owned());
-    let record = match store.get_run(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            eprintln!("error: no run {run} in the store; `envelope-runner history` lists runs");
-            return exit_codes::INVALID_INPUT;
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            return error.exit_code();
-        }
+    let record = match find_run(store.as_ref(), &id).await {
+        Ok(record) => record,
+        Err(code) => return code,
     };
     let refusal = match (record.status, retry) {
         (RunStatus::Succeeded, _) => {
@@ -490,6 +483,21 @@ async fn rollback(
     }
 }
 
+/// A run from the store, or the exit code after telling the user why there is none.
+async fn find_run(store: &dyn Store, id: &RunId) -> Result<crate::run::RunRecord, i32> {
+    match store.get_run(id).await {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => {
+            eprintln!("error: no run {id} in the store; `envelope-runner history` lists runs");
+            Err(exit_codes::INVALID_INPUT)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Err(error.exit_code())
+        }
+    }
+}
+
 fn driver_error_code(error: &crate::exec::driver::DriverError) -> i32 {
     use crate::exec::driver::DriverError;
     match error {
@@ -568,16 +576,9 @@ async fn approve(
         Err(code) => return code,
     };
     let id = RunId(run.to_owned());
-    let record = match store.get_run(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            eprintln!("error: no run {run} in the store; `envelope-runner history` lists runs");
-            return exit_codes::INVALID_INPUT;
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            return error.exit_code();
-        }
+    let record = match find_run(store.as_ref(), &id).await {
+        Ok(record) => record,
+        Err(code) => return code,
     };
     let gates: Vec<_> = record
         .stages
@@ -666,16 +667,9 @@ async fn status(
             }
         },
     };
-    let record = match store.get_run(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            eprintln!("error: no run {id} in the store");
-            return exit_codes::INVALID_INPUT;
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            return error.exit_code();
-        }
+    let record = match find_run(store.as_ref(), &id).await {
+        Ok(record) => record,
+        Err(code) => return code,
     };
     let mut stdout = std::io::stdout().lock();
     if output == OutputFormat::Json {

@@ -4,13 +4,10 @@
 //! Every test skips (with a note on stderr) only when ENVELOPE_TEST_REQUIRE_DOCKER is unset and
 //! Docker cannot be reached; CI sets it, so there they run for real.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use chrono::{DateTime, Utc};
 use envelope_runner::exec::push::ecr::{
     EcrAuth, EcrError, RepositoryOptions, TagMutability, ensure_repository,
@@ -19,201 +16,38 @@ use envelope_runner::exec::push::{
     PushError, PushOutput, PushProgress, PushRequest, RegistryCredentials, push,
 };
 use envelope_runner::secret::Secret;
+use envelope_tests::env::{TestEnv, head_manifest, parts, unique};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------- the environment
 
-/// The variables `scripts/test-env env` prints, after `scripts/test-env up`.
-struct TestEnv {
-    vars: HashMap<String, String>,
+/// An ECR client for ministack, configured from the env file (not the process env).
+fn ecr_client(env: &TestEnv) -> aws_sdk_ecr::Client {
+    use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_ecr::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(env.var("AWS_ENDPOINT_URL"))
+        .region(Region::new(env.var("AWS_REGION").to_string()))
+        .credentials_provider(Credentials::new(
+            env.var("AWS_ACCESS_KEY_ID"),
+            env.var("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "envelope-e2e",
+        ))
+        .build();
+    aws_sdk_ecr::Client::from_conf(config)
 }
 
-impl TestEnv {
-    fn var(&self, name: &str) -> &str {
-        self.vars
-            .get(name)
-            .unwrap_or_else(|| panic!("scripts/test-env env does not set {name}"))
-    }
-
-    fn registry(&self) -> &str {
-        self.var("ENVELOPE_TEST_REGISTRY")
-    }
-
-    fn auth_registry(&self) -> &str {
-        self.var("ENVELOPE_TEST_AUTH_REGISTRY")
-    }
-
-    fn auth_password(&self) -> String {
-        let path = self.var("ENVELOPE_TEST_AUTH_REGISTRY_PASSWORD_FILE");
-        std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("reading the registry password file {path}: {e}"))
-            .trim()
-            .to_string()
-    }
-
-    fn base_image(&self) -> &str {
-        self.var("ENVELOPE_TEST_BASE_IMAGE")
-    }
-
-    fn docker_cli(&self) -> &str {
-        self.vars
-            .get("ENVELOPE_TEST_DOCKER_CLI")
-            .map(String::as_str)
-            .unwrap_or("/usr/bin/docker")
-    }
-
-    /// An ECR client for ministack, configured from the env file (not the process env).
-    fn ecr_client(&self) -> aws_sdk_ecr::Client {
-        use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
-        let config = aws_sdk_ecr::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(self.var("AWS_ENDPOINT_URL"))
-            .region(Region::new(self.var("AWS_REGION").to_string()))
-            .credentials_provider(Credentials::new(
-                self.var("AWS_ACCESS_KEY_ID"),
-                self.var("AWS_SECRET_ACCESS_KEY"),
-                None,
-                None,
-                "envelope-e2e",
-            ))
-            .build();
-        aws_sdk_ecr::Client::from_conf(config)
-    }
-
-    /// ministack's registry, `host:port` of AWS_ENDPOINT_URL.
-    fn ecr_endpoint(&self) -> String {
-        let url = self.var("AWS_ENDPOINT_URL");
-        url.trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string()
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// Starts the test environment once per process and reads its variables.
-fn test_env() -> Result<&'static TestEnv, String> {
-    static ENV: OnceLock<Result<TestEnv, String>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let script = repo_root().join("scripts/test-env");
-        // `status` takes no lock and answers at once when everything already runs.
-        let all_up = Command::new(&script)
-            .arg("status")
-            .output()
-            .is_ok_and(|status| status.status.success());
-        let up = if all_up {
-            None
-        } else {
-            Some(
-                Command::new(&script)
-                    .arg("up")
-                    .output()
-                    .map_err(|e| format!("running {} up: {e}", script.display()))?,
-            )
-        };
-        if let Some(up) = up.filter(|up| !up.status.success()) {
-            return Err(format!(
-                "{} up failed:\n{}",
-                script.display(),
-                String::from_utf8_lossy(&up.stderr)
-            ));
-        }
-        let env = Command::new(&script)
-            .arg("env")
-            .output()
-            .map_err(|e| format!("running {} env: {e}", script.display()))?;
-        if !env.status.success() {
-            return Err(format!(
-                "{} env failed:\n{}",
-                script.display(),
-                String::from_utf8_lossy(&env.stderr)
-            ));
-        }
-        let vars = String::from_utf8_lossy(&env.stdout)
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("export "))
-            .filter_map(|assignment| assignment.split_once('='))
-            .map(|(name, value)| (name.to_string(), value.trim_matches('"').to_string()))
-            .collect();
-        Ok(TestEnv { vars })
-    })
-    .as_ref()
-    .map_err(Clone::clone)
-}
-
-/// The environment and a Docker connection, or `None` (after a note) when Docker is not
-/// available and ENVELOPE_TEST_REQUIRE_DOCKER is unset.
-async fn parts(test: &str) -> Option<(&'static TestEnv, Docker)> {
-    let required = std::env::var_os("ENVELOPE_TEST_REQUIRE_DOCKER").is_some();
-    let skip_or_fail = |reason: String| {
-        if required {
-            panic!("{test}: ENVELOPE_TEST_REQUIRE_DOCKER is set but {reason}");
-        }
-        eprintln!("{test}: skipped: {reason} (set ENVELOPE_TEST_REQUIRE_DOCKER to fail instead)");
-    };
-    let docker = match connect_docker().await {
-        Ok(docker) => docker,
-        Err(reason) => {
-            // The daemon may simply not be started yet: the script starts it.
-            match test_env() {
-                Ok(_) => match connect_docker().await {
-                    Ok(docker) => docker,
-                    Err(reason) => {
-                        skip_or_fail(reason);
-                        return None;
-                    }
-                },
-                Err(env_error) => {
-                    skip_or_fail(format!("{reason}; {env_error}"));
-                    return None;
-                }
-            }
-        }
-    };
-    match test_env() {
-        Ok(env) => Some((env, docker)),
-        Err(reason) => {
-            // Docker answers, so the environment must come up.
-            panic!("{test}: Docker answers but the test environment does not: {reason}");
-        }
-    }
-}
-
-async fn connect_docker() -> Result<Docker, String> {
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|e| format!("cannot connect to Docker: {e}"))?;
-    let docker = docker
-        .negotiate_version()
-        .await
-        .map_err(|e| format!("Docker does not answer: {e}"))?;
-    docker
-        .ping()
-        .await
-        .map_err(|e| format!("Docker does not answer: {e}"))?;
-    Ok(docker)
-}
-
-/// A name no other test run uses.
-fn unique(prefix: &str) -> String {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!(
-        "{prefix}-{}-{:x}-{n}",
-        std::process::id(),
-        nanos % 0xffff_ffff
-    )
+/// ministack's registry, `host:port` of AWS_ENDPOINT_URL.
+fn ecr_endpoint(env: &TestEnv) -> String {
+    let url = env.var("AWS_ENDPOINT_URL");
+    url.trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// A freshly built image (its own random payload on top of the base image), removed with
@@ -328,38 +162,6 @@ async fn oci_digest(registry: &str, path: &str, tag: &str, auth: &RegistryAuth) 
         .fetch_manifest_digest(&reference, auth)
         .await
         .unwrap_or_else(|e| panic!("oci-client HEAD {registry}/{path}:{tag}: {e}"))
-}
-
-/// A plain HTTP/1.1 `HEAD /v2/<path>/manifests/<tag>`: the status code and the
-/// Docker-Content-Digest header.
-async fn head_manifest(registry: &str, path: &str, tag: &str) -> (u16, Option<String>) {
-    let mut stream = tokio::net::TcpStream::connect(registry).await.unwrap();
-    let request = format!(
-        "HEAD /v2/{path}/manifests/{tag} HTTP/1.1\r\nHost: {registry}\r\nAccept: \
-         application/vnd.docker.distribution.manifest.v2+json, \
-         application/vnd.oci.image.manifest.v1+json, \
-         application/vnd.docker.distribution.manifest.list.v2+json, \
-         application/vnd.oci.image.index.v1+json\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .expect("the registry answers a HEAD within 10 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let mut lines = text.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let digest = lines
-        .take_while(|line| !line.is_empty())
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("docker-content-digest"))
-        .map(|(_, value)| value.trim().to_string());
-    (status, digest)
 }
 
 fn assert_sha256(digest: &str) {
@@ -628,7 +430,7 @@ async fn ecr_credentials_come_from_get_authorization_token_and_are_cached() {
         let now = now.clone();
         Arc::new(move || *now.lock().unwrap()) as Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>
     };
-    let auth = EcrAuth::new(env.ecr_client()).with_clock(clock);
+    let auth = EcrAuth::new(ecr_client(env)).with_clock(clock);
 
     let credentials = auth.credentials().await.unwrap();
     assert_eq!(credentials.username, "AWS");
@@ -661,7 +463,7 @@ async fn a_missing_ecr_repository_is_created_only_when_asked() {
     let Some((env, _docker)) = parts("ecr repository").await else {
         return;
     };
-    let client = env.ecr_client();
+    let client = ecr_client(env);
     let name = unique("envelope-e2e/created");
 
     let missing = ensure_repository(&client, &name, &RepositoryOptions::default())
@@ -700,7 +502,7 @@ async fn an_ecr_push_goes_through_the_endpoint_override_and_keeps_the_ecr_name()
     let Some((env, docker)) = parts("ecr push").await else {
         return;
     };
-    let client = env.ecr_client();
+    let client = ecr_client(env);
     let name = unique("envelope-e2e/ecr");
     let repository = ensure_repository(
         &client,
@@ -722,7 +524,7 @@ async fn an_ecr_push_goes_through_the_endpoint_override_and_keeps_the_ecr_name()
             &repository.uri,
             &["v1", "sha-feedbeef"],
             Some(credentials),
-            Some(env.ecr_endpoint()),
+            Some(ecr_endpoint(env)),
         ),
         &|_| {},
     )
@@ -736,9 +538,9 @@ async fn an_ecr_push_goes_through_the_endpoint_override_and_keeps_the_ecr_name()
     );
     assert!(output.bytes_uploaded > 0, "{output:?}");
     for tag in ["v1", "sha-feedbeef"] {
-        let by_oci = oci_digest(&env.ecr_endpoint(), &name, tag, &RegistryAuth::Anonymous).await;
+        let by_oci = oci_digest(&ecr_endpoint(env), &name, tag, &RegistryAuth::Anonymous).await;
         assert_eq!(by_oci, output.digest, "oci-client, tag {tag}");
-        let (status, by_head) = head_manifest(&env.ecr_endpoint(), &name, tag).await;
+        let (status, by_head) = head_manifest(&ecr_endpoint(env), &name, tag).await;
         assert_eq!(status, 200, "HEAD {tag}");
         assert_eq!(
             by_head.as_deref(),
@@ -777,7 +579,7 @@ async fn an_ecr_push_to_a_repository_that_does_not_exist_says_so() {
 
     let error = push(
         &docker,
-        &request(&image, &uri, &["v1"], None, Some(env.ecr_endpoint())),
+        &request(&image, &uri, &["v1"], None, Some(ecr_endpoint(env))),
         &|_| {},
     )
     .await
@@ -796,7 +598,7 @@ async fn an_immutable_tag_cannot_be_pushed_again_with_another_image() {
     let Some((env, docker)) = parts("ecr immutable").await else {
         return;
     };
-    let client = env.ecr_client();
+    let client = ecr_client(env);
     let name = unique("envelope-e2e/immutable");
     let repository = ensure_repository(
         &client,
@@ -812,7 +614,7 @@ async fn an_immutable_tag_cannot_be_pushed_again_with_another_image() {
     let credentials = EcrAuth::new(client).credentials().await.unwrap();
     let first = TestImage::build(env, 1024);
     let second = TestImage::build(env, 1024);
-    let endpoint = Some(env.ecr_endpoint());
+    let endpoint = Some(ecr_endpoint(env));
 
     let pushed = push(
         &docker,
@@ -859,7 +661,7 @@ async fn an_immutable_tag_cannot_be_pushed_again_with_another_image() {
         .count();
     assert_eq!(attempts, 1, "an immutable tag is not retried");
     // The tag still names the first image.
-    let (_, digest) = head_manifest(&env.ecr_endpoint(), &name, "v1").await;
+    let (_, digest) = head_manifest(&ecr_endpoint(env), &name, "v1").await;
     assert_eq!(digest.as_deref(), Some(pushed.digest.as_str()));
 }
 

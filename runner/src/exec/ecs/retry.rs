@@ -215,19 +215,18 @@ mod tests {
         }
         times.sort();
         assert!(
-            times[0] < interval / 2,
+            times[0] < interval,
             "the first caller goes at once: {times:?}"
         );
-        for pair in times.windows(2) {
-            assert!(
-                pair[1] - pair[0] >= interval - Duration::from_millis(2),
-                "{times:?}"
-            );
+        // Slots are one interval apart and a sleeper never wakes early (it may wake late on
+        // a busy machine), so the i-th caller goes no sooner than i intervals in.
+        for (index, time) in times.iter().enumerate() {
+            assert!(*time >= interval * index as u32, "{times:?}");
         }
         // After a quiet spell the next caller goes at once.
         tokio::time::sleep(interval * 2).await;
         let before = Instant::now();
         limiter.acquire().await;
-        assert!(Instant::now() - before < interval / 2);
+        assert!(Instant::now() - before < interval);
     }
 }
