@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use envelope_runner::event::Event;
-use envelope_runner::exec::driver::{Driver, DriverError, RunOutcome, RunSettings, gate_index};
+use envelope_runner::exec::driver::{
+    Driver, DriverError, RunOutcome, RunSettings, context_record, gate_index, pending_stages,
+};
 use envelope_runner::pipeline::model::Concurrency;
 use envelope_runner::pipeline::{self, CompiledPipeline, duration, model::Stage};
 use envelope_runner::plan::{self, PlanContext};
 use envelope_runner::report::EventSink;
-use envelope_runner::run::{
-    RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord, StageStatus, TriggerKind,
-};
+use envelope_runner::run::{RunId, RunRecord, RunStatus, RunTrigger, StageStatus, TriggerKind};
 use envelope_runner::store::{LeaseOutcome, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -781,41 +781,9 @@ fn new_record(
         created_at: created,
         finished_at: None,
         context: context_record(&context),
-        stages: plan
-            .steps
-            .iter()
-            .map(|step| StageRecord {
-                name: step.name().to_owned(),
-                kind: step.kind().to_owned(),
-                status: StageStatus::Pending,
-                started_at: None,
-                finished_at: None,
-                outputs: StageOutputs::default(),
-                error: None,
-            })
-            .collect(),
+        stages: pending_stages(&plan),
     };
     Ok((record, plan))
-}
-
-/// What the driver needs to re-plan the run on resume; the same keys `Driver::start` writes.
-fn context_record(context: &PlanContext) -> BTreeMap<String, String> {
-    let mut record = BTreeMap::new();
-    record.insert("git_ref".to_owned(), context.git_ref.clone());
-    for (key, value) in [
-        ("sha", &context.sha),
-        ("run_id", &context.run_id),
-        ("created", &context.created),
-        ("account", &context.account),
-    ] {
-        if let Some(value) = value {
-            record.insert(key.to_owned(), value.clone());
-        }
-    }
-    for (name, value) in &context.env {
-        record.insert(format!("env.{name}"), value.clone());
-    }
-    record
 }
 
 /// Values of the environment variables the pipeline declares.

@@ -179,19 +179,7 @@ impl Driver {
             created_at: created,
             finished_at: None,
             context: context_record(&context),
-            stages: plan
-                .steps
-                .iter()
-                .map(|step| StageRecord {
-                    name: step.name().to_owned(),
-                    kind: step.kind().to_owned(),
-                    status: StageStatus::Pending,
-                    started_at: None,
-                    finished_at: None,
-                    outputs: StageOutputs::default(),
-                    error: None,
-                })
-                .collect(),
+            stages: pending_stages(&plan),
         };
         self.store.create_run(&record).await?;
         if plan.concurrency == crate::pipeline::model::Concurrency::Superseded {
@@ -2069,7 +2057,25 @@ fn local_head(path: &std::path::Path) -> Option<String> {
     Some(sha)
 }
 
-fn context_record(context: &PlanContext) -> BTreeMap<String, String> {
+/// One pending stage record per step of a plan: a new run's stages.
+pub fn pending_stages(plan: &Plan) -> Vec<StageRecord> {
+    plan.steps
+        .iter()
+        .map(|step| StageRecord {
+            name: step.name().to_owned(),
+            kind: step.kind().to_owned(),
+            status: StageStatus::Pending,
+            started_at: None,
+            finished_at: None,
+            outputs: StageOutputs::default(),
+            error: None,
+        })
+        .collect()
+}
+
+/// What resuming needs to re-plan a run exactly: the record's `context` (read back by
+/// `plan_context`). Anything that creates run records writes it with this.
+pub fn context_record(context: &PlanContext) -> BTreeMap<String, String> {
     let mut record = BTreeMap::new();
     record.insert("git_ref".to_owned(), context.git_ref.clone());
     for (key, value) in [
