@@ -910,3 +910,88 @@ async fn copying_a_file_that_dockerignore_leaves_out_says_so() {
         "{message}"
     );
 }
+
+/// The most bytes a build's "load build context" step reported transferring.
+fn context_bytes_sent(events: &[BuildProgress]) -> u64 {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            BuildProgress::Status {
+                step,
+                name,
+                current,
+                ..
+            } if step == "[internal] load build context" && name.starts_with("transferring") => {
+                Some(*current)
+            }
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_rebuild_after_a_one_file_change_sends_only_that_file() {
+    let Some((env, docker)) = parts("build incremental context").await else {
+        return;
+    };
+    let dockerfile = format!("FROM {}\nCOPY . /ctx\n", env.base_image());
+    // Two MiB that do not change between the builds.
+    let big: String = (0..32 * 1024).map(|line| format!("{line:063}\n")).collect();
+    let dir = context(&[
+        ("Dockerfile", &dockerfile),
+        ("big.txt", &big),
+        ("small.txt", "one\n"),
+    ]);
+    let tag = format!("{}:latest", unique("envelope-e2e/incremental"));
+    let _cleanup = Cleanup {
+        docker: &docker,
+        references: vec![tag.clone()],
+    };
+    let mut request = request(dir.path());
+    request.tags = vec![tag.clone()];
+    let (first, first_events) = run_build(&docker, &request).await;
+    first.expect("the first build");
+    let first_sent = context_bytes_sent(&first_events);
+    assert!(
+        first_sent >= big.len() as u64,
+        "the first build sends the whole context, reported {first_sent} bytes"
+    );
+
+    std::fs::write(dir.path().join("small.txt"), "two\n").expect("edit");
+    let (second, second_events) = run_build(&docker, &request).await;
+    second.expect("the second build");
+    let second_sent = context_bytes_sent(&second_events);
+    assert!(
+        second_sent < 64 * 1024,
+        "only the changed file travels again, reported {second_sent} bytes"
+    );
+    let image = save(&docker, &tag).await;
+    assert_eq!(text(&image, "ctx/small.txt"), "two\n");
+    assert_eq!(
+        text(&image, "ctx/big.txt"),
+        big,
+        "the unchanged file is whole"
+    );
+}
+
+#[tokio::test]
+async fn a_context_file_that_cannot_be_sent_is_named() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some((env, docker)) = parts("build context with a non-UTF-8 name").await else {
+        return;
+    };
+    let dockerfile = format!("FROM {}\nCOPY . /ctx\n", env.base_image());
+    let dir = context(&[("Dockerfile", &dockerfile)]);
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    std::fs::write(&odd, "x").expect("write");
+    let (result, _events) = run_build(&docker, &request(dir.path())).await;
+    let error = result.expect_err("the context cannot be sent");
+    assert!(
+        matches!(&error, BuildError::Context { path, .. } if *path == odd),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("not UTF-8"), "{message}");
+    assert!(message.contains(".dockerignore"), "{message}");
+}

@@ -17,9 +17,9 @@
 //!
 //! So the build goes through `Docker::build_image`, like the Docker CLI, and the session is
 //! ours ([`session`]): we open `/session` on the same daemon and serve, with bollard's
-//! generated BuildKit services, the context (streamed from disk on each pull, through the
-//! `remote=http://buildkit-session/...` context BuildKit's HTTP source fetches over the
-//! session), the secrets (from memory) and registry credentials. bollard's BuildKit branch
+//! generated BuildKit services, the context and the Dockerfile (`remote=client-session`: the
+//! daemon pulls them with fsutil's DiffCopy, as from the Docker CLI, and only the files it
+//! lacks are read and sent), the secrets (from memory) and registry credentials. bollard's BuildKit branch
 //! would open a second, competing session under the same id, so the request is built as a
 //! classic one and a request modifier switches it to `version=2` (and adds the tags after the
 //! first: bollard's options hold one). Progress arrives in the response as
@@ -240,7 +240,7 @@ pub async fn build(
     let context = BuildContext::prepare(&request.context_dir, &request.dockerfile)
         .map_err(|error| context_error(request, error))?;
     let dockerfile_path = request.context_dir.join(context.dockerfile());
-    let dockerfile_name = context.dockerfile().to_owned();
+    let dockerfile_name = context.dockerfile_name().to_owned();
     let context = Arc::new(context);
 
     let endpoint =
@@ -297,22 +297,25 @@ pub async fn build(
         .chars()
         .map(|ch| if ch.is_ascii_graphic() { ch } else { '-' })
         .collect();
-    let session = Session::open(&endpoint, &session_name, context, secrets, credentials)
-        .await
-        .map_err(|error| match error {
-            ConnectError::Io { endpoint, source } => BuildError::DaemonUnreachable {
-                endpoint,
-                detail: source.to_string(),
-            },
-            other => BuildError::Session(other.to_string()),
-        })?;
+    let shared_key = shared_key(&request.context_dir);
+    let session = Session::open(
+        &endpoint,
+        &session_name,
+        &shared_key,
+        context,
+        secrets,
+        credentials,
+    )
+    .await
+    .map_err(|error| match error {
+        ConnectError::Io { endpoint, source } => BuildError::DaemonUnreachable {
+            endpoint,
+            detail: source.to_string(),
+        },
+        other => BuildError::Session(other.to_string()),
+    })?;
 
-    let options = build_options(
-        request,
-        &dockerfile_name,
-        session.id(),
-        &session.context_url(),
-    );
+    let options = build_options(request, &dockerfile_name, session.id());
     let extra_tags: Vec<String> = request.tags.iter().skip(1).cloned().collect();
     let client = docker
         .clone()
@@ -322,7 +325,8 @@ pub async fn build(
     let mut image_id = None;
     let mut failure = None;
     {
-        // The context travels through the session, so the request body is empty.
+        // The context travels through the session (`remote=client-session`), so the request
+        // body is empty.
         let empty = bollard::body_full(bytes::Bytes::new());
         let mut stream = client.build_image(options, None, Some(empty));
         while let Some(item) = stream.next().await {
@@ -391,6 +395,20 @@ pub async fn build(
     })
 }
 
+/// The key the daemon keeps its copy of a context directory under, as the Docker CLI makes it:
+/// a digest of the host and the directory's absolute path, so two checkouts never share a
+/// copy and a rebuild of the same one sends only what changed.
+fn shared_key(context_dir: &Path) -> String {
+    use sha2::Digest;
+    let path = std::fs::canonicalize(context_dir).unwrap_or_else(|_| context_dir.to_owned());
+    let host = rustix::system::uname();
+    let mut digest = sha2::Sha256::new();
+    digest.update(host.nodename().to_bytes());
+    digest.update(b"\0");
+    digest.update(path.as_os_str().as_encoded_bytes());
+    hex::encode(digest.finalize())
+}
+
 fn context_error(request: &BuildRequest, error: ContextError) -> BuildError {
     let context = request.context_dir.clone();
     let path = context.join(&request.dockerfile);
@@ -412,12 +430,7 @@ fn context_error(request: &BuildRequest, error: ContextError) -> BuildError {
 
 /// The `/build` query: everything but the extra tags and the builder version, which
 /// [`as_buildkit_request`] fixes up.
-fn build_options(
-    request: &BuildRequest,
-    dockerfile: &str,
-    session: &str,
-    context_url: &str,
-) -> BuildImageOptions {
+fn build_options(request: &BuildRequest, dockerfile: &str, session: &str) -> BuildImageOptions {
     let mut build_args: HashMap<String, String> = request
         .build_args
         .iter()
@@ -432,7 +445,9 @@ fn build_options(
         .collect();
     BuildImageOptions {
         dockerfile: dockerfile.to_owned(),
-        remote: Some(context_url.to_owned()),
+        // The daemon pulls the context and the Dockerfile from the session's file sync, as it
+        // does from the Docker CLI.
+        remote: Some("client-session".to_owned()),
         t: request.tags.first().cloned(),
         nocache: request.no_cache,
         cachefrom: (!request.cache_from.is_empty()).then(|| request.cache_from.clone()),
@@ -666,12 +681,7 @@ mod tests {
             cache_from: vec!["registry/app:prev".to_owned()],
             ..BuildRequest::default()
         };
-        let options = build_options(
-            &request,
-            "Dockerfile",
-            "session-id",
-            "http://buildkit-session/session-id/context",
-        );
+        let options = build_options(&request, "Dockerfile", "session-id");
         assert_eq!(
             options
                 .buildargs
@@ -681,6 +691,7 @@ mod tests {
         );
         assert_eq!(options.t.as_deref(), Some("a:1"));
         assert_eq!(options.session.as_deref(), Some("session-id"));
+        assert_eq!(options.remote.as_deref(), Some("client-session"));
         assert_eq!(
             options.cachefrom,
             Some(vec!["registry/app:prev".to_owned()])

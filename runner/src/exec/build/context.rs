@@ -1,34 +1,47 @@
-//! The build context: the files under the context directory that `.dockerignore` keeps, as a
-//! tar stream produced while it is being sent.
+//! The build context: the files under the context directory that `.dockerignore` keeps, as
+//! BuildKit's file sync sees them.
 //!
-//! The walk and the tar run on a blocking thread and hand 64 KiB chunks to the session's upload
-//! service through a small channel, so the context is never held in memory whole. Entries are
-//! written in name order with owner 0:0 (as the Docker CLI writes them), so the same tree gives
-//! the same tar, and the daemon can fetch it again if it needs to.
+//! The daemon pulls the context through the session's `FileSync/DiffCopy` the way it pulls it
+//! from the Docker CLI: this side walks the tree and sends one stat per kept entry (in the
+//! order Go's `filepath.Walk` visits them, parents before children), the daemon compares them
+//! with what it already holds and asks only for the files that changed. Nothing is packed or
+//! unpacked on either side, and a rebuild after a one-file change sends one file.
+//!
+//! Stats carry owner 0:0, as the Docker CLI sends them, so the same tree gives the same cache
+//! keys on every machine.
 
 use std::collections::BTreeSet;
 use std::fs::{self, Metadata};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::Stream;
-use tokio::sync::mpsc;
+use bollard::grpc::build::fsutil::types::Stat;
 
 use super::dockerignore::{IgnoreRules, InvalidPattern};
 
-/// How many chunks may wait between the tar writer and the HTTP body.
-const CHANNEL_CHUNKS: usize = 8;
-const CHUNK_BYTES: usize = 64 * 1024;
+/// The name BuildKit's Dockerfile frontend asks for the context under.
+pub(crate) const CONTEXT_DIR: &str = "context";
+/// The name it asks for the directory holding the Dockerfile under.
+pub(crate) const DOCKERFILE_DIR: &str = "dockerfile";
 
-/// A context directory with its ignore rules, checked and ready to stream.
+/// Go's `os.FileMode` bits, which the file sync protocol carries.
+mod go_mode {
+    pub(super) const DIR: u32 = 1 << 31;
+    pub(super) const SYMLINK: u32 = 1 << 27;
+    pub(super) const SETUID: u32 = 1 << 23;
+    pub(super) const SETGID: u32 = 1 << 22;
+    pub(super) const STICKY: u32 = 1 << 20;
+}
+
+/// A context directory with its ignore rules, checked and ready to serve.
 #[derive(Debug)]
 pub(crate) struct BuildContext {
     root: PathBuf,
-    rules: IgnoreRules,
+    rules: Arc<IgnoreRules>,
     /// Paths sent whatever the ignore file says: the Dockerfile and the ignore file itself.
-    always: BTreeSet<String>,
+    always: Arc<BTreeSet<String>>,
     /// The Dockerfile's path inside the context, `/`-separated.
     dockerfile: String,
 }
@@ -43,7 +56,7 @@ pub(crate) enum ContextError {
     IgnoreInvalid(PathBuf, InvalidPattern),
 }
 
-/// Totals of a streamed context.
+/// Totals of what the daemon asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ContextSummary {
     pub(crate) files: u64,
@@ -55,6 +68,52 @@ pub(crate) struct ContextSummary {
 pub(crate) struct WalkError {
     pub(crate) path: PathBuf,
     pub(crate) source: io::Error,
+}
+
+impl WalkError {
+    fn at(path: &Path) -> impl FnOnce(io::Error) -> WalkError + '_ {
+        move |source| WalkError {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// One directory the session serves, with the filter its owner set.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncedDir {
+    pub(crate) root: PathBuf,
+    /// The owner's exclusions (the context's ignore file), which win over the daemon's unless
+    /// it asks to override them.
+    excludes: Option<Arc<IgnoreRules>>,
+    always: Arc<BTreeSet<String>>,
+}
+
+/// What the daemon asked for in one pull: the request's own patterns.
+#[derive(Debug, Default)]
+pub(crate) struct PullFilter {
+    /// fsutil include patterns (Go `filepath.Match` per path, with its parent directories).
+    pub(crate) include: Vec<String>,
+    /// `.dockerignore`-style exclusions.
+    pub(crate) exclude: Vec<String>,
+    /// Paths wanted with whatever their symlinks point at.
+    pub(crate) follow: Vec<String>,
+    /// The daemon's exclusions replace the owner's.
+    pub(crate) override_excludes: bool,
+}
+
+/// One entry to send: its stat, and where to read a file's bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) stat: Stat,
+    pub(crate) path: PathBuf,
+}
+
+impl Entry {
+    /// Whether the daemon may ask for this entry's bytes.
+    pub(crate) fn is_file(&self) -> bool {
+        self.stat.mode & (go_mode::DIR | go_mode::SYMLINK) == 0
+    }
 }
 
 impl BuildContext {
@@ -95,167 +154,332 @@ impl BuildContext {
         }
         Ok(BuildContext {
             root: context_dir.to_owned(),
-            rules,
-            always,
+            rules: Arc::new(rules),
+            always: Arc::new(always),
             dockerfile: dockerfile_rel,
         })
     }
 
-    /// The Dockerfile's path inside the context, as the daemon wants it.
+    /// The Dockerfile's path inside the context.
     pub(crate) fn dockerfile(&self) -> &str {
         &self.dockerfile
     }
 
-    /// Starts writing the tar on a blocking thread and returns it as a stream. Each call walks
-    /// the tree anew. `done` learns how the walk ended before the stream does: on a failure the
-    /// stream then ends with an error item, so the reader cannot take it for complete.
-    pub(crate) fn stream(
-        self: &Arc<Self>,
-        done: impl FnOnce(Result<ContextSummary, WalkError>) + Send + 'static,
-    ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
-        let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
-        let context = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let writer = ChannelWriter {
-                sender: sender.clone(),
-                buffer: Vec::with_capacity(CHUNK_BYTES),
-            };
-            let result = context.write_tar(writer);
-            let failure = result.as_ref().err().map(|error| {
-                io::Error::new(
-                    error.source.kind(),
-                    format!("{}: {}", error.path.display(), error.source),
-                )
-            });
-            done(result);
-            if let Some(failure) = failure {
-                let _ = sender.blocking_send(Err(failure));
+    /// The Dockerfile's file name, which the daemon looks up in [`DOCKERFILE_DIR`].
+    pub(crate) fn dockerfile_name(&self) -> &str {
+        self.dockerfile
+            .rsplit_once('/')
+            .map_or(self.dockerfile.as_str(), |(_, name)| name)
+    }
+
+    /// The directory served under `name` ([`CONTEXT_DIR`] or [`DOCKERFILE_DIR`]).
+    pub(crate) fn synced_dir(&self, name: &str) -> Option<SyncedDir> {
+        match name {
+            CONTEXT_DIR => Some(SyncedDir {
+                root: self.root.clone(),
+                excludes: Some(Arc::clone(&self.rules)),
+                always: Arc::clone(&self.always),
+            }),
+            DOCKERFILE_DIR => {
+                let dir = self
+                    .dockerfile
+                    .rsplit_once('/')
+                    .map_or(self.root.clone(), |(dir, _)| self.root.join(dir));
+                Some(SyncedDir {
+                    root: dir,
+                    excludes: None,
+                    always: Arc::default(),
+                })
             }
-        });
-        futures_util::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|item| (item, receiver))
-        })
+            _ => None,
+        }
     }
 
-    /// Writes the whole context as a tar into `out`.
-    pub(crate) fn write_tar(&self, out: impl Write) -> Result<ContextSummary, WalkError> {
-        let mut tar = tar::Builder::new(out);
-        tar.follow_symlinks(false);
-        let mut summary = ContextSummary::default();
-        self.walk(&self.root, "", &mut tar, &mut summary)?;
-        let mut out = tar.into_inner().map_err(|source| WalkError {
-            path: self.root.clone(),
-            source,
-        })?;
-        out.flush().map_err(|source| WalkError {
-            path: self.root.clone(),
-            source,
-        })?;
-        Ok(summary)
-    }
-
-    /// The paths a build would send, in tar order (for tests and diagnostics).
+    /// The paths a build of the whole context would send, in order (for tests).
     #[cfg(test)]
     pub(crate) fn paths(&self) -> Vec<String> {
-        let mut bytes = Vec::new();
-        self.write_tar(&mut bytes).expect("context is readable");
-        let mut archive = tar::Archive::new(bytes.as_slice());
-        archive
-            .entries()
-            .expect("tar")
-            .map(|entry| {
-                let entry = entry.expect("entry");
-                entry.path().expect("path").to_string_lossy().into_owned()
-            })
+        let dir = self.synced_dir(CONTEXT_DIR).expect("context dir");
+        dir.walk(&PullFilter::default())
+            .expect("context is readable")
+            .into_iter()
+            .map(|entry| entry.stat.path)
             .collect()
     }
+}
 
-    fn walk<W: Write>(
+impl SyncedDir {
+    /// Every entry a pull with `filter` gets, in the order the daemon checks: Go's
+    /// `filepath.Walk` (names sorted byte-wise inside each directory, a directory before its
+    /// contents), with the parents of anything sent sent first.
+    pub(crate) fn walk(&self, filter: &PullFilter) -> Result<Vec<Entry>, WalkError> {
+        let excludes = match (&self.excludes, filter.override_excludes) {
+            (Some(own), false) => Some(Arc::clone(own)),
+            _ if filter.exclude.is_empty() => None,
+            _ => Some(Arc::new(
+                IgnoreRules::parse(&filter.exclude.join("\n")).map_err(|error| WalkError {
+                    path: self.root.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("the daemon sent an exclude pattern it cannot use: {error}"),
+                    ),
+                })?,
+            )),
+        };
+        let mut include = filter.include.clone();
+        include.extend(self.follow_links(&filter.follow));
+        include.sort();
+        include.dedup();
+        let walker = Walker {
+            excludes: excludes.as_deref(),
+            always: &self.always,
+            include: include
+                .iter()
+                .map(|pattern| IncludePattern::new(pattern))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        let mut pending = Vec::new();
+        walker.walk_dir(
+            &self.root,
+            "",
+            !walker.include.is_empty(),
+            &mut pending,
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// `paths` with, for each symlink among them (inside this directory), what it points at.
+    fn follow_links(&self, paths: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for path in paths {
+            let Some(mut rel) = relative_slash_path(Path::new(path)) else {
+                continue;
+            };
+            // A chain of links, cut short: a loop must not hang the build.
+            for _ in 0..16 {
+                out.push(rel.clone());
+                let full = self.root.join(&rel);
+                let Ok(target) = fs::read_link(&full) else {
+                    break;
+                };
+                let resolved = if target.is_absolute() {
+                    target
+                        .strip_prefix(&self.root)
+                        .ok()
+                        .and_then(relative_slash_path)
+                } else {
+                    let base = Path::new(&rel).parent().unwrap_or(Path::new(""));
+                    relative_slash_path(&base.join(target))
+                };
+                match resolved {
+                    Some(next) => rel = next,
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One include pattern, split into its `/`-separated parts.
+struct IncludePattern {
+    whole: IgnoreRules,
+    /// The pattern cut to its first `n + 1` parts, to tell whether a directory at depth `n`
+    /// may lead to a match.
+    prefixes: Vec<IgnoreRules>,
+}
+
+impl IncludePattern {
+    fn new(pattern: &str) -> Self {
+        let parts: Vec<&str> = pattern.split('/').filter(|part| !part.is_empty()).collect();
+        let parse = |text: &str| IgnoreRules::parse(text).unwrap_or_default();
+        IncludePattern {
+            whole: parse(pattern),
+            prefixes: (1..parts.len())
+                .map(|count| parse(&parts[..count].join("/")))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Inclusion {
+    Out,
+    /// A directory on the way to something included.
+    OnTheWay,
+    In,
+}
+
+struct Walker<'a> {
+    excludes: Option<&'a IgnoreRules>,
+    always: &'a BTreeSet<String>,
+    include: Vec<IncludePattern>,
+}
+
+impl Walker<'_> {
+    fn inclusion(&self, rel: &str, is_dir: bool) -> Inclusion {
+        let depth = rel.matches('/').count();
+        let mut result = Inclusion::Out;
+        for pattern in &self.include {
+            // `excludes` is "matches the path or one of its parents": a path inside an
+            // included directory is included.
+            if pattern.whole.excludes(rel) {
+                return Inclusion::In;
+            }
+            if is_dir
+                && let Some(prefix) = pattern.prefixes.get(depth)
+                && prefix.excludes(rel)
+            {
+                result = Inclusion::OnTheWay;
+            }
+        }
+        result
+    }
+
+    fn excluded(&self, rel: &str) -> bool {
+        !self.always.contains(rel) && self.excludes.is_some_and(|rules| rules.excludes(rel))
+    }
+
+    /// Whether an excluded directory may still hold something that is sent.
+    fn may_hold_kept(&self, rel: &str) -> bool {
+        let prefix = format!("{rel}/");
+        self.excludes.is_some_and(IgnoreRules::has_exceptions)
+            || self.always.iter().any(|path| path.starts_with(&prefix))
+    }
+
+    /// Walks `dir`; `filtering` says whether include patterns still apply below it. Entries
+    /// that are not sent themselves but lead to something that is wait in `pending` until
+    /// then.
+    fn walk_dir(
         &self,
         dir: &Path,
         rel: &str,
-        tar: &mut tar::Builder<W>,
-        summary: &mut ContextSummary,
+        filtering: bool,
+        pending: &mut Vec<Entry>,
+        out: &mut Vec<Entry>,
     ) -> Result<(), WalkError> {
-        let failed = |path: &Path| {
-            let path = path.to_owned();
-            move |source| WalkError { path, source }
-        };
         let mut entries = fs::read_dir(dir)
-            .map_err(failed(dir))?
+            .map_err(WalkError::at(dir))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(failed(dir))?;
+            .map_err(WalkError::at(dir))?;
         entries.sort_by_key(|entry| entry.file_name());
         for entry in entries {
             let path = entry.path();
             let name = entry.file_name();
-            // Patterns are matched against the name as text; the tar keeps the real bytes.
-            let name = name.to_string_lossy();
-            let in_tar = path.strip_prefix(&self.root).unwrap_or(&path).to_owned();
+            let Some(name) = name.to_str() else {
+                let rel_lossy = format!("{rel}/{}", name.to_string_lossy());
+                if self.excluded(rel_lossy.trim_start_matches('/')) {
+                    continue;
+                }
+                return Err(WalkError {
+                    path,
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "its name is not UTF-8, which BuildKit's file sync cannot carry \
+                         (rename it)",
+                    ),
+                });
+            };
             let rel_path = if rel.is_empty() {
-                name.into_owned()
+                name.to_owned()
             } else {
                 format!("{rel}/{name}")
             };
-            let metadata = fs::symlink_metadata(&path).map_err(failed(&path))?;
-            let kept = self.always.contains(&rel_path) || !self.rules.excludes(&rel_path);
+            let metadata = fs::symlink_metadata(&path).map_err(WalkError::at(&path))?;
+            let file_type = metadata.file_type();
+            if file_type.is_fifo()
+                || file_type.is_socket()
+                || file_type.is_block_device()
+                || file_type.is_char_device()
+            {
+                // Not sent (reading a FIFO would block), as the Docker CLI leaves them out.
+                continue;
+            }
+            let inclusion = if filtering {
+                self.inclusion(&rel_path, metadata.is_dir())
+            } else {
+                Inclusion::In
+            };
+            if inclusion == Inclusion::Out {
+                continue;
+            }
+            let excluded = self.excluded(&rel_path);
+            let stat = stat_of(&rel_path, &path, &metadata)?;
+            let entry = Entry {
+                stat,
+                path: path.clone(),
+            };
             if metadata.is_dir() {
-                if kept {
-                    append(tar, &metadata, &in_tar, &path, None).map_err(failed(&path))?;
-                    self.walk(&path, &rel_path, tar, summary)?;
-                } else if self.rules.has_exceptions() || self.has_always_below(&rel_path) {
-                    // An exception may re-include something inside; the directory entry itself
-                    // stays out, its kept children carry their paths.
-                    self.walk(&path, &rel_path, tar, summary)?;
+                if excluded && !self.may_hold_kept(&rel_path) {
+                    continue;
                 }
-            } else if kept {
-                let file_type = metadata.file_type();
-                if file_type.is_symlink() {
-                    let target = fs::read_link(&path).map_err(failed(&path))?;
-                    append(tar, &metadata, &in_tar, &path, Some(&target)).map_err(failed(&path))?;
-                } else if file_type.is_file() {
-                    append(tar, &metadata, &in_tar, &path, None).map_err(failed(&path))?;
-                    summary.files += 1;
-                    summary.bytes += metadata.len();
+                let depth = pending.len();
+                if !excluded && inclusion == Inclusion::In {
+                    out.append(pending);
+                    out.push(entry);
+                } else {
+                    pending.push(entry);
                 }
-                // Sockets, FIFOs and devices are not sent (reading a FIFO would block).
+                let below_filtering = filtering && inclusion != Inclusion::In;
+                self.walk_dir(&path, &rel_path, below_filtering, pending, out)?;
+                pending.truncate(depth);
+            } else if !excluded && inclusion == Inclusion::In {
+                out.append(pending);
+                out.push(entry);
             }
         }
         Ok(())
     }
-
-    fn has_always_below(&self, dir: &str) -> bool {
-        let prefix = format!("{dir}/");
-        self.always.iter().any(|path| path.starts_with(&prefix))
-    }
 }
 
-fn append<W: Write>(
-    tar: &mut tar::Builder<W>,
-    metadata: &Metadata,
-    in_tar: &Path,
-    path: &Path,
-    link_target: Option<&Path>,
-) -> io::Result<()> {
-    let mut header = tar::Header::new_gnu();
-    header.set_metadata_in_mode(metadata, tar::HeaderMode::Complete);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_username("")?;
-    header.set_groupname("")?;
-    if let Some(target) = link_target {
-        header.set_size(0);
-        tar.append_link(&mut header, in_tar, target)
-    } else if metadata.is_dir() {
-        header.set_size(0);
-        tar.append_data(&mut header, in_tar, io::empty())
+/// The stat fsutil would send for `path`, with owner 0:0 as the Docker CLI sends it.
+fn stat_of(rel: &str, path: &Path, metadata: &Metadata) -> Result<Stat, WalkError> {
+    let raw = metadata.mode();
+    let mut mode = raw & 0o777;
+    if raw & 0o4000 != 0 {
+        mode |= go_mode::SETUID;
+    }
+    if raw & 0o2000 != 0 {
+        mode |= go_mode::SETGID;
+    }
+    if raw & 0o1000 != 0 {
+        mode |= go_mode::STICKY;
+    }
+    let file_type = metadata.file_type();
+    let mut stat = Stat {
+        path: rel.to_owned(),
+        mod_time: metadata
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(metadata.mtime_nsec()),
+        ..Stat::default()
+    };
+    if file_type.is_dir() {
+        mode |= go_mode::DIR;
     } else {
-        let file = fs::File::open(path)?;
-        tar.append_data(&mut header, in_tar, file)
+        stat.size = i64::try_from(metadata.len()).unwrap_or(i64::MAX);
+        if file_type.is_symlink() {
+            mode |= go_mode::SYMLINK;
+            let target = fs::read_link(path).map_err(WalkError::at(path))?;
+            stat.linkname = target
+                .to_str()
+                .ok_or_else(|| WalkError {
+                    path: path.to_owned(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the symlink's target is not UTF-8, which BuildKit's file sync cannot \
+                         carry",
+                    ),
+                })?
+                .to_owned();
+        }
     }
+    stat.mode = mode;
+    Ok(stat)
 }
 
-/// `dockerfile` as a clean `/`-separated path inside the context, or `None` when it leaves it.
+/// `path` as a clean `/`-separated relative path, or `None` when it leaves its directory.
 fn relative_slash_path(path: &Path) -> Option<String> {
     use std::path::Component;
     let mut parts: Vec<&str> = Vec::new();
@@ -276,43 +500,6 @@ fn relative_slash_path(path: &Path) -> Option<String> {
     }
 }
 
-/// Hands the tar to the async side in chunks.
-struct ChannelWriter {
-    sender: mpsc::Sender<Result<Bytes, io::Error>>,
-    buffer: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send_buffer(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK_BYTES));
-        self.sender
-            .blocking_send(Ok(Bytes::from(chunk)))
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the build stopped reading the context",
-                )
-            })
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= CHUNK_BYTES {
-            self.send_buffer()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send_buffer()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +512,14 @@ mod tests {
             fs::write(path, contents).expect("write");
         }
         dir
+    }
+
+    fn pulled(dir: &SyncedDir, filter: &PullFilter) -> Vec<String> {
+        dir.walk(filter)
+            .expect("walk")
+            .into_iter()
+            .map(|entry| entry.stat.path)
+            .collect()
     }
 
     #[test]
@@ -349,6 +544,8 @@ mod tests {
                 ".dockerignore",
                 "Dockerfile",
                 "app.py",
+                // Excluded itself, but sent as the parent of the exception below it.
+                "node_modules",
                 "node_modules/keep.js",
                 "sub",
                 "sub/debug.log"
@@ -368,15 +565,114 @@ mod tests {
         let context =
             BuildContext::prepare(dir.path(), Path::new("./docker/app.Dockerfile")).expect("ok");
         assert_eq!(context.dockerfile(), "docker/app.Dockerfile");
+        assert_eq!(context.dockerfile_name(), "app.Dockerfile");
         assert_eq!(
             context.paths(),
             [
                 ".dockerignore",
+                "docker",
                 "docker/app.Dockerfile",
                 "docker/app.Dockerfile.dockerignore",
                 "src",
                 "src/main.rs"
             ]
+        );
+        let dockerfile_dir = context.synced_dir(DOCKERFILE_DIR).expect("served");
+        assert_eq!(dockerfile_dir.root, dir.path().join("docker"));
+        assert_eq!(
+            pulled(
+                &dockerfile_dir,
+                &PullFilter {
+                    follow: vec![
+                        "app.Dockerfile".to_owned(),
+                        "app.Dockerfile.dockerignore".to_owned()
+                    ],
+                    ..PullFilter::default()
+                }
+            ),
+            ["app.Dockerfile", "app.Dockerfile.dockerignore"]
+        );
+        assert!(context.synced_dir("elsewhere").is_none());
+    }
+
+    #[test]
+    fn walk_order_is_go_filepath_walk_not_plain_string_order() {
+        // '-' sorts before '/', so string order would put "a-b" between "a" and "a/x".
+        let dir = tree(&[
+            ("Dockerfile", "FROM scratch\n"),
+            ("a/x", "1"),
+            ("a-b", "2"),
+            ("a/y/z", "3"),
+        ]);
+        let context = BuildContext::prepare(dir.path(), Path::new("Dockerfile")).expect("ok");
+        assert_eq!(
+            context.paths(),
+            ["Dockerfile", "a", "a/x", "a/y", "a/y/z", "a-b"]
+        );
+    }
+
+    #[test]
+    fn include_patterns_send_matches_with_their_parents_only() {
+        let dir = tree(&[
+            ("Dockerfile", "FROM scratch\n"),
+            (".dockerignore", "**/*.tmp\n"),
+            ("src/app/main.go", "package main"),
+            ("src/app/skip.tmp", "x"),
+            ("src/lib/lib.go", "package lib"),
+            ("docs/readme", "x"),
+        ]);
+        let context = BuildContext::prepare(dir.path(), Path::new("Dockerfile")).expect("ok");
+        let context_dir = context.synced_dir(CONTEXT_DIR).expect("served");
+        let only = |patterns: &[&str]| {
+            pulled(
+                &context_dir,
+                &PullFilter {
+                    include: patterns.iter().map(|p| (*p).to_owned()).collect(),
+                    ..PullFilter::default()
+                },
+            )
+        };
+        assert_eq!(
+            only(&["src/app"]),
+            ["src", "src/app", "src/app/main.go"],
+            "a directory brings what is in it, minus what .dockerignore drops"
+        );
+        assert_eq!(
+            only(&["src/*/lib.go", ".dockerignore"]),
+            [".dockerignore", "src", "src/lib", "src/lib/lib.go"]
+        );
+        assert!(only(&["nothing/here"]).is_empty());
+        // The daemon may replace the owner's exclusions.
+        assert_eq!(
+            pulled(
+                &context_dir,
+                &PullFilter {
+                    include: vec!["src/app".to_owned()],
+                    exclude: vec!["**/main.go".to_owned()],
+                    override_excludes: true,
+                    ..PullFilter::default()
+                }
+            ),
+            ["src", "src/app", "src/app/skip.tmp"]
+        );
+    }
+
+    #[test]
+    fn followed_paths_bring_their_link_targets() {
+        let dir = tree(&[("Dockerfile.real", "FROM scratch\n"), ("other", "x")]);
+        std::os::unix::fs::symlink("Dockerfile.real", dir.path().join("Dockerfile"))
+            .expect("symlink");
+        let context = BuildContext::prepare(dir.path(), Path::new("Dockerfile")).expect("ok");
+        let dockerfile_dir = context.synced_dir(DOCKERFILE_DIR).expect("served");
+        assert_eq!(
+            pulled(
+                &dockerfile_dir,
+                &PullFilter {
+                    follow: vec!["Dockerfile".to_owned()],
+                    ..PullFilter::default()
+                }
+            ),
+            ["Dockerfile", "Dockerfile.real"]
         );
     }
 
@@ -408,86 +704,82 @@ mod tests {
     }
 
     #[test]
-    fn tar_entries_are_owned_by_root_and_keep_modes_and_links() {
+    fn stats_are_owned_by_root_and_keep_modes_times_and_links() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tree(&[("Dockerfile", "FROM scratch\n"), ("run.sh", "#!/bin/sh\n")]);
-        fs::set_permissions(dir.path().join("run.sh"), fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        std::os::unix::fs::symlink("run.sh", dir.path().join("link")).expect("symlink");
+        let dir = tree(&[
+            ("Dockerfile", "FROM scratch\n"),
+            ("bin/run.sh", "#!/bin/sh\n"),
+        ]);
+        fs::set_permissions(
+            dir.path().join("bin/run.sh"),
+            fs::Permissions::from_mode(0o4755),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("bin/run.sh", dir.path().join("link")).expect("symlink");
         let context = BuildContext::prepare(dir.path(), Path::new("Dockerfile")).expect("ok");
-        let mut bytes = Vec::new();
-        let summary = context.write_tar(&mut bytes).expect("tar");
-        assert_eq!(summary.files, 2);
-        let mut archive = tar::Archive::new(bytes.as_slice());
-        for entry in archive.entries().expect("entries") {
-            let entry = entry.expect("entry");
-            let header = entry.header();
-            assert_eq!(header.uid().expect("uid"), 0);
-            assert_eq!(header.gid().expect("gid"), 0);
-            let path = entry.path().expect("path").to_string_lossy().into_owned();
-            match path.as_str() {
-                "run.sh" => assert_eq!(header.mode().expect("mode") & 0o777, 0o755),
-                "link" => {
-                    assert_eq!(header.entry_type(), tar::EntryType::Symlink);
-                    assert_eq!(
-                        entry.link_name().expect("link").expect("target").to_str(),
-                        Some("run.sh")
-                    );
-                }
-                _ => {}
-            }
+        let entries = context
+            .synced_dir(CONTEXT_DIR)
+            .expect("served")
+            .walk(&PullFilter::default())
+            .expect("walk");
+        let by_path = |path: &str| {
+            entries
+                .iter()
+                .find(|entry| entry.stat.path == path)
+                .unwrap_or_else(|| panic!("{path} sent"))
+        };
+        for entry in &entries {
+            assert_eq!((entry.stat.uid, entry.stat.gid), (0, 0));
         }
+        let bin = by_path("bin");
+        assert_eq!(bin.stat.mode & go_mode::DIR, go_mode::DIR);
+        assert!(!bin.is_file());
+        let run = by_path("bin/run.sh");
+        assert_eq!(run.stat.mode, go_mode::SETUID | 0o755);
+        assert_eq!(run.stat.size, 10);
+        assert!(run.is_file());
+        let modified = fs::metadata(dir.path().join("bin/run.sh"))
+            .and_then(|metadata| metadata.modified())
+            .expect("mtime")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        assert_eq!(
+            run.stat.mod_time,
+            i64::try_from(modified.as_nanos()).expect("fits")
+        );
+        let link = by_path("link");
+        assert_eq!(link.stat.mode & go_mode::SYMLINK, go_mode::SYMLINK);
+        assert_eq!(link.stat.linkname, "bin/run.sh");
+        assert!(!link.is_file());
     }
 
     #[test]
-    fn a_name_that_is_not_utf8_is_sent_as_it_is() {
+    fn a_name_that_is_not_utf8_is_refused_unless_ignored() {
         use std::os::unix::ffi::OsStrExt;
         let dir = tree(&[
             ("Dockerfile", "FROM scratch\n"),
             (".dockerignore", "*.tmp\n"),
         ]);
-        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
-        fs::write(dir.path().join(odd), "x").expect("write");
         fs::write(
             dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.tmp")),
             "x",
         )
         .expect("write");
         let context = BuildContext::prepare(dir.path(), Path::new("Dockerfile")).expect("ok");
-        let mut bytes = Vec::new();
-        context.write_tar(&mut bytes).expect("tar");
-        let mut archive = tar::Archive::new(bytes.as_slice());
-        let names: Vec<Vec<u8>> = archive
-            .entries()
-            .expect("entries")
-            .map(|entry| entry.expect("entry").path_bytes().into_owned())
-            .collect();
-        assert_eq!(
-            names,
-            [&b".dockerignore"[..], b"Dockerfile", b"caf\xe9.txt"],
-            "the .tmp one is ignored, the other keeps its bytes"
-        );
-    }
+        assert_eq!(context.paths(), [".dockerignore", "Dockerfile"]);
 
-    #[tokio::test]
-    async fn streams_in_chunks_with_the_same_bytes() {
-        use futures_util::StreamExt;
-        let big = "x".repeat(300 * 1024);
-        let dir = tree(&[("Dockerfile", "FROM scratch\n"), ("big", &big)]);
-        let context =
-            Arc::new(BuildContext::prepare(dir.path(), Path::new("Dockerfile")).expect("ok"));
-        let mut expected = Vec::new();
-        context.write_tar(&mut expected).expect("tar");
-        for _ in 0..2 {
-            let (done, outcome) = tokio::sync::oneshot::channel();
-            let stream = context.stream(move |result| {
-                let _ = done.send(result);
-            });
-            let chunks: Vec<Bytes> = stream.map(|chunk| chunk.expect("chunk")).collect().await;
-            assert!(chunks.len() > 1, "sent as several chunks");
-            assert_eq!(chunks.concat(), expected, "the same bytes every time");
-            let summary = outcome.await.expect("reported").expect("walk");
-            assert_eq!(summary.files, 2);
-        }
+        let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+        fs::write(&odd, "x").expect("write");
+        let error = context
+            .synced_dir(CONTEXT_DIR)
+            .expect("served")
+            .walk(&PullFilter::default())
+            .expect_err("refused");
+        assert_eq!(error.path, odd);
+        assert!(
+            error.source.to_string().contains("not UTF-8"),
+            "{}",
+            error.source
+        );
     }
 }

@@ -1,41 +1,45 @@
 //! The BuildKit session a build runs in: the channel through which the daemon asks the client
-//! for the build context, secrets (`RUN --mount=type=secret`) and registry credentials
-//! (`cache_from` pulls).
+//! for the build context and the Dockerfile, secrets (`RUN --mount=type=secret`) and registry
+//! credentials (`cache_from` pulls).
 //!
 //! The daemon opens it as an HTTP/2 *client* over our upgraded `/session` connection, so this
-//! side serves gRPC: health, upload, secrets and auth, with the generated services bollard
-//! ships (`bollard::grpc::build::*`). The context is streamed from disk on each pull, secrets
-//! are served from memory and never touch the disk. Dropping the session closes the
-//! connection, which ends it on the daemon.
+//! side serves gRPC: health, file sync, secrets and auth, with the generated services bollard
+//! ships (`bollard::grpc::build::*`). Files are read from disk when the daemon asks for them
+//! ([`context`](super::context) says which), secrets are served from memory and never touch
+//! the disk. Dropping the session closes the connection, which ends it on the daemon.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bollard::grpc::build::fsutil::types::Packet;
+use bollard::grpc::build::fsutil::types::packet::PacketType;
 use bollard::grpc::build::health::health_server::{Health, HealthServer};
 use bollard::grpc::build::health::{
     HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
 };
 use bollard::grpc::build::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
 use bollard::grpc::build::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
+use bollard::grpc::build::moby::filesync::packet::file_sync_server::{FileSync, FileSyncServer};
 use bollard::grpc::build::moby::filesync::v1::auth_server::{Auth, AuthServer};
 use bollard::grpc::build::moby::filesync::v1::{
     CredentialsRequest, CredentialsResponse, FetchTokenRequest, FetchTokenResponse,
     GetTokenAuthorityRequest, GetTokenAuthorityResponse, VerifyTokenAuthorityRequest,
     VerifyTokenAuthorityResponse,
 };
-use bollard::grpc::build::moby::upload::v1::BytesMessage;
-use bollard::grpc::build::moby::upload::v1::upload_server::{Upload, UploadServer};
 use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::context::{BuildContext, ContextSummary, WalkError};
+use super::context::{BuildContext, ContextSummary, Entry, PullFilter, WalkError};
 use super::daemon::{ConnectError, DaemonEndpoint};
 use crate::secret::Secret;
 
 /// The gRPC methods this side serves, announced to the daemon when the session opens.
 const METHODS: &[&str] = &[
     "/grpc.health.v1.Health/Check",
-    "/moby.upload.v1.Upload/Pull",
+    "/moby.filesync.v1.FileSync/DiffCopy",
     "/moby.buildkit.secrets.v1.Secrets/GetSecret",
     "/moby.filesync.v1.Auth/Credentials",
     "/moby.filesync.v1.Auth/FetchToken",
@@ -43,11 +47,13 @@ const METHODS: &[&str] = &[
     "/moby.filesync.v1.Auth/VerifyTokenAuthority",
 ];
 
-/// How the last upload of the context ended, if one did.
+/// The bytes of a file travel in packets of this size, as fsutil sends them.
+const DATA_PACKET_BYTES: usize = 32 * 1024;
+
+/// How the pulls of the context went: what was sent, or the first failure.
 type UploadOutcome = Arc<Mutex<Option<Result<ContextSummary, WalkError>>>>;
 
-/// An open session; the build refers to it by [`Session::id`] and to its context by
-/// [`Session::context_url`].
+/// An open session; the build refers to it by [`Session::id`].
 pub(crate) struct Session {
     id: String,
     server: tokio::task::JoinHandle<()>,
@@ -56,10 +62,13 @@ pub(crate) struct Session {
 
 impl Session {
     /// Opens a session on the daemon at `endpoint`, serving `context`, `secrets` (id to value)
-    /// and `credentials` (registry host to user and password).
+    /// and `credentials` (registry host to user and password). `shared_key` names the context
+    /// directory across sessions: the daemon keeps its copy of a directory under that key and
+    /// the next build's pull only sends what changed.
     pub(crate) async fn open(
         endpoint: &DaemonEndpoint,
         name: &str,
+        shared_key: &str,
         context: Arc<BuildContext>,
         secrets: HashMap<String, Secret>,
         credentials: HashMap<String, (String, Secret)>,
@@ -69,7 +78,7 @@ impl Session {
         let mut headers = vec![
             ("X-Docker-Expose-Session-Uuid", id.clone()),
             ("X-Docker-Expose-Session-Name", name.to_owned()),
-            ("X-Docker-Expose-Session-Sharedkey", String::new()),
+            ("X-Docker-Expose-Session-Sharedkey", shared_key.to_owned()),
         ];
         headers.extend(
             METHODS
@@ -79,8 +88,7 @@ impl Session {
         let connection = endpoint.upgrade("/session", &headers).await?;
         let upload = UploadOutcome::default();
         let routes = tonic::service::Routes::new(HealthServer::new(Healthy))
-            .add_service(UploadServer::new(ContextUpload {
-                path: context_path(&id),
+            .add_service(FileSyncServer::new(ContextSync {
                 context,
                 outcome: Arc::clone(&upload),
             }))
@@ -104,20 +112,10 @@ impl Session {
         &self.id
     }
 
-    /// The build context's address: BuildKit's HTTP source fetches `buildkit-session` URLs
-    /// through the session's upload service.
-    pub(crate) fn context_url(&self) -> String {
-        format!("http://buildkit-session{}", context_path(&self.id))
-    }
-
-    /// How the last upload of the context ended (`None`: the daemon never asked for it).
+    /// What the daemon pulled, or the first failure (`None`: it never asked).
     pub(crate) fn upload_outcome(&self) -> Option<Result<ContextSummary, WalkError>> {
         self.upload.lock().ok()?.take()
     }
-}
-
-fn context_path(session: &str) -> String {
-    format!("/{session}/context")
 }
 
 impl Drop for Session {
@@ -157,44 +155,246 @@ impl Health for Healthy {
     }
 }
 
-/// Serves the build context as a tar, walking the tree on each pull.
-struct ContextUpload {
-    path: String,
+/// Serves the context and the Dockerfile's directory with fsutil's `DiffCopy` protocol: this
+/// side sends a stat per entry and then an empty stat; the daemon asks for the files it lacks
+/// by their index among the stats (`REQ`), each answered with `DATA` packets and an empty one;
+/// the daemon's `FIN` is answered with a `FIN`, which ends the pull.
+struct ContextSync {
     context: Arc<BuildContext>,
     outcome: UploadOutcome,
 }
 
 #[tonic::async_trait]
-impl Upload for ContextUpload {
-    type PullStream = futures_util::stream::BoxStream<'static, Result<BytesMessage, Status>>;
+impl FileSync for ContextSync {
+    type DiffCopyStream = futures_util::stream::BoxStream<'static, Result<Packet, Status>>;
 
-    async fn pull(
+    async fn diff_copy(
         &self,
-        request: Request<Streaming<BytesMessage>>,
-    ) -> Result<Response<Self::PullStream>, Status> {
-        let path = request
-            .metadata()
-            .get("urlpath")
-            .and_then(|value| value.to_str().ok());
-        if path != Some(self.path.as_str()) {
-            return Err(Status::not_found("no such upload in this session"));
-        }
+        request: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::DiffCopyStream>, Status> {
+        let (dir_name, filter) = pull_request(request.metadata());
+        let Some(dir) = self.context.synced_dir(&dir_name) else {
+            return Err(Status::invalid_argument(format!(
+                "this build serves no directory named `{dir_name}`"
+            )));
+        };
+        let incoming = request.into_inner();
+        let (sender, receiver) = mpsc::channel(16);
         let outcome = Arc::clone(&self.outcome);
-        let stream = self.context.stream(move |result| {
-            if let Ok(mut outcome) = outcome.lock() {
-                *outcome = Some(result);
+        tokio::spawn(async move {
+            let walked = tokio::task::spawn_blocking(move || dir.walk(&filter)).await;
+            let result = match walked {
+                Ok(Ok(entries)) => send(entries, incoming, &sender).await,
+                Ok(Err(error)) => Err(error),
+                Err(panicked) => Err(WalkError {
+                    path: std::path::PathBuf::from(&dir_name),
+                    source: std::io::Error::other(panicked.to_string()),
+                }),
+            };
+            if let Err(error) = &result {
+                let message = format!("{}: {}", error.path.display(), error.source);
+                let _ = sender
+                    .send(Ok(Packet {
+                        r#type: PacketType::PacketErr.into(),
+                        data: message.clone().into_bytes(),
+                        ..Packet::default()
+                    }))
+                    .await;
+                let _ = sender.send(Err(Status::data_loss(message))).await;
             }
+            record(&outcome, result);
         });
-        let messages = stream.map(|chunk| match chunk {
-            Ok(bytes) => Ok(BytesMessage {
-                data: bytes.to_vec(),
-            }),
-            Err(error) => Err(Status::data_loss(format!(
-                "reading the build context failed: {error}"
-            ))),
+        let packets = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
         });
-        Ok(Response::new(messages.boxed()))
+        Ok(Response::new(packets.boxed()))
     }
+
+    type TarStreamStream = futures_util::stream::Empty<Result<Packet, Status>>;
+
+    async fn tar_stream(
+        &self,
+        _request: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::TarStreamStream>, Status> {
+        Err(Status::unimplemented("the context is served with DiffCopy"))
+    }
+}
+
+/// The directory and the patterns of a pull, from the request's metadata (values may be
+/// URL-encoded, which a `<key>-encoded: true` entry says).
+fn pull_request(metadata: &MetadataMap) -> (String, PullFilter) {
+    let values = |key: &str| -> Vec<String> {
+        let encoded = metadata
+            .get(format!("{key}-encoded").as_str())
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.eq_ignore_ascii_case("true") || value == "1");
+        metadata
+            .get_all(key)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .map(|value| {
+                if encoded {
+                    percent_encoding::percent_decode_str(&value.replace('+', " "))
+                        .decode_utf8_lossy()
+                        .into_owned()
+                } else {
+                    value.to_owned()
+                }
+            })
+            .collect()
+    };
+    let dir_name = values("dir-name").into_iter().next().unwrap_or_default();
+    let filter = PullFilter {
+        include: values("include-patterns"),
+        exclude: values("exclude-patterns"),
+        follow: values("followpaths"),
+        override_excludes: values("override-excludes")
+            .first()
+            .is_some_and(|value| value == "true"),
+    };
+    (dir_name, filter)
+}
+
+/// Sends the stats of `entries`, then serves the daemon's requests until it finishes.
+async fn send(
+    entries: Vec<Entry>,
+    mut incoming: Streaming<Packet>,
+    sender: &mpsc::Sender<Result<Packet, Status>>,
+) -> Result<ContextSummary, WalkError> {
+    let closed = || WalkError {
+        path: std::path::PathBuf::from("build context"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "the daemon stopped reading the build context",
+        ),
+    };
+    let stats: Vec<Packet> = entries
+        .iter()
+        .map(|entry| Packet {
+            r#type: PacketType::PacketStat.into(),
+            stat: Some(entry.stat.clone()),
+            ..Packet::default()
+        })
+        .chain(std::iter::once(Packet {
+            r#type: PacketType::PacketStat.into(),
+            ..Packet::default()
+        }))
+        .collect();
+    // Stats go out while requests come in: the daemon asks for files before the last stat.
+    let stat_sender = sender.clone();
+    let stats_sent = tokio::spawn(async move {
+        for packet in stats {
+            if stat_sender.send(Ok(packet)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    let mut summary = ContextSummary::default();
+    while let Some(packet) = incoming.next().await {
+        let packet = packet.map_err(|status| WalkError {
+            path: std::path::PathBuf::from("build context"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                format!("the daemon broke off the transfer: {}", status.message()),
+            ),
+        })?;
+        match PacketType::try_from(packet.r#type) {
+            Ok(PacketType::PacketReq) => {
+                let entry = usize::try_from(packet.id)
+                    .ok()
+                    .and_then(|index| entries.get(index))
+                    .filter(|entry| entry.is_file())
+                    .ok_or_else(|| WalkError {
+                        path: std::path::PathBuf::from("build context"),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("the daemon asked for unknown file #{}", packet.id),
+                        ),
+                    })?;
+                summary.bytes += send_file(packet.id, entry, sender).await?;
+                summary.files += 1;
+            }
+            Ok(PacketType::PacketFin) => {
+                if !stats_sent.await.unwrap_or(false) {
+                    return Err(closed());
+                }
+                sender
+                    .send(Ok(Packet {
+                        r#type: PacketType::PacketFin.into(),
+                        ..Packet::default()
+                    }))
+                    .await
+                    .map_err(|_| closed())?;
+                return Ok(summary);
+            }
+            Ok(PacketType::PacketErr) => {
+                return Err(WalkError {
+                    path: std::path::PathBuf::from("build context"),
+                    source: std::io::Error::other(format!(
+                        "the daemon could not take the build context: {}",
+                        String::from_utf8_lossy(&packet.data)
+                    )),
+                });
+            }
+            _ => {}
+        }
+    }
+    Err(closed())
+}
+
+/// Sends one file's bytes as `DATA` packets and the empty one that ends it; returns the size.
+async fn send_file(
+    id: u32,
+    entry: &Entry,
+    sender: &mpsc::Sender<Result<Packet, Status>>,
+) -> Result<u64, WalkError> {
+    let failed = |source| WalkError {
+        path: entry.path.clone(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(&entry.path).await.map_err(failed)?;
+    let mut sent = 0u64;
+    loop {
+        let mut data = vec![0; DATA_PACKET_BYTES];
+        let read = file.read(&mut data).await.map_err(failed)?;
+        data.truncate(read);
+        let done = read == 0;
+        sent += read as u64;
+        sender
+            .send(Ok(Packet {
+                r#type: PacketType::PacketData.into(),
+                id,
+                data,
+                ..Packet::default()
+            }))
+            .await
+            .map_err(|_| {
+                failed(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "the daemon stopped reading the build context",
+                ))
+            })?;
+        if done {
+            return Ok(sent);
+        }
+    }
+}
+
+/// Adds one pull's result to the session's: sums what was sent, keeps the first failure.
+fn record(outcome: &UploadOutcome, result: Result<ContextSummary, WalkError>) {
+    let Ok(mut outcome) = outcome.lock() else {
+        return;
+    };
+    *outcome = match (outcome.take(), result) {
+        (Some(Err(first)), _) => Some(Err(first)),
+        (_, Err(error)) => Some(Err(error)),
+        (Some(Ok(before)), Ok(now)) => Some(Ok(ContextSummary {
+            files: before.files + now.files,
+            bytes: before.bytes + now.bytes,
+        })),
+        (None, Ok(now)) => Some(Ok(now)),
+    };
 }
 
 struct SecretStore(Arc<HashMap<String, Secret>>);
