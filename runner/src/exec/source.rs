@@ -35,6 +35,10 @@
 //!   not see it vanish. Runs of different repositories never wait for each other.
 //! - **A commit sha already in the mirror needs no network**: commits are immutable, so a re-run
 //!   of the same sha works offline.
+//! - **HTTP(S) through reqwest, not libgit2's client** ([`http`]): libgit2 keeps the protocol,
+//!   reqwest carries the requests (whole, with `TCP_NODELAY`, TLS by rustls, proxies from
+//!   `http_proxy`/`https_proxy`/`no_proxy`, a connect timeout, the token sent with the first
+//!   request). libgit2 is built without TLS.
 //!
 //! Everything here blocks; async callers use `tokio::task::spawn_blocking` (all public types are
 //! `Send`).
@@ -48,11 +52,13 @@ use std::time::{Duration, Instant};
 use git2::build::CheckoutBuilder;
 use git2::{
     AutotagOption, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions,
-    FetchPrune, ObjectType, Oid, ProxyOptions, RemoteCallbacks, Repository,
+    FetchPrune, ObjectType, Oid, RemoteCallbacks, Repository,
 };
 use sha2::{Digest, Sha256};
 
 use crate::secret::Secret;
+
+mod http;
 
 /// The user name GitHub expects next to an installation or personal access token.
 const TOKEN_USER: &str = "x-access-token";
@@ -904,6 +910,7 @@ impl<'a> Session<'a> {
         progress: &mut dyn FnMut(SourceProgress),
     ) -> Result<(), SourceError> {
         let attempts = AuthAttempts::default();
+        let _token = self.transport_token();
         let mut remote = repo
             .remote_anonymous(&self.url.fetch)
             .map_err(|error| self.error(error, &attempts))?;
@@ -924,17 +931,14 @@ impl<'a> Session<'a> {
         progress: &mut dyn FnMut(SourceProgress),
     ) -> Result<bool, SourceError> {
         let attempts = AuthAttempts::default();
+        let _token = self.transport_token();
         let mut remote = repo
             .remote_anonymous(&self.url.fetch)
             .map_err(|error| self.error(error, &attempts))?;
         // One connection for listing refs and fetching: over HTTP the listing is the first
         // request of the fetch anyway, so this costs no extra round trip.
         let mut connection = remote
-            .connect_auth(
-                Direction::Fetch,
-                Some(self.callbacks(&attempts)),
-                Some(proxy_options()),
-            )
+            .connect_auth(Direction::Fetch, Some(self.callbacks(&attempts)), None)
             .map_err(|error| self.error(error, &attempts))?;
         let advertised: Vec<(String, Oid)> = connection
             .list()
@@ -962,6 +966,12 @@ impl<'a> Session<'a> {
             )
             .map_err(|error| self.error(error, &attempts))?;
         Ok(true)
+    }
+
+    /// Hands the token to the HTTP transport for the fetches made until the guard drops.
+    fn transport_token(&self) -> http::TokenGuard {
+        http::register();
+        http::with_token(self.url.origin.as_deref(), self.token)
     }
 
     fn callbacks<'cb>(&'cb self, attempts: &'cb AuthAttempts) -> RemoteCallbacks<'cb> {
@@ -1006,7 +1016,6 @@ impl<'a> Session<'a> {
         let mut options = FetchOptions::new();
         options
             .remote_callbacks(callbacks)
-            .proxy_options(proxy_options())
             // FETCH_HEAD is of no use to a mirror and is one more file to write.
             .update_fetchhead(false)
             // Tags come through the explicit refs/tags/* refspec or not at all.
@@ -1056,13 +1065,6 @@ impl<'a> Session<'a> {
         }
         message
     }
-}
-
-/// Honour `http.proxy` and the `https_proxy`/`no_proxy` environment like git does.
-fn proxy_options<'cb>() -> ProxyOptions<'cb> {
-    let mut proxy = ProxyOptions::new();
-    proxy.auto();
-    proxy
 }
 
 /// The status in libgit2's "unexpected http status code: 404".
