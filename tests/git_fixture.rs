@@ -132,11 +132,29 @@ pub struct GitServer {
     _stdin: ChildStdin,
     root: PathBuf,
     pub port: u16,
+    scheme: &'static str,
 }
 
 impl GitServer {
     /// Serve `root`. With a token, requests need basic auth `x-access-token:<token>`.
     pub fn start(root: &Path, token: Option<&str>) -> anyhow::Result<Self> {
+        Self::spawn(root, token, None)
+    }
+
+    /// Serve `root` over HTTPS with the certificate chain and key in `tls` (PEM files).
+    pub fn start_tls(
+        root: &Path,
+        token: Option<&str>,
+        tls: &TestCertificate,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(root, token, Some(tls))
+    }
+
+    fn spawn(
+        root: &Path,
+        token: Option<&str>,
+        tls: Option<&TestCertificate>,
+    ) -> anyhow::Result<Self> {
         let mut command = Command::new("python3");
         command
             .arg(server_script())
@@ -146,6 +164,9 @@ impl GitServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .env_remove("GIT_TEST_TOKEN");
+        if let Some(tls) = tls {
+            command.arg("--tls").arg(&tls.chain).arg(&tls.key);
+        }
         if let Some(token) = token {
             command.env("GIT_TEST_TOKEN", token);
         }
@@ -166,12 +187,13 @@ impl GitServer {
             _stdin: stdin,
             root: root.to_path_buf(),
             port,
+            scheme: if tls.is_some() { "https" } else { "http" },
         })
     }
 
-    /// `http://127.0.0.1:<port>/<repository>`.
+    /// `http(s)://127.0.0.1:<port>/<repository>`.
     pub fn url(&self, repository: &str) -> String {
-        format!("http://127.0.0.1:{}/{repository}", self.port)
+        format!("{}://127.0.0.1:{}/{repository}", self.scheme, self.port)
     }
 
     /// While on, fetch responses are cut off halfway through the pack.
@@ -197,4 +219,96 @@ impl Drop for GitServer {
 pub fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     listener.local_addr().expect("local address").port()
+}
+
+/// A throwaway certificate authority and a server certificate it signed for `127.0.0.1`, made
+/// with the `openssl` command (Debian's ca-certificates depends on it).
+pub struct TestCertificate {
+    _dir: tempfile::TempDir,
+    /// The authority's certificate: what a client must trust.
+    pub ca: PathBuf,
+    /// The server's certificate followed by the authority's.
+    pub chain: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCertificate {
+    pub fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| -> anyhow::Result<()> {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .context("running openssl")?;
+            anyhow::ensure!(
+                output.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Ok(())
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=envelope test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ])?;
+        std::fs::write(
+            path("server.ext"),
+            "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n\
+             extendedKeyUsage=serverAuth\n",
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ])?;
+        let chain = [
+            std::fs::read(path("server.pem"))?,
+            std::fs::read(path("ca.pem"))?,
+        ]
+        .concat();
+        std::fs::write(path("chain.pem"), chain)?;
+        Ok(TestCertificate {
+            ca: path("ca.pem"),
+            chain: path("chain.pem"),
+            key: path("server.key"),
+            _dir: dir,
+        })
+    }
 }

@@ -6,7 +6,7 @@ use crate::support::{
     TOKEN, example_app, project, run_id, runner, stage, status_json, status_json_with_store, text,
 };
 use envelope_tests::env::{head_manifest, parts, unique};
-use envelope_tests::git_fixture::GitServer;
+use envelope_tests::git_fixture::{GitServer, TestCertificate};
 use serde_json::Value;
 use std::process::Command;
 
@@ -272,4 +272,48 @@ async fn local_mode_builds_the_working_tree_and_skips_the_remote_stages() {
     assert!(all.contains(&image_id), "the digest is printed:\n{all}");
     let inspected = docker.inspect_image("envelope/hello:latest").await.unwrap();
     assert_eq!(inspected.id.as_deref(), Some(image_id.as_str()));
+}
+
+#[tokio::test]
+async fn a_run_fetches_over_https_with_the_token_and_refuses_an_untrusted_certificate() {
+    let Some((env, _docker)) = parts("run over https").await else {
+        return;
+    };
+    let app = example_app();
+    let certificate = TestCertificate::new().unwrap();
+    let server = GitServer::start_tls(&app.bare_root, Some(TOKEN), &certificate).unwrap();
+    let url = server.url("hello.git");
+    assert!(url.starts_with("https://"), "{url}");
+    let project = project(&url, env.registry(), &format!("e2e/{}", unique("https")));
+
+    // The system's store does not know the test authority: the fetch must not go through.
+    let refused = runner(env, project.path())
+        .env("GITHUB_TOKEN", TOKEN)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .args(["run", "hello", "--ref", "v1.0.0", "--until", "source"])
+        .output()
+        .unwrap();
+    let all = text(&refused);
+    assert_eq!(refused.status.code(), Some(6), "{all}");
+    assert!(
+        all.contains("is not trusted (UnknownIssuer)") && all.contains("SSL_CERT_FILE"),
+        "{all}"
+    );
+    assert!(!all.contains(TOKEN), "the token leaked:\n{all}");
+
+    // Trusting it (as a company CA would be), the same run fetches the tag with the token.
+    let output = runner(env, project.path())
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("SSL_CERT_FILE", &certificate.ca)
+        .args(["run", "hello", "--ref", "v1.0.0", "--until", "source"])
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(!all.contains(TOKEN), "the token leaked:\n{all}");
+    let record = status_json(env, project.path(), &run_id(&output));
+    let source = stage(&record, "source");
+    assert_eq!(source["status"], "succeeded", "{record}");
+    assert_eq!(source["outputs"]["sha"], app.repo.head().unwrap().as_str());
 }

@@ -147,6 +147,10 @@ pub enum SourceError {
         "could not reach {url} ({detail}): check the network and that the server is up, then retry"
     )]
     Network { url: String, detail: String },
+    #[error(
+        "the TLS certificate of {url} is not trusted ({detail}): if a private certificate authority signs it, set SSL_CERT_FILE to that authority's certificate (PEM)"
+    )]
+    UntrustedCertificate { url: String, detail: String },
     #[error("no git repository at {url}: check the repository URL and that the token can read it")]
     RepositoryNotFound { url: String },
     #[error(
@@ -213,6 +217,7 @@ impl SourceError {
     pub fn is_environment(&self) -> bool {
         match self {
             SourceError::Network { .. }
+            | SourceError::UntrustedCertificate { .. }
             | SourceError::AuthenticationFailed { .. }
             | SourceError::Cache { .. } => true,
             SourceError::Submodule { source, .. } => source.is_environment(),
@@ -1046,6 +1051,12 @@ impl<'a> Session<'a> {
             return SourceError::RepositoryNotFound { url };
         }
         let detail = self.scrub(error.message());
+        if let Some((_, reason)) = detail.split_once("invalid peer certificate: ") {
+            return SourceError::UntrustedCertificate {
+                url,
+                detail: reason.trim_end_matches(')').to_owned(),
+            };
+        }
         match error.class() {
             ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl => {
                 SourceError::Network { url, detail }

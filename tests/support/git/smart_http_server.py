@@ -5,7 +5,9 @@ Runs `git http-backend` as a CGI program for every request, behind HTTP Basic au
 with a token (environment variable GIT_TEST_TOKEN), only user `x-access-token` with that password
 gets in, anyone else receives 401 with a Basic challenge, as GitHub does.
 
-Usage: smart_http_server.py ROOT [--port N] [--exit-with-stdin]
+Usage: smart_http_server.py ROOT [--port N] [--exit-with-stdin] [--tls CERT KEY]
+
+With --tls, serves HTTPS with the PEM certificate chain CERT and its key KEY.
 
 Prints the port it listens on (127.0.0.1) as the first line of stdout, then serves until killed
 or, with --exit-with-stdin, until its stdin closes (so a test that dies leaves no server behind).
@@ -21,6 +23,7 @@ import base64
 import hmac
 import http.server
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -145,11 +148,16 @@ def main():
     parser.add_argument("root")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--exit-with-stdin", action="store_true")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = parser.parse_args()
     Handler.root = os.path.abspath(args.root)
     Handler.token = os.environ.get("GIT_TEST_TOKEN") or None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
+    if args.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls[0], args.tls[1])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
 
     def stop_when_parent_goes():
