@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use envelope_runner::error_chain;
 use envelope_runner::secret::Secret;
 use http_body_util::{BodyExt, Limited};
 use octocrab::Octocrab;
@@ -210,25 +211,4 @@ fn hint_for(status: u16) -> &'static str {
         500..=599 => "GitHub had a problem; the next poll tries again",
         _ => "the next poll tries again",
     }
-}
-
-/// An error with its sources, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-        source = cause_source(source);
-    }
-    text
-}
-
-fn cause_source<'a>(
-    error: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    error.and_then(|error| error.source())
 }

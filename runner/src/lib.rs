@@ -5,6 +5,8 @@
 //! outside world and emits `event`s that `report` renders. See ARCHITECTURE.md.
 
 pub mod buildspec;
+mod error_chain;
+pub use error_chain::error_chain;
 pub mod event;
 pub mod exec;
 pub mod exit_codes;

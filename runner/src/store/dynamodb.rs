@@ -91,6 +91,7 @@ use serde_json::Value;
 use super::clock::{Clock, duration_millis, from_millis};
 use super::error::StoreError;
 use super::{ApprovalOutcome, LeaseOutcome, RunSummary, Store};
+use crate::error_chain;
 use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
 
 /// The table's partition and sort key attributes.
@@ -1296,21 +1297,6 @@ fn item_size(item: &Item) -> usize {
                 }
         })
         .sum()
-}
-
-/// An error and its sources, `outer: inner: ...`, without the debug dumps some of them add.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn is_throttling(code: &str) -> bool {

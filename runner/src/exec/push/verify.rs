@@ -11,6 +11,7 @@ use oci_client::{Client, Reference};
 use super::RegistryCredentials;
 use super::error::{FailureKind, classify};
 use super::reference::RegistryEndpoint;
+use crate::error_chain;
 
 /// An oci-client for one registry endpoint: plain HTTP only when the endpoint allows it.
 pub(crate) fn registry_client(endpoint: &RegistryEndpoint) -> Client {
@@ -101,20 +102,4 @@ fn describe(error: &OciDistributionError) -> (FailureKind, String) {
         }
         other => (FailureKind::Other, other.to_string()),
     }
-}
-
-/// An error and its sources on one line: reqwest's own message alone says only
-/// "error sending request".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

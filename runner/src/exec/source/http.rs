@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
 
+use crate::error_chain;
 use crate::secret::Secret;
 
 /// How long connecting to a git server may take before the fetch fails (and is retried).
@@ -370,21 +371,6 @@ fn origin_of(url: &str) -> Option<String> {
         Some(port) => format!("{}://{host}:{port}", parsed.scheme()).to_lowercase(),
         None => format!("{}://{host}", parsed.scheme()).to_lowercase(),
     })
-}
-
-/// An error with its causes, `: `-separated (reqwest's own message says little).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
