@@ -633,7 +633,7 @@ impl Scheduler {
             pipeline = %record.pipeline,
             "resuming run {run} of pipeline `{}` ({})",
             record.pipeline,
-            status_word(record.status)
+            record.status.as_str()
         );
         self.inner.metrics.resumed();
         self.spawn_job(run.clone(), record.pipeline.clone());
@@ -852,24 +852,11 @@ fn log_outcome(outcome: &RunOutcome) {
                 Some(error) => tracing::warn!(
                     run = %run,
                     "run {run} {}{stage}: {error}",
-                    status_word(status)
+                    status.as_str()
                 ),
-                None => tracing::info!(run = %run, "run {run} {}{stage}", status_word(status)),
+                None => tracing::info!(run = %run, "run {run} {}{stage}", status.as_str()),
             }
         }
-    }
-}
-
-pub fn status_word(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Queued => "queued",
-        RunStatus::Running => "running",
-        RunStatus::Waiting => "waiting",
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Rejected => "rejected",
-        RunStatus::Cancelled => "cancelled",
-        RunStatus::Superseded => "superseded",
     }
 }
 

@@ -322,7 +322,7 @@ async fn resume(
     };
     let refusal = match (record.status, retry) {
         (RunStatus::Succeeded, _) => {
-            println!("run {run} already finished: {}", status_word(record.status));
+            println!("run {run} already finished: {}", record.status.as_str());
             Some(exit_codes::OK)
         }
         (RunStatus::Superseded, _) => {
@@ -335,7 +335,7 @@ async fn resume(
         (RunStatus::Failed | RunStatus::Rejected, false) => {
             eprintln!(
                 "error: run {run} {}; `envelope-runner retry {run}` runs the failed stage again",
-                status_word(record.status)
+                record.status.as_str()
             );
             Some(outcome_code(record.status, None, false))
         }
@@ -522,7 +522,7 @@ fn finish(outcome: &RunOutcome, local: bool) -> i32 {
             "run {} stopped as asked; continue with `envelope-runner resume {}`",
             outcome.run, outcome.run
         ),
-        (status, _) => writeln!(stdout, "run {} {}", outcome.run, status_word(*status)),
+        (status, _) => writeln!(stdout, "run {} {}", outcome.run, status.as_str()),
     };
     if let Some(error) = &outcome.error {
         let _ = writeln!(
@@ -546,19 +546,6 @@ fn outcome_code(status: RunStatus, waiting_stage: Option<&str>, _local: bool) ->
         RunStatus::Rejected => exit_codes::APPROVAL_DENIED,
         RunStatus::Cancelled => exit_codes::CANCELLED,
         RunStatus::Superseded => exit_codes::LOCKED_OR_SUPERSEDED,
-    }
-}
-
-pub(crate) fn status_word(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Queued => "queued",
-        RunStatus::Running => "running",
-        RunStatus::Waiting => "waiting",
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Rejected => "rejected",
-        RunStatus::Cancelled => "cancelled",
-        RunStatus::Superseded => "superseded",
     }
 }
 
@@ -685,7 +672,7 @@ async fn status(
         "run {}  pipeline {}  {}  ref {}{}",
         record.id,
         record.pipeline,
-        status_word(record.status),
+        record.status.as_str(),
         record.trigger.git_ref,
         record
             .context
@@ -752,7 +739,7 @@ async fn history(
             "{}  {:<10} {:<10} {:<12} {}",
             run.id,
             run.pipeline,
-            status_word(run.status),
+            run.status.as_str(),
             run.git_ref,
             run.created_at
         );

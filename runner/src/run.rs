@@ -73,6 +73,25 @@ impl StageStatus {
     pub fn is_finished(self) -> bool {
         matches!(self, StageStatus::Succeeded | StageStatus::Skipped)
     }
+
+    /// The word people read (and the JSON and the store hold).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageStatus::Pending => "pending",
+            StageStatus::Running => "running",
+            StageStatus::Waiting => "waiting",
+            StageStatus::Succeeded => "succeeded",
+            StageStatus::Failed => "failed",
+            StageStatus::Skipped => "skipped",
+            StageStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for StageStatus {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
 }
 
 /// The state of a whole run.
@@ -87,6 +106,28 @@ pub enum RunStatus {
     Rejected,
     Cancelled,
     Superseded,
+}
+
+impl RunStatus {
+    /// The word people read (and the JSON and the store hold).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Rejected => "rejected",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Superseded => "superseded",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
 }
 
 /// What a stage produced; later stages (and resumed runs) read these instead of redoing work.
@@ -189,6 +230,37 @@ impl RunRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_words_are_the_serialized_names() {
+        use RunStatus as R;
+        use StageStatus as S;
+        for status in [
+            R::Queued,
+            R::Running,
+            R::Waiting,
+            R::Succeeded,
+            R::Failed,
+            R::Rejected,
+            R::Cancelled,
+            R::Superseded,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        for status in [
+            S::Pending,
+            S::Running,
+            S::Waiting,
+            S::Succeeded,
+            S::Failed,
+            S::Skipped,
+            S::Cancelled,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(status.to_string(), status.as_str());
+        }
+    }
 
     #[test]
     fn run_ids_sort_by_creation() {

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::poller::Poller;
-use crate::scheduler::{Scheduler, load_pipeline, status_word};
+use crate::scheduler::{Scheduler, load_pipeline};
 use pages::{DeployView, MigrationView, RunView, Viewer};
 use session::{LOGIN_COOKIE, SESSION_COOKIE, Sessions, bearer, cookie, same};
 
@@ -246,7 +246,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         Ok(list) => {
             for run in list {
                 *runs
-                    .entry((run.pipeline, status_word(run.status).to_owned()))
+                    .entry((run.pipeline, run.status.as_str().to_owned()))
                     .or_default() += 1;
             }
         }

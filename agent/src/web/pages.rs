@@ -4,10 +4,8 @@
 
 use std::fmt::Write;
 
-use envelope_runner::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageStatus};
+use envelope_runner::run::{ApprovalRecord, RunId, RunRecord, RunStatus};
 use envelope_runner::store::RunSummary;
-
-use crate::scheduler::status_word;
 
 /// Text safe inside HTML elements and quoted attributes.
 pub fn escape(text: &str) -> String {
@@ -77,18 +75,6 @@ fn status_badge(status: &str) -> String {
     format!("<span class=\"status {status}\">{status}</span>")
 }
 
-fn stage_word(status: StageStatus) -> &'static str {
-    match status {
-        StageStatus::Pending => "pending",
-        StageStatus::Running => "running",
-        StageStatus::Waiting => "waiting",
-        StageStatus::Succeeded => "succeeded",
-        StageStatus::Failed => "failed",
-        StageStatus::Skipped => "skipped",
-        StageStatus::Cancelled => "cancelled",
-    }
-}
-
 /// The sign-in page.
 pub fn login(csrf: &str, next: &str, error: Option<&str>) -> String {
     let error = error
@@ -129,7 +115,7 @@ pub fn runs(viewer: &Viewer, runs: &[RunSummary], older: Option<&RunId>) -> Stri
                 "<tr><td><a href=\"/runs/{id}\"><code>{id}</code></a></td><td>{pipeline}</td><td>{status}</td><td>{release}</td><td>{stage}</td><td>{created}</td></tr>",
                 id = escape(&run.id.0),
                 pipeline = escape(&run.pipeline),
-                status = status_badge(status_word(run.status)),
+                status = status_badge(run.status.as_str()),
                 release = escape(run.tag.as_deref().unwrap_or(&run.git_ref)),
                 stage = escape(run.current_stage.as_deref().unwrap_or("")),
                 created = escape(&run.created_at),
@@ -185,7 +171,7 @@ pub struct RunView<'a> {
 /// One run: status, what awaits approval, stages, outputs and log.
 pub fn run(viewer: &Viewer, view: &RunView) -> String {
     let record = view.record;
-    let status = status_word(record.status);
+    let status = record.status.as_str();
     let mut body = String::new();
     let _ = write!(
         body,
@@ -262,7 +248,7 @@ pub fn run(viewer: &Viewer, view: &RunView) -> String {
             "<tr id=\"stage-{name}\"><td>{name}</td><td>{kind}</td><td>{status}</td><td>{started}</td><td>{finished}</td><td>{detail}</td></tr>",
             name = escape(&stage.name),
             kind = escape(&stage.kind),
-            status = status_badge(stage_word(stage.status)),
+            status = status_badge(stage.status.as_str()),
             started = escape(stage.started_at.as_deref().unwrap_or("")),
             finished = escape(stage.finished_at.as_deref().unwrap_or("")),
         );

@@ -272,10 +272,7 @@ pub fn output_entry(name: &str, value: &str) -> String {
 pub fn run_outputs(record: &RunRecord) -> Vec<(String, String)> {
     let mut outputs = vec![
         ("run-id".to_owned(), record.id.0.clone()),
-        (
-            "status".to_owned(),
-            run_status_word(record.status).to_owned(),
-        ),
+        ("status".to_owned(), record.status.as_str().to_owned()),
     ];
     let pushes: Vec<_> = record
         .stages
@@ -353,7 +350,7 @@ pub fn job_summary(
         "## {} envelope-runner: `{}` {}\n\n",
         run_status_mark(record.status),
         record.pipeline,
-        run_status_word(record.status)
+        record.status.as_str()
     ));
     out.push_str("| | |\n|---|---|\n");
     out.push_str(&format!("| Pipeline | `{}` |\n", record.pipeline));
@@ -395,7 +392,7 @@ pub fn job_summary(
             "| `{}` | {} {} | {duration} |\n",
             stage.name,
             stage_status_mark(stage.status),
-            stage_status_word(stage.status)
+            stage.status.as_str()
         ));
     }
 
@@ -556,19 +553,6 @@ fn longest_backtick_run(text: &str) -> usize {
     text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
 
-fn run_status_word(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Queued => "queued",
-        RunStatus::Running => "running",
-        RunStatus::Waiting => "waiting",
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Rejected => "rejected",
-        RunStatus::Cancelled => "cancelled",
-        RunStatus::Superseded => "superseded",
-    }
-}
-
 fn run_status_mark(status: RunStatus) -> &'static str {
     match status {
         RunStatus::Succeeded => "✅",
@@ -577,18 +561,6 @@ fn run_status_mark(status: RunStatus) -> &'static str {
         RunStatus::Waiting => "⏸️",
         RunStatus::Queued | RunStatus::Running => "⏳",
         RunStatus::Cancelled | RunStatus::Superseded => "⏹️",
-    }
-}
-
-fn stage_status_word(status: StageStatus) -> &'static str {
-    match status {
-        StageStatus::Pending => "pending",
-        StageStatus::Running => "running",
-        StageStatus::Waiting => "waiting",
-        StageStatus::Succeeded => "succeeded",
-        StageStatus::Failed => "failed",
-        StageStatus::Skipped => "skipped",
-        StageStatus::Cancelled => "cancelled",
     }
 }
 

@@ -39,7 +39,7 @@ pub fn describe(event: &Event) -> Option<String> {
                 format!("[{stage}] failed after {seconds:.1}s: {error}")
             }
             (StageStatus::Waiting, _) => format!("[{stage}] waiting"),
-            (status, _) => format!("[{stage}] {} in {seconds:.1}s", status_word(*status)),
+            (status, _) => format!("[{stage}] {} in {seconds:.1}s", status.as_str()),
         },
         Event::Log { stage, line } => format!("[{stage}] {line}"),
         Event::BuildStep {
@@ -96,18 +96,6 @@ pub fn describe(event: &Event) -> Option<String> {
             )
         }
     })
-}
-
-fn status_word(status: StageStatus) -> &'static str {
-    match status {
-        StageStatus::Pending => "pending",
-        StageStatus::Running => "running",
-        StageStatus::Waiting => "waiting",
-        StageStatus::Succeeded => "succeeded",
-        StageStatus::Failed => "failed",
-        StageStatus::Skipped => "skipped",
-        StageStatus::Cancelled => "cancelled",
-    }
 }
 
 impl<W: Write + Send> Reporter for PlainReporter<W> {
