@@ -49,6 +49,32 @@ impl TestEnv {
     pub fn docker_cli(&self) -> &str {
         self.var("ENVELOPE_TEST_DOCKER_CLI")
     }
+
+    /// The AWS emulator's address, without a trailing `/`.
+    pub fn endpoint(&self) -> &str {
+        self.var("AWS_ENDPOINT_URL").trim_end_matches('/')
+    }
+
+    pub fn region(&self) -> &str {
+        self.var("AWS_REGION")
+    }
+
+    /// AWS configuration from the env file (not the process env), for `endpoint` (the
+    /// emulator, or a proxy in front of it).
+    pub async fn sdk_config(&self, endpoint: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.region().to_owned()))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                self.var("AWS_ACCESS_KEY_ID"),
+                self.var("AWS_SECRET_ACCESS_KEY"),
+                None,
+                None,
+                "envelope-e2e",
+            ))
+            .load()
+            .await
+    }
 }
 
 /// The workspace root.
@@ -213,18 +239,7 @@ pub async fn head_manifest(registry: &str, path: &str, tag: &str) -> (u16, Optio
 
 /// A fresh DynamoDB table on the AWS emulator for a run store: its `dynamodb://` URL.
 pub async fn dynamodb_store(env: &TestEnv, prefix: &str) -> String {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(env.var("AWS_REGION").to_owned()))
-        .endpoint_url(env.var("AWS_ENDPOINT_URL"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            env.var("AWS_ACCESS_KEY_ID"),
-            env.var("AWS_SECRET_ACCESS_KEY"),
-            None,
-            None,
-            "envelope-e2e",
-        ))
-        .load()
-        .await;
+    let config = env.sdk_config(env.endpoint()).await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let table = unique(prefix);
     envelope_runner::store::DynamoDbStore::create_table_if_missing(&client, &table)

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
@@ -18,146 +18,8 @@ use envelope_runner::exec::build::{
     BuildError, BuildOutput, BuildProgress, BuildRequest, BuildSecret, RegistryCredentials, build,
 };
 use envelope_runner::secret::Secret;
+use envelope_tests::env::{TestEnv, parts, unique};
 use futures_util::StreamExt;
-
-// ---------------------------------------------------------------- the environment
-
-/// `scripts/test-env env`'s variables (after `scripts/test-env up`), with the defaults the
-/// script uses when it cannot be run.
-struct TestEnv {
-    vars: HashMap<String, String>,
-}
-
-impl TestEnv {
-    fn var(&self, name: &str, default: &str) -> String {
-        self.vars
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
-    }
-
-    fn registry(&self) -> String {
-        self.var("ENVELOPE_TEST_REGISTRY", "127.0.0.1:5000")
-    }
-
-    fn auth_registry(&self) -> String {
-        self.var("ENVELOPE_TEST_AUTH_REGISTRY", "127.0.0.1:5001")
-    }
-
-    fn auth_password(&self) -> String {
-        let path = self.var(
-            "ENVELOPE_TEST_AUTH_REGISTRY_PASSWORD_FILE",
-            ".test-env/registry-5001/password",
-        );
-        std::fs::read_to_string(repo_root().join(&path))
-            .unwrap_or_else(|error| panic!("reading the registry password file {path}: {error}"))
-            .trim()
-            .to_owned()
-    }
-
-    fn base_image(&self) -> String {
-        self.var("ENVELOPE_TEST_BASE_IMAGE", "envelope-test/busybox:1")
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// Runs `scripts/test-env up` once per process and reads `scripts/test-env env`.
-fn test_env() -> Result<&'static TestEnv, String> {
-    static ENV: OnceLock<Result<TestEnv, String>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let script = repo_root().join("scripts/test-env");
-        let run = |arg: &str| {
-            let output = Command::new(&script)
-                .arg(arg)
-                .output()
-                .map_err(|error| format!("running {} {arg}: {error}", script.display()))?;
-            if !output.status.success() {
-                return Err(format!(
-                    "{} {arg} failed:\n{}",
-                    script.display(),
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        };
-        run("up")?;
-        let vars = run("env")?
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("export "))
-            .filter_map(|assignment| assignment.split_once('='))
-            .map(|(name, value)| (name.to_owned(), value.trim_matches('"').to_owned()))
-            .collect();
-        Ok(TestEnv { vars })
-    })
-    .as_ref()
-    .map_err(Clone::clone)
-}
-
-async fn connect_docker() -> Result<Docker, String> {
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|error| format!("cannot connect to Docker: {error}"))?;
-    let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
-        .await
-        .map_err(|_| "Docker does not answer within 10s".to_owned())?
-        .map_err(|error| format!("Docker does not answer: {error}"))?;
-    Ok(docker)
-}
-
-/// The environment and a Docker connection, or `None` (after a note) when Docker is not
-/// available and ENVELOPE_TEST_REQUIRE_DOCKER is unset.
-async fn parts(test: &str) -> Option<(&'static TestEnv, Docker)> {
-    let required = std::env::var_os("ENVELOPE_TEST_REQUIRE_DOCKER").is_some();
-    let docker = match connect_docker().await {
-        Ok(docker) => docker,
-        Err(reason) if required => {
-            // The script starts the daemon when it is not running.
-            if let Err(env_error) = test_env() {
-                panic!("{test}: ENVELOPE_TEST_REQUIRE_DOCKER is set but {reason}; {env_error}");
-            }
-            connect_docker().await.unwrap_or_else(|reason| {
-                panic!("{test}: ENVELOPE_TEST_REQUIRE_DOCKER is set but {reason}")
-            })
-        }
-        Err(reason) => {
-            eprintln!(
-                "{test}: skipped: {reason} (set ENVELOPE_TEST_REQUIRE_DOCKER to fail instead)"
-            );
-            return None;
-        }
-    };
-    match test_env() {
-        Ok(env) => Some((env, docker)),
-        Err(reason) => {
-            // Docker answers, which is all most of these tests need; the registry tests fail
-            // on their own, clearly, if the registries are really down.
-            eprintln!("{test}: scripts/test-env did not come up, using its defaults: {reason}");
-            static DEFAULTS: OnceLock<TestEnv> = OnceLock::new();
-            Some((
-                DEFAULTS.get_or_init(|| TestEnv {
-                    vars: HashMap::new(),
-                }),
-                docker,
-            ))
-        }
-    }
-}
-
-/// A name no other test run uses.
-fn unique(prefix: &str) -> String {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
-}
 
 // ---------------------------------------------------------------- helpers
 
@@ -674,7 +536,7 @@ async fn cache_from_a_registry_that_needs_credentials_uses_registry_auth() {
     let registry = env.auth_registry();
     let repository = format!("{registry}/{}", unique("envelope-e2e/build-cache-auth"));
     let credentials = RegistryCredentials {
-        server: registry,
+        server: registry.to_owned(),
         username: "AWS".to_owned(),
         password: Secret::new(env.auth_password()),
         expires_at: None,

@@ -17,10 +17,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
@@ -35,6 +34,7 @@ use envelope_runner::exec::ecs::migrate::{
     Migration, MigrationProgress, MigrationRecord, MigrationRequest,
 };
 use envelope_runner::exec::ecs::{EcsAws, EcsError, PollSchedule};
+use envelope_tests::env::{TestEnv, test_env, unique};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -43,102 +43,6 @@ use hyper_util::rt::TokioIo;
 const ROLES: [&str; 4] = ["api", "worker", "scheduler", "reverb"];
 
 // ---------------------------------------------------------------- the environment
-
-/// The variables `scripts/test-env env` prints, after `scripts/test-env up`.
-struct TestEnv {
-    vars: HashMap<String, String>,
-}
-
-impl TestEnv {
-    fn var(&self, name: &str) -> &str {
-        self.vars
-            .get(name)
-            .unwrap_or_else(|| panic!("scripts/test-env env does not set {name}"))
-    }
-
-    fn endpoint(&self) -> &str {
-        self.var("AWS_ENDPOINT_URL").trim_end_matches('/')
-    }
-
-    fn region(&self) -> &str {
-        self.var("AWS_REGION")
-    }
-
-    fn registry(&self) -> &str {
-        self.var("ENVELOPE_TEST_REGISTRY")
-    }
-
-    fn docker_cli(&self) -> &str {
-        self.vars
-            .get("ENVELOPE_TEST_DOCKER_CLI")
-            .map(String::as_str)
-            .unwrap_or("/usr/bin/docker")
-    }
-
-    /// AWS configuration from the env file (not the process env), for `endpoint`.
-    async fn sdk_config(&self, endpoint: &str) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(self.region().to_owned()))
-            .endpoint_url(endpoint)
-            .credentials_provider(aws_sdk_ecs::config::Credentials::new(
-                self.var("AWS_ACCESS_KEY_ID"),
-                self.var("AWS_SECRET_ACCESS_KEY"),
-                None,
-                None,
-                "envelope-e2e",
-            ))
-            .load()
-            .await
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// Starts the test environment once per process and reads its variables.
-fn test_env() -> Result<&'static TestEnv, String> {
-    static ENV: OnceLock<Result<TestEnv, String>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let script = repo_root().join("scripts/test-env");
-        let all_up = Command::new(&script)
-            .arg("status")
-            .output()
-            .is_ok_and(|status| status.status.success());
-        if !all_up {
-            let up = Command::new(&script)
-                .arg("up")
-                .output()
-                .map_err(|e| format!("running {} up: {e}", script.display()))?;
-            if !up.status.success() {
-                return Err(format!(
-                    "{} up failed:\n{}",
-                    script.display(),
-                    String::from_utf8_lossy(&up.stderr)
-                ));
-            }
-        }
-        let env = Command::new(&script)
-            .arg("env")
-            .output()
-            .map_err(|e| format!("running {} env: {e}", script.display()))?;
-        if !env.status.success() {
-            return Err(format!("{} env failed", script.display()));
-        }
-        let vars = String::from_utf8_lossy(&env.stdout)
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("export "))
-            .filter_map(|assignment| assignment.split_once('='))
-            .map(|(name, value)| (name.to_string(), value.trim_matches('"').to_string()))
-            .collect();
-        Ok(TestEnv { vars })
-    })
-    .as_ref()
-    .map_err(Clone::clone)
-}
 
 /// The environment, or `None` (after a note) when Docker or ministack cannot be reached and
 /// ENVELOPE_TEST_REQUIRE_DOCKER is unset.
@@ -166,21 +70,6 @@ async fn parts(test: &str) -> Option<&'static TestEnv> {
     }
     eprintln!("{test}: skipped: {reason} (set ENVELOPE_TEST_REQUIRE_DOCKER to fail instead)");
     None
-}
-
-/// A name no other test run uses.
-fn unique(prefix: &str) -> String {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!(
-        "{prefix}-{}-{:x}-{n}",
-        std::process::id(),
-        nanos % 0xffff_ffff
-    )
 }
 
 // ---------------------------------------------------------------- images
