@@ -352,36 +352,21 @@ fn diff_container(
     compare(c, "command", &b.command, &a.command, words);
     compare(c, "entryPoint", &b.entry_point, &a.entry_point, words);
     compare(c, "environment", &b.environment, &a.environment, |env| {
-        let mut pairs: Vec<String> = env
-            .iter()
-            .flatten()
-            .map(|kv| {
-                format!(
-                    "{}={}",
-                    kv.name.as_deref().unwrap_or(""),
-                    kv.value.as_deref().unwrap_or("")
-                )
-            })
-            .collect();
-        pairs.sort();
-        if pairs.is_empty() {
-            "(none)".to_owned()
-        } else {
-            pairs.join(" ")
-        }
+        sorted_list(
+            env.iter()
+                .flatten()
+                .map(|kv| pair(kv.name.as_deref(), kv.value.as_deref())),
+            " ",
+        )
     });
     compare(c, "secrets", &b.secrets, &a.secrets, |secrets| {
-        let mut names: Vec<String> = secrets
-            .iter()
-            .flatten()
-            .map(|s| format!("{} from {}", s.name, s.value_from))
-            .collect();
-        names.sort();
-        if names.is_empty() {
-            "(none)".to_owned()
-        } else {
-            names.join(", ")
-        }
+        sorted_list(
+            secrets
+                .iter()
+                .flatten()
+                .map(|s| format!("{} from {}", s.name, s.value_from)),
+            ", ",
+        )
     });
     compare(c, "cpu", &Some(b.cpu), &Some(a.cpu), debug);
     compare(c, "memory", &b.memory, &a.memory, debug);
@@ -467,22 +452,28 @@ fn words(value: &Option<Vec<String>>) -> String {
 }
 
 fn render_tags(tags: Option<&[Tag]>) -> String {
-    let mut pairs: Vec<String> = tags
-        .unwrap_or_default()
-        .iter()
-        .map(|t| {
-            format!(
-                "{}={}",
-                t.key.as_deref().unwrap_or(""),
-                t.value.as_deref().unwrap_or("")
-            )
-        })
-        .collect();
-    pairs.sort();
-    if pairs.is_empty() {
+    sorted_list(
+        tags.unwrap_or_default()
+            .iter()
+            .map(|t| pair(t.key.as_deref(), t.value.as_deref())),
+        " ",
+    )
+}
+
+/// `name=value`, either side possibly missing.
+fn pair(name: Option<&str>, value: Option<&str>) -> String {
+    format!("{}={}", name.unwrap_or(""), value.unwrap_or(""))
+}
+
+/// The items sorted and joined with `separator`, or `(none)`: an order-free rendering, so a
+/// reordered list is no change.
+fn sorted_list(items: impl Iterator<Item = String>, separator: &str) -> String {
+    let mut items: Vec<String> = items.collect();
+    items.sort();
+    if items.is_empty() {
         "(none)".to_owned()
     } else {
-        pairs.join(" ")
+        items.join(separator)
     }
 }
 
