@@ -163,9 +163,14 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ENVELOPE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,octocrab=warn,hyper=warn,tower_http=warn"));
+    // Colour only for a person at a terminal: a service's log (journald, CloudWatch) would
+    // keep the escape codes as text.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -81,6 +81,8 @@ async fn the_program_serves_health_and_stops_cleanly_on_sigterm() {
         .arg("--config")
         .arg(&path)
         .env("GITHUB_TOKEN", "ghp_x")
+        // Colour is decided by the terminal alone here.
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -111,4 +113,8 @@ async fn the_program_serves_health_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("stopping"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "a log that is not a terminal gets no colour codes: {stderr:?}"
+    );
 }
