@@ -122,8 +122,10 @@ fn client(url: &str) -> io::Result<&'static reqwest::blocking::Client> {
                 ")"
             ))
             .connect_timeout(CONNECT_TIMEOUT)
-            // A pack may take long; libgit2 reads it as it arrives.
-            .timeout(None);
+            // A pack may take long; libgit2 reads it as it arrives. Keepalive probes notice a
+            // server that went away mid-transfer.
+            .timeout(None)
+            .tcp_keepalive(Duration::from_secs(60));
         let builder = if tls {
             builder
         } else {
