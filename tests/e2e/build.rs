@@ -857,3 +857,51 @@ async fn a_context_file_that_cannot_be_sent_is_named() {
     assert!(message.contains("not UTF-8"), "{message}");
     assert!(message.contains(".dockerignore"), "{message}");
 }
+
+#[tokio::test]
+async fn a_context_of_thousands_of_files_behind_a_large_one_is_sent_whole() {
+    let Some((env, docker)) = parts("build large context").await else {
+        return;
+    };
+    // While the large file goes out, the daemon asks for thousands of small ones: each request
+    // is a tiny HTTP/2 frame, and the session must keep reading them.
+    let dockerfile = format!(
+        "FROM {}\nCOPY . /ctx\nRUN ls /ctx/files | wc -l > /count && md5sum /ctx/a-large.bin > /large.md5\n",
+        env.base_image()
+    );
+    let dir = context(&[("Dockerfile", &dockerfile)]);
+    let large: Vec<u8> = (0..16 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(dir.path().join("a-large.bin"), &large).expect("write");
+    std::fs::create_dir(dir.path().join("files")).expect("mkdir");
+    for index in 0..4000 {
+        std::fs::write(
+            dir.path().join(format!("files/{index:04}.txt")),
+            format!("file {index}\n"),
+        )
+        .expect("write");
+    }
+    let tag = format!("{}:latest", unique("envelope-e2e/large-context"));
+    let _cleanup = Cleanup {
+        docker: &docker,
+        references: vec![tag.clone()],
+    };
+    let mut request = request(dir.path());
+    request.tags = vec![tag.clone()];
+    let (result, _events) = run_build(&docker, &request).await;
+    result.expect("the build gets the whole context");
+    let image = save(&docker, &tag).await;
+    assert_eq!(text(&image, "count").trim(), "4000");
+    let md5 = Command::new("md5sum")
+        .arg(dir.path().join("a-large.bin"))
+        .output()
+        .expect("md5sum");
+    let expected = String::from_utf8_lossy(&md5.stdout);
+    let expected = expected.split_whitespace().next().expect("a sum");
+    assert!(
+        text(&image, "large.md5").starts_with(expected),
+        "{}",
+        text(&image, "large.md5")
+    );
+}

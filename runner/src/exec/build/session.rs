@@ -290,8 +290,19 @@ async fn send(
         }
         true
     });
+    // The daemon's requests are read as they come, whatever this side is busy sending: each
+    // is a tiny DATA frame, and HTTP/2 (h2) closes a connection that leaves too many of those
+    // unread (`too_many_data_frames`), which a context of thousands of files would.
+    let (requests_in, mut requests) = mpsc::unbounded_channel();
+    let _reader = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        while let Some(packet) = incoming.next().await {
+            if requests_in.send(packet).is_err() {
+                break;
+            }
+        }
+    }));
     let mut summary = ContextSummary::default();
-    while let Some(packet) = incoming.next().await {
+    while let Some(packet) = requests.recv().await {
         let packet = packet.map_err(|status| WalkError {
             path: std::path::PathBuf::from("build context"),
             source: std::io::Error::new(
