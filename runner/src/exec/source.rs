@@ -43,7 +43,6 @@
 //! Everything here blocks; async callers use `tokio::task::spawn_blocking` (all public types are
 //! `Send`).
 
-use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -51,8 +50,8 @@ use std::time::{Duration, Instant};
 
 use git2::build::CheckoutBuilder;
 use git2::{
-    AutotagOption, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions,
-    FetchPrune, ObjectType, Oid, RemoteCallbacks, Repository,
+    AutotagOption, Direction, ErrorClass, ErrorCode, FetchOptions, FetchPrune, ObjectType, Oid,
+    RemoteCallbacks, Repository,
 };
 use sha2::{Digest, Sha256};
 
@@ -891,14 +890,6 @@ enum FetchShape {
     Objects,
 }
 
-/// What the credentials callback saw, to tell an authentication failure from the error text
-/// libgit2 makes of it.
-#[derive(Default)]
-struct AuthAttempts {
-    asked: Cell<u32>,
-    failed: Cell<bool>,
-}
-
 /// The URL and token of one repository; makes libgit2 callbacks and turns its errors into
 /// [`SourceError`]s.
 struct Session<'a> {
@@ -914,17 +905,16 @@ impl<'a> Session<'a> {
         shape: FetchShape,
         progress: &mut dyn FnMut(SourceProgress),
     ) -> Result<(), SourceError> {
-        let attempts = AuthAttempts::default();
         let _token = self.transport_token();
         let mut remote = repo
             .remote_anonymous(&self.url.fetch)
-            .map_err(|error| self.error(error, &attempts))?;
-        let mut options = self.fetch_options(&attempts, shape, progress);
+            .map_err(|error| self.error(error))?;
+        let mut options = self.fetch_options(shape, progress);
         // An explicit reflog message: libgit2's default would record the URL, credentials and
         // all.
         remote
             .fetch(refspecs, Some(&mut options), Some("envelope-runner fetch"))
-            .map_err(|error| self.error(error, &attempts))
+            .map_err(|error| self.error(error))
     }
 
     /// Fetch depth 1 of the one ref the reference means. Returns false when the reference is a
@@ -935,19 +925,18 @@ impl<'a> Session<'a> {
         reference: &Reference,
         progress: &mut dyn FnMut(SourceProgress),
     ) -> Result<bool, SourceError> {
-        let attempts = AuthAttempts::default();
         let _token = self.transport_token();
         let mut remote = repo
             .remote_anonymous(&self.url.fetch)
-            .map_err(|error| self.error(error, &attempts))?;
+            .map_err(|error| self.error(error))?;
         // One connection for listing refs and fetching: over HTTP the listing is the first
         // request of the fetch anyway, so this costs no extra round trip.
         let mut connection = remote
-            .connect_auth(Direction::Fetch, Some(self.callbacks(&attempts)), None)
-            .map_err(|error| self.error(error, &attempts))?;
+            .connect_auth(Direction::Fetch, None, None)
+            .map_err(|error| self.error(error))?;
         let advertised: Vec<(String, Oid)> = connection
             .list()
-            .map_err(|error| self.error(error, &attempts))?
+            .map_err(|error| self.error(error))?
             .iter()
             .map(|head| (head.name().to_string(), head.oid()))
             .collect();
@@ -961,7 +950,7 @@ impl<'a> Session<'a> {
         if repo.refname_to_id(&name).is_ok_and(|local| local == oid) {
             return Ok(true);
         }
-        let mut options = self.fetch_options(&attempts, FetchShape::Shallow, progress);
+        let mut options = self.fetch_options(FetchShape::Shallow, progress);
         connection
             .remote()
             .fetch(
@@ -969,45 +958,24 @@ impl<'a> Session<'a> {
                 Some(&mut options),
                 Some("envelope-runner fetch"),
             )
-            .map_err(|error| self.error(error, &attempts))?;
+            .map_err(|error| self.error(error))?;
         Ok(true)
     }
 
     /// Hands the token to the HTTP transport for the fetches made until the guard drops.
     fn transport_token(&self) -> http::TokenGuard {
         http::register();
-        http::with_token(self.url.origin.as_deref(), self.token)
-    }
-
-    fn callbacks<'cb>(&'cb self, attempts: &'cb AuthAttempts) -> RemoteCallbacks<'cb> {
-        let mut callbacks = RemoteCallbacks::new();
-        let token = self.token;
-        callbacks.credentials(move |_url, _user, allowed| {
-            let asked = attempts.asked.get();
-            attempts.asked.set(asked + 1);
-            // libgit2 asks again after every 401; a second request means the first answer was
-            // refused, and answering forever would loop.
-            let usable = token.filter(|_| asked == 0);
-            match usable {
-                Some(token) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
-                    Cred::userpass_plaintext(TOKEN_USER, token.expose())
-                }
-                _ => {
-                    attempts.failed.set(true);
-                    Err(git2::Error::from_str("authentication failed"))
-                }
-            }
-        });
-        callbacks
+        http::with_token(&self.url.fetch, self.token)
     }
 
     fn fetch_options<'cb>(
         &'cb self,
-        attempts: &'cb AuthAttempts,
         shape: FetchShape,
         progress: &'cb mut dyn FnMut(SourceProgress),
     ) -> FetchOptions<'cb> {
-        let mut callbacks = self.callbacks(attempts);
+        // The token travels with the HTTP transport (`http`), not through libgit2's credential
+        // callback.
+        let mut callbacks = RemoteCallbacks::new();
         let mut reporter = TransferReporter::default();
         callbacks.transfer_progress(move |stats| {
             reporter.report(
@@ -1035,13 +1003,10 @@ impl<'a> Session<'a> {
         options
     }
 
-    fn error(&self, error: git2::Error, attempts: &AuthAttempts) -> SourceError {
+    fn error(&self, error: git2::Error) -> SourceError {
         let url = self.url.redacted.clone();
         let status = http_status(error.message());
-        if attempts.failed.get()
-            || error.code() == ErrorCode::Auth
-            || matches!(status, Some(401 | 403))
-        {
+        if error.code() == ErrorCode::Auth || matches!(status, Some(401 | 403)) {
             return SourceError::AuthenticationFailed {
                 url,
                 token_given: self.token.is_some(),

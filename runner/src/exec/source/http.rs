@@ -19,14 +19,12 @@ use std::time::Duration;
 
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
 
+use super::TOKEN_USER;
 use crate::error_chain;
 use crate::secret::Secret;
 
 /// How long connecting to a git server may take before the fetch fails (and is retried).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The user name a GitHub token goes with.
-const TOKEN_USER: &str = "x-access-token";
 
 thread_local! {
     /// The token of the fetch running on this thread, for the origin it was given for.
@@ -76,12 +74,13 @@ fn register_scheme(scheme: &str) -> Result<(), git2::Error> {
     }
 }
 
-/// Sets the token for the fetches this thread makes until the guard is dropped. The token
-/// goes only to `origin` (`scheme://host[:port]`).
-pub(super) fn with_token(origin: Option<&str>, token: Option<&Secret>) -> TokenGuard {
-    let credentials = match (origin, token) {
+/// Sets the token for the fetches this thread makes from `repository` until the guard is
+/// dropped. The token goes only to the repository's origin (`scheme://host[:port]`, as
+/// [`origin_of`] makes it for every request).
+pub(super) fn with_token(repository: &str, token: Option<&Secret>) -> TokenGuard {
+    let credentials = match (origin_of(repository), token) {
         (Some(origin), Some(token)) if !token.is_empty() => Some(Credentials {
-            origin: origin.to_owned(),
+            origin,
             token: token.clone(),
         }),
         _ => None,
@@ -432,10 +431,10 @@ mod tests {
         let current = || CREDENTIALS.with(|c| c.borrow().as_ref().map(|c| c.origin.clone()));
         assert_eq!(current(), None);
         {
-            let _outer = with_token(Some("https://github.com"), Some(&token));
+            let _outer = with_token("https://github.com:443/o/r.git", Some(&token));
             assert_eq!(current().as_deref(), Some("https://github.com"));
             {
-                let _inner = with_token(Some("https://example.com"), None);
+                let _inner = with_token("https://example.com/o/r.git", None);
                 assert_eq!(current(), None, "a fetch without a token sends none");
             }
             assert_eq!(current().as_deref(), Some("https://github.com"));
