@@ -71,6 +71,14 @@ pub(crate) struct WalkError {
 }
 
 impl WalkError {
+    /// A failure of the transfer itself rather than of one file.
+    pub(crate) fn transfer(kind: io::ErrorKind, message: impl Into<String>) -> WalkError {
+        WalkError {
+            path: PathBuf::from("build context"),
+            source: io::Error::new(kind, message.into()),
+        }
+    }
+
     fn at(path: &Path) -> impl FnOnce(io::Error) -> WalkError + '_ {
         move |source| WalkError {
             path: path.to_owned(),
@@ -367,9 +375,13 @@ impl Walker<'_> {
         for entry in entries {
             let path = entry.path();
             let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                let rel_lossy = format!("{rel}/{}", name.to_string_lossy());
-                if self.excluded(rel_lossy.trim_start_matches('/')) {
+            let rel_path = match rel {
+                "" => name.to_string_lossy().into_owned(),
+                _ => format!("{rel}/{}", name.to_string_lossy()),
+            };
+            if name.to_str().is_none() {
+                // Patterns match the name as text; an ignored one is never sent.
+                if self.excluded(&rel_path) {
                     continue;
                 }
                 return Err(WalkError {
@@ -380,12 +392,7 @@ impl Walker<'_> {
                          (rename it)",
                     ),
                 });
-            };
-            let rel_path = if rel.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{rel}/{name}")
-            };
+            }
             let metadata = fs::symlink_metadata(&path).map_err(WalkError::at(&path))?;
             let file_type = metadata.file_type();
             if file_type.is_fifo()
@@ -405,17 +412,17 @@ impl Walker<'_> {
                 continue;
             }
             let excluded = self.excluded(&rel_path);
-            let stat = stat_of(&rel_path, &path, &metadata)?;
-            let entry = Entry {
-                stat,
-                path: path.clone(),
-            };
+            let kept = !excluded && inclusion == Inclusion::In;
             if metadata.is_dir() {
                 if excluded && !self.may_hold_kept(&rel_path) {
                     continue;
                 }
+                let entry = Entry {
+                    stat: stat_of(&rel_path, &path, &metadata)?,
+                    path: path.clone(),
+                };
                 let depth = pending.len();
-                if !excluded && inclusion == Inclusion::In {
+                if kept {
                     out.append(pending);
                     out.push(entry);
                 } else {
@@ -424,9 +431,10 @@ impl Walker<'_> {
                 let below_filtering = filtering && inclusion != Inclusion::In;
                 self.walk_dir(&path, &rel_path, below_filtering, pending, out)?;
                 pending.truncate(depth);
-            } else if !excluded && inclusion == Inclusion::In {
+            } else if kept {
+                let stat = stat_of(&rel_path, &path, &metadata)?;
                 out.append(pending);
-                out.push(entry);
+                out.push(Entry { stat, path });
             }
         }
         Ok(())

@@ -47,6 +47,9 @@ const METHODS: &[&str] = &[
     "/moby.filesync.v1.Auth/VerifyTokenAuthority",
 ];
 
+/// Why a transfer ended early when the daemon went away.
+const STOPPED_READING: &str = "the daemon stopped reading the build context";
+
 /// The bytes of a file travel in packets of this size, as fsutil sends them.
 const DATA_PACKET_BYTES: usize = 32 * 1024;
 
@@ -261,13 +264,7 @@ async fn send(
     mut incoming: Streaming<Packet>,
     sender: &mpsc::Sender<Result<Packet, Status>>,
 ) -> Result<ContextSummary, WalkError> {
-    let closed = || WalkError {
-        path: std::path::PathBuf::from("build context"),
-        source: std::io::Error::new(
-            std::io::ErrorKind::BrokenPipe,
-            "the daemon stopped reading the build context",
-        ),
-    };
+    let closed = || WalkError::transfer(std::io::ErrorKind::BrokenPipe, STOPPED_READING);
     let stats: Vec<Packet> = entries
         .iter()
         .map(|entry| Packet {
@@ -282,14 +279,14 @@ async fn send(
         .collect();
     // Stats go out while requests come in: the daemon asks for files before the last stat.
     let stat_sender = sender.clone();
-    let stats_sent = tokio::spawn(async move {
+    let mut stats_sent = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         for packet in stats {
             if stat_sender.send(Ok(packet)).await.is_err() {
                 return false;
             }
         }
         true
-    });
+    }));
     // The daemon's requests are read as they come, whatever this side is busy sending: each
     // is a tiny DATA frame, and HTTP/2 (h2) closes a connection that leaves too many of those
     // unread (`too_many_data_frames`), which a context of thousands of files would.
@@ -303,12 +300,11 @@ async fn send(
     }));
     let mut summary = ContextSummary::default();
     while let Some(packet) = requests.recv().await {
-        let packet = packet.map_err(|status| WalkError {
-            path: std::path::PathBuf::from("build context"),
-            source: std::io::Error::new(
+        let packet = packet.map_err(|status| {
+            WalkError::transfer(
                 std::io::ErrorKind::BrokenPipe,
                 format!("the daemon broke off the transfer: {}", status.message()),
-            ),
+            )
         })?;
         match PacketType::try_from(packet.r#type) {
             Ok(PacketType::PacketReq) => {
@@ -316,18 +312,17 @@ async fn send(
                     .ok()
                     .and_then(|index| entries.get(index))
                     .filter(|entry| entry.is_file())
-                    .ok_or_else(|| WalkError {
-                        path: std::path::PathBuf::from("build context"),
-                        source: std::io::Error::new(
+                    .ok_or_else(|| {
+                        WalkError::transfer(
                             std::io::ErrorKind::InvalidData,
                             format!("the daemon asked for unknown file #{}", packet.id),
-                        ),
+                        )
                     })?;
                 summary.bytes += send_file(packet.id, entry, sender).await?;
                 summary.files += 1;
             }
             Ok(PacketType::PacketFin) => {
-                if !stats_sent.await.unwrap_or(false) {
+                if !(&mut stats_sent).await.unwrap_or(false) {
                     return Err(closed());
                 }
                 sender
@@ -340,13 +335,13 @@ async fn send(
                 return Ok(summary);
             }
             Ok(PacketType::PacketErr) => {
-                return Err(WalkError {
-                    path: std::path::PathBuf::from("build context"),
-                    source: std::io::Error::other(format!(
+                return Err(WalkError::transfer(
+                    std::io::ErrorKind::Other,
+                    format!(
                         "the daemon could not take the build context: {}",
                         String::from_utf8_lossy(&packet.data)
-                    )),
-                });
+                    ),
+                ));
             }
             _ => {}
         }
@@ -383,7 +378,7 @@ async fn send_file(
             .map_err(|_| {
                 failed(std::io::Error::new(
                     std::io::ErrorKind::BrokenPipe,
-                    "the daemon stopped reading the build context",
+                    STOPPED_READING,
                 ))
             })?;
         if done {
