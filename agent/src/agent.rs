@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Credentials, Settings};
+use crate::config::{Credentials, Settings, WatchedRepository};
 use crate::github::GithubClient;
 use crate::metrics::Metrics;
 use crate::poller::Poller;
@@ -85,14 +85,7 @@ impl Agent {
         let mut repositories = Vec::new();
         let mut pipelines = BTreeSet::new();
         for repository in &settings.repositories {
-            let compiled =
-                load_pipeline(&settings.project, &repository.pipeline).map_err(|message| {
-                    StartError::Pipeline {
-                        repository: repository.repository.clone(),
-                        pipeline: repository.pipeline.clone(),
-                        message,
-                    }
-                })?;
+            let compiled = repository_pipeline(&settings, repository)?;
             let patterns = repository
                 .tags
                 .clone()
@@ -232,16 +225,22 @@ impl Agent {
     }
 }
 
+/// The pipeline a watched repository runs, compiled.
+fn repository_pipeline(
+    settings: &Settings,
+    repository: &WatchedRepository,
+) -> Result<envelope_runner::pipeline::CompiledPipeline, StartError> {
+    load_pipeline(&settings.project, &repository.pipeline).map_err(|message| StartError::Pipeline {
+        repository: repository.repository.clone(),
+        pipeline: repository.pipeline.clone(),
+        message,
+    })
+}
+
 /// Every repository's pipeline loads.
 fn check_pipelines(settings: &Settings) -> Result<(), StartError> {
     for repository in &settings.repositories {
-        load_pipeline(&settings.project, &repository.pipeline).map_err(|message| {
-            StartError::Pipeline {
-                repository: repository.repository.clone(),
-                pipeline: repository.pipeline.clone(),
-                message,
-            }
-        })?;
+        repository_pipeline(settings, repository)?;
     }
     Ok(())
 }

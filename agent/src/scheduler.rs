@@ -222,19 +222,19 @@ impl Scheduler {
         via: Via,
     ) -> Result<Offer, StoreError> {
         let store = &self.inner.store;
+        let not_startable = |pipeline: &str, message: String| {
+            tracing::error!(
+                repository = %repository.repository,
+                release = %release.tag_name,
+                "release {} of {} cannot start pipeline `{pipeline}`: {message}",
+                release.tag_name,
+                repository.repository,
+            );
+            Offer::NotStartable(message)
+        };
         let compiled = match self.load_pipeline(&repository.pipeline) {
             Ok(compiled) => compiled,
-            Err(message) => {
-                tracing::error!(
-                    repository = %repository.repository,
-                    release = %release.tag_name,
-                    "release {} of {} cannot start pipeline `{}`: {message}",
-                    release.tag_name,
-                    repository.repository,
-                    repository.pipeline
-                );
-                return Ok(Offer::NotStartable(message));
-            }
+            Err(message) => return Ok(not_startable(&repository.pipeline, message)),
         };
         let trigger = RunTrigger {
             kind: TriggerKind::Release {
@@ -252,16 +252,7 @@ impl Scheduler {
         };
         // A release the pipeline cannot plan is refused before anything is claimed.
         if let Err(error) = plan::plan(&compiled, &context) {
-            let message = error.to_string();
-            tracing::error!(
-                repository = %repository.repository,
-                release = %release.tag_name,
-                "release {} of {} cannot start pipeline `{}`: {message}",
-                release.tag_name,
-                repository.repository,
-                compiled.name
-            );
-            return Ok(Offer::NotStartable(message));
+            return Ok(not_startable(&compiled.name, error.to_string()));
         }
         let id = RunId::new();
         let run = match store.claim_trigger(key, &id).await? {
