@@ -516,6 +516,7 @@ impl Scheduler {
             approval_poll: Duration::from_secs(5),
             lease_ttl: LEASE_TTL,
             cancel: self.inner.cancel_runs.clone(),
+            region: None,
         }
     }
 

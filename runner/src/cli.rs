@@ -63,6 +63,10 @@ pub enum Command {
         /// The commit the ref resolves to (40 hex characters), when known.
         #[arg(long)]
         sha: Option<String>,
+        /// AWS region, as `run --region` takes it (default: the pipeline's, envelope.yaml's,
+        /// then AWS_REGION).
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
@@ -208,6 +212,10 @@ pub struct RunArgs {
     /// endpoint, a local emulator).
     #[arg(long, value_name = "HOST:PORT", env = "ENVELOPE_REGISTRY_ENDPOINT")]
     pub registry_endpoint: Option<String>,
+    /// AWS region for this run; beats the pipeline's `aws.region`, envelope.yaml and
+    /// AWS_REGION. A resumed run keeps the region it started in unless this is given.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
     /// Cache folder for git mirrors and checkouts.
     #[arg(long, value_name = "DIR", env = "ENVELOPE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -259,12 +267,14 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             pipeline,
             git_ref,
             sha,
+            region,
             output,
         } => plan_command(
             &project,
             &pipeline,
             git_ref,
             sha,
+            region,
             output,
             color,
             &mut stdout,
@@ -423,6 +433,7 @@ fn plan_command(
     name: &str,
     git_ref: Option<String>,
     sha: Option<String>,
+    region: Option<String>,
     output: OutputFormat,
     color: bool,
     stdout: &mut dyn Write,
@@ -465,10 +476,21 @@ fn plan_command(
             return exit_codes::INVALID_INPUT;
         }
     };
+    // The same region a run would settle on, short of the AWS profile and instance metadata
+    // (plan reads no files beyond the project and asks no service).
+    let region = region
+        .or_else(|| compiled.aws.region.clone())
+        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+        .or_else(|| {
+            std::env::var("AWS_DEFAULT_REGION")
+                .ok()
+                .filter(|r| !r.is_empty())
+        });
     let context = PlanContext {
         git_ref,
         sha,
         env,
+        region,
         ..PlanContext::default()
     };
     match plan::plan(&compiled, &context) {

@@ -153,6 +153,7 @@ fn settings(args: &RunArgs) -> RunSettings {
         approval_poll: Duration::from_secs_f64(args.approval_poll.max(0.05)),
         lease_ttl: Duration::from_secs(60),
         cancel: cancel_on_signals(),
+        region: args.region.clone(),
     }
 }
 
@@ -506,6 +507,8 @@ fn driver_error_code(error: &crate::exec::driver::DriverError) -> i32 {
         | DriverError::WrongPipeline { .. }
         | DriverError::NothingToRollBackTo(_) => exit_codes::INVALID_INPUT,
         DriverError::Store(error) => error.exit_code(),
+        DriverError::AwsTarget(error) if error.is_environment() => exit_codes::ENVIRONMENT,
+        DriverError::AwsTarget(_) => exit_codes::INVALID_INPUT,
     }
 }
 

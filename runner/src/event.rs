@@ -69,6 +69,13 @@ pub enum Event {
         stage: Option<String>,
         message: String,
     },
+    /// Something went wrong that does not stop the run but that people must see (an approval
+    /// notice that could not be sent): one readable line, shown in every output mode and kept
+    /// in the stage's record.
+    Warning {
+        stage: Option<String>,
+        message: String,
+    },
     RunFinished {
         run: RunId,
         status: crate::run::RunStatus,

@@ -31,6 +31,9 @@ pub struct PlanContext {
     pub env: BTreeMap<String, String>,
     /// AWS account, when learned from STS and not set in the pipeline.
     pub account: Option<String>,
+    /// AWS region settled for the run (`--region`, the pipeline, envelope.yaml, `AWS_REGION`);
+    /// plan falls back to the pipeline's own when it is not given.
+    pub region: Option<String>,
 }
 
 /// The resolved steps of one run.
@@ -43,6 +46,10 @@ pub struct Plan {
     pub aws: AwsPlan,
     pub concurrency: Concurrency,
     pub steps: Vec<Step>,
+    /// Stages a branch run leaves out: a pipeline with release tag patterns deploys only
+    /// releases, so a run of a branch or commit builds and pushes and stops there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -233,15 +240,15 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
         .account
         .clone()
         .or_else(|| context.account.clone());
+    let region = context
+        .region
+        .clone()
+        .or_else(|| compiled.aws.region.clone());
     let registry = compiled.aws.registry.clone().unwrap_or_else(|| {
         format!(
             "{}.dkr.ecr.{}.amazonaws.com",
             account.clone().unwrap_or_else(|| "<aws.account>".into()),
-            compiled
-                .aws
-                .region
-                .clone()
-                .unwrap_or_else(|| "<aws.region>".into())
+            region.clone().unwrap_or_else(|| "<aws.region>".into())
         )
     });
     let mut values: BTreeMap<String, String> = BTreeMap::new();
@@ -254,16 +261,22 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
         ("git.short_sha", &trigger.short_sha),
         ("git.branch", &trigger.branch),
         ("run.id", &context.run_id),
-        ("aws.region", &compiled.aws.region),
+        ("aws.region", &region),
         ("aws.account", &account),
     ] {
         if let Some(value) = value {
             values.insert(name.into(), value.clone());
         }
     }
+    if let Some(version) = trigger.tag.as_ref().or(trigger.short_sha.as_ref()) {
+        values.insert("release.version".into(), version.clone());
+    }
     for (name, value) in &context.env {
         values.insert(format!("env.{name}"), value.clone());
     }
+    // A branch (or commit) run of a pipeline that deploys releases builds and pushes only.
+    let branch_run = trigger.tag.is_none() && !pipeline.source.tags.is_empty();
+    let mut left_out = Vec::new();
 
     let builds: Vec<String> = pipeline
         .stages
@@ -298,6 +311,14 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
                     .clone()
                     .unwrap_or_else(|| vec!["${git.sha}".into(), "latest".into()]);
                 let mut tags = Vec::new();
+                // Without a release, the tags named after it are left out (never the run).
+                let mut tags_written: Vec<String> = tags_written
+                    .into_iter()
+                    .filter(|tag| trigger.tag.is_some() || !template::uses(tag, "release.tag"))
+                    .collect();
+                if tags_written.is_empty() {
+                    tags_written.push("${git.short_sha}".into());
+                }
                 for tag in &tags_written {
                     let tag = render(tag)?;
                     if !tag.contains('<')
@@ -419,6 +440,9 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
                     image,
                 }));
             }
+            Stage::Approval(_) | Stage::Migrate(_) | Stage::Deploy(_) if branch_run => {
+                left_out.push(stage_name.clone());
+            }
             Stage::Approval(approval) => {
                 let timeout = timeout_of(approval.timeout.as_deref(), DEFAULT_APPROVAL_TIMEOUT);
                 steps.push(Step::Approval(ApprovalStep {
@@ -480,12 +504,13 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
         run_id: context.run_id.clone(),
         trigger,
         aws: AwsPlan {
-            region: compiled.aws.region.clone(),
+            region,
             account,
             registry,
         },
         concurrency: pipeline.concurrency.unwrap_or(Concurrency::Queued),
         steps,
+        left_out,
     })
 }
 
@@ -703,6 +728,15 @@ impl Plan {
                     );
                 }
             }
+        }
+        if !self.left_out.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nleft out  {}: `{}` is not a release, so this run builds and pushes only; \
+                 deploy by publishing a release tag",
+                self.left_out.join(", "),
+                self.trigger.git_ref
+            );
         }
         out
     }

@@ -167,6 +167,10 @@ pub struct StageOutputs {
     /// Approval: who decided, when, and what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRecord>,
+    /// What went wrong without failing the stage (a notice that could not be sent), one
+    /// readable line each, for `status` and the job summary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

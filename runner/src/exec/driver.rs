@@ -4,7 +4,7 @@
 
 use crate::event::Event;
 use crate::exec::source::{self, SourceProgress, SourceRequest};
-use crate::exec::{build, buildspec as phases, ecs, notify, push};
+use crate::exec::{aws_target, build, buildspec as phases, ecs, notify, push};
 use crate::pipeline::CompiledPipeline;
 use crate::plan::{self, Plan, PlanContext, Step};
 use crate::report::EventSink;
@@ -41,6 +41,8 @@ pub struct RunSettings {
     pub lease_ttl: Duration,
     /// Cancelled on Ctrl-C / SIGTERM: the current stage is checkpointed and the run stops.
     pub cancel: tokio_util::sync::CancellationToken,
+    /// `--region`: beats every region a file or the environment names (see `aws_target`).
+    pub region: Option<String>,
 }
 
 impl RunSettings {
@@ -80,6 +82,8 @@ pub enum DriverError {
         found: String,
         expected: String,
     },
+    #[error(transparent)]
+    AwsTarget(#[from] aws_target::AwsTargetError),
 }
 
 /// A failed stage: what to tell people, and whether the environment (not the input) is at fault.
@@ -138,6 +142,8 @@ pub struct Driver {
     aws: OnceCell<aws_config::SdkConfig>,
     ecr_auth: OnceCell<push::ecr::EcrAuth>,
     ecs: OnceCell<ecs::EcsAws>,
+    /// The region `settle_aws` chose, for every AWS client of the run.
+    region: std::sync::OnceLock<String>,
 }
 
 impl Driver {
@@ -156,7 +162,56 @@ impl Driver {
             aws: OnceCell::new(),
             ecr_auth: OnceCell::new(),
             ecs: OnceCell::new(),
+            region: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Settle the run's AWS region and account (see `aws_target`) into `context`, so that no
+    /// step reaches Docker, a registry, ECS or SNS with a placeholder in a name. Learns the
+    /// account from STS only when a step that will run names it.
+    async fn settle_aws(&self, context: &mut PlanContext) -> Result<(), DriverError> {
+        let local = self.settings.is_local();
+        context.region = aws_target::resolve_region(
+            self.settings.region.as_deref(),
+            context.region.as_deref(),
+            self.compiled.aws.region.as_deref(),
+        )
+        .await;
+        let plan = plan::plan(&self.compiled, context)?;
+        match &context.region {
+            Some(region) => {
+                let _ = self.region.set(region.clone());
+            }
+            None => {
+                let needs_region = !local
+                    && plan
+                        .steps
+                        .iter()
+                        .any(|step| matches!(step, Step::Migrate(_) | Step::Deploy(_)));
+                if needs_region
+                    || !aws_target::steps_naming(&plan, aws_target::REGION_PLACEHOLDER, local)
+                        .is_empty()
+                {
+                    return Err(aws_target::AwsTargetError::NoRegion {
+                        pipeline: self.compiled.name.clone(),
+                    }
+                    .into());
+                }
+            }
+        }
+        if context.account.is_none()
+            && self.compiled.aws.account.is_none()
+            && !aws_target::steps_naming(&plan, aws_target::ACCOUNT_PLACEHOLDER, local).is_empty()
+        {
+            let config =
+                self.aws()
+                    .await
+                    .map_err(|failure| aws_target::AwsTargetError::Identity {
+                        detail: failure.message,
+                    })?;
+            context.account = Some(aws_target::caller_account(config).await?);
+        }
+        Ok(())
     }
 
     /// Create a run record for this trigger and execute it.
@@ -169,6 +224,7 @@ impl Driver {
         context.run_id = Some(id.0.clone());
         let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         context.created.get_or_insert(created.clone());
+        self.settle_aws(&mut context).await?;
         // Planning first rejects a trigger the pipeline cannot run before anything is recorded.
         let plan = plan::plan(&self.compiled, &context)?;
         let record = RunRecord {
@@ -239,6 +295,7 @@ impl Driver {
         let id = RunId::new();
         let mut context = plan_context(from);
         context.run_id = Some(id.0.clone());
+        self.settle_aws(&mut context).await?;
         let plan = plan::plan(&self.compiled, &context)?;
         let created = now();
         let stages = plan
@@ -365,6 +422,13 @@ impl Driver {
         let mut state = restore_state(&record);
         if let Some(sha) = &state.sha {
             context.sha = Some(sha.clone());
+        }
+        if let Err(error) = self.settle_aws(&mut context).await {
+            // The run cannot go on without its account or region: say so in the record too.
+            self.store
+                .set_run_status(&record.id, RunStatus::Failed, Some(&now()))
+                .await?;
+            return Err(error);
         }
         record.status = RunStatus::Running;
         self.store
@@ -1221,10 +1285,14 @@ impl Driver {
                         self.task_definition_changes(step, plan, state, &mut notice)
                             .await;
                     }
-                    let sent = self.notify(step, &notice).await;
-                    if !sent.is_empty() {
+                    let (sent, warnings) = self.notify(step, &notice).await;
+                    if !sent.is_empty() || !warnings.is_empty() {
                         let stage = record.stage_mut(&step.name).expect("stage exists");
-                        stage.outputs.notified = Some(format!("{} at {}", sent.join(", "), now()));
+                        if !sent.is_empty() {
+                            stage.outputs.notified =
+                                Some(format!("{} at {}", sent.join(", "), now()));
+                        }
+                        stage.outputs.warnings.extend(warnings);
                         let stage = stage.clone();
                         self.store
                             .save_stage(&run, &stage)
@@ -1663,13 +1731,24 @@ impl Driver {
         notice.services = services;
     }
 
-    /// Send the gate's notifications; a failure is reported, never fatal: the gate still works.
+    /// Send the gate's notifications: where they went, and a warning line for each that could
+    /// not be sent. A failure is loud (a warning in every output mode and in the stage's
+    /// record) but never fatal: the gate still works.
     async fn notify(
         &self,
         step: &plan::ApprovalStep,
         notice: &notify::ApprovalNotice,
-    ) -> Vec<String> {
+    ) -> (Vec<String>, Vec<String>) {
         let mut sent = Vec::new();
+        let mut warnings = Vec::new();
+        let mut warn = |error: notify::NotifyError| {
+            let message = error.to_string();
+            self.events.emit(Event::Warning {
+                stage: Some(step.name.clone()),
+                message: message.clone(),
+            });
+            warnings.push(message);
+        };
         if let Some(topic) = &step.notify_sns {
             let result = match self.aws().await {
                 Ok(config) => notify::publish_sns(config, topic, notice).await,
@@ -1686,10 +1765,7 @@ impl Driver {
                     });
                     sent.push(format!("sns:{topic}"));
                 }
-                Err(error) => self.events.emit(Event::Notice {
-                    stage: Some(step.name.clone()),
-                    message: error.to_string(),
-                }),
+                Err(error) => warn(error),
             }
         }
         if let Some(url) = &step.notify_webhook {
@@ -1701,13 +1777,10 @@ impl Driver {
                     });
                     sent.push(format!("webhook:{url}"));
                 }
-                Err(error) => self.events.emit(Event::Notice {
-                    stage: Some(step.name.clone()),
-                    message: error.to_string(),
-                }),
+                Err(error) => warn(error),
             }
         }
-        sent
+        (sent, warnings)
     }
 
     async fn docker(&self) -> Result<bollard::Docker, StageFailure> {
@@ -1725,7 +1798,7 @@ impl Driver {
         self.aws
             .get_or_try_init(|| async {
                 let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-                if let Some(region) = &self.compiled.aws.region {
+                if let Some(region) = self.region.get().or(self.compiled.aws.region.as_ref()) {
                     loader = loader.region(aws_config::Region::new(region.clone()));
                 }
                 Ok::<_, StageFailure>(loader.load().await)
@@ -2083,6 +2156,7 @@ pub fn context_record(context: &PlanContext) -> BTreeMap<String, String> {
         ("run_id", &context.run_id),
         ("created", &context.created),
         ("account", &context.account),
+        ("region", &context.region),
     ] {
         if let Some(value) = value {
             record.insert(key.to_owned(), value.clone());
@@ -2102,6 +2176,7 @@ fn plan_context(record: &RunRecord) -> PlanContext {
         run_id: Some(record.id.0.clone()),
         created: get("created").or_else(|| Some(record.created_at.clone())),
         account: get("account"),
+        region: get("region"),
         env: record
             .context
             .iter()

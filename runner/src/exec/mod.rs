@@ -1,6 +1,7 @@
 //! Execution: one module per stage kind, each talking to the outside world through a thin,
 //! endpoint-configurable client.
 
+pub mod aws_target;
 pub mod build;
 pub mod buildspec;
 pub mod driver;

@@ -32,9 +32,11 @@ pub struct ServiceChange {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    #[error("could not publish the approval notice to SNS topic {topic}: {detail}")]
+    #[error(
+        "approvers were not told: the approval notice to SNS topic {topic} was not sent ({detail})"
+    )]
     Sns { topic: String, detail: String },
-    #[error("the approval webhook {url} failed: {detail}")]
+    #[error("approvers were not told: the approval webhook {url} failed ({detail})")]
     Webhook { url: String, detail: String },
 }
 
@@ -93,7 +95,7 @@ pub async fn publish_sns(
         .await
         .map_err(|error| NotifyError::Sns {
             topic: topic.to_owned(),
-            detail: aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
+            detail: crate::exec::aws_target::one_line(&error),
         })?;
     Ok(answer.message_id().unwrap_or_default().to_owned())
 }

@@ -14,7 +14,7 @@ pub mod yaml;
 
 use crate::buildspec::{self, Buildspec};
 use diagnostic::{Diagnostic, Diagnostics, SourceFile};
-use model::{Aws, Pipeline, ProjectDefaults, Stage};
+use model::{Aws, Pipeline, ProjectDefaults};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use yaml::{Node, PathSegment};
@@ -302,14 +302,9 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
         .clone()
         .unwrap_or_else(|| name_from_path(&file.path));
     diagnostics.extend(validate::check(&pipeline, &name, &tree, file));
+    // A missing region is not an error here: a run also takes it from `--region` or the
+    // environment (see exec::aws_target), and says so when none names one.
     let aws = merge_aws(defaults.aws.as_ref(), pipeline.aws.as_ref());
-    if needs_aws(&pipeline) && aws.region.is_none() {
-        diagnostics.push(
-            Diagnostic::error(file, tree.position, "no AWS region is set").with_help(format!(
-                "add `aws: {{ region: eu-west-2 }}` to the pipeline or to {DEFAULTS_FILE}"
-            )),
-        );
-    }
     if diagnostics.has_errors() {
         diagnostics.sort();
         return Err(diagnostics);
@@ -357,13 +352,6 @@ fn merge_aws(defaults: Option<&Aws>, pipeline: Option<&Aws>) -> Aws {
         account: pipeline.account.or(defaults.account),
         registry: pipeline.registry.or(defaults.registry),
     }
-}
-
-fn needs_aws(pipeline: &Pipeline) -> bool {
-    pipeline
-        .stages
-        .iter()
-        .any(|stage| matches!(stage, Stage::Migrate(_) | Stage::Deploy(_)))
 }
 
 impl CompiledPipeline {

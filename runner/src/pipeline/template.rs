@@ -105,6 +105,10 @@ pub const FIXED: &[(&str, &str)] = &[
         "the release tag that triggered the run (for example v1.2.3)",
     ),
     (
+        "release.version",
+        "the release tag, or the short commit sha when the run builds a branch or a commit",
+    ),
+    (
         "git.ref",
         "the branch, tag or sha the run was asked to build",
     ),
@@ -157,6 +161,15 @@ pub fn lookup(name: &str, env: &[String], build_stages: &[String]) -> Lookup {
 
 /// Substitute variables; `resolve` returns `None` for a variable with no value yet, which is
 /// kept as a visible placeholder such as `<git.sha>`.
+/// Whether `text` reads the variable `name` (a text that does not parse reads nothing).
+pub fn uses(text: &str, name: &str) -> bool {
+    parse(text).is_ok_and(|parts| {
+        parts
+            .iter()
+            .any(|part| matches!(part, Part::Variable { name: used, .. } if used == name))
+    })
+}
+
 pub fn render(parts: &[Part], resolve: &dyn Fn(&str) -> Option<String>) -> String {
     let mut out = String::new();
     for part in parts {

@@ -197,6 +197,13 @@ impl<W: Write + Send> Reporter for GithubActionsReporter<W> {
                     .unwrap_or_else(|| "envelope-runner".into());
                 self.commands(&[workflow_command("notice", &[("title", &title)], message)]);
             }
+            Event::Warning { stage, message } => {
+                let title = stage
+                    .as_deref()
+                    .map(|stage| format!("envelope-runner: {stage}"))
+                    .unwrap_or_else(|| "envelope-runner".into());
+                self.commands(&[workflow_command("warning", &[("title", &title)], message)]);
+            }
             other => {
                 if let Some(text) = describe(other) {
                     self.untrusted(&text);
@@ -394,6 +401,27 @@ pub fn job_summary(
             stage_status_mark(stage.status),
             stage.status.as_str()
         ));
+    }
+
+    let warnings: Vec<(&str, &String)> = record
+        .stages
+        .iter()
+        .flat_map(|stage| {
+            stage
+                .outputs
+                .warnings
+                .iter()
+                .map(|w| (stage.name.as_str(), w))
+        })
+        .collect();
+    if !warnings.is_empty() {
+        out.push_str("\n### Warnings\n\n");
+        for (stage, warning) in warnings {
+            out.push_str(&format!(
+                "- :warning: `{stage}`: {}\n",
+                markdown_text(&redact(warning))
+            ));
+        }
     }
 
     let images: Vec<_> = record

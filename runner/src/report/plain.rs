@@ -85,6 +85,14 @@ pub fn describe(event: &Event) -> Option<String> {
             stage: None,
             message,
         } => format!("note: {message}"),
+        Event::Warning {
+            stage: Some(stage),
+            message,
+        } => format!("[{stage}] warning: {message}"),
+        Event::Warning {
+            stage: None,
+            message,
+        } => format!("warning: {message}"),
         Event::RunFinished {
             run,
             status,
