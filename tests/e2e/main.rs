@@ -9,5 +9,6 @@ mod image;
 mod push;
 mod run;
 mod runs;
+mod shipped;
 mod source;
 mod support;

@@ -140,3 +140,70 @@ fn bad_arguments_exit_2_and_help_exits_0() {
         "{text}"
     );
 }
+
+/// `plan`'s region, first found wins: --region, the pipeline, envelope.yaml, AWS_REGION.
+#[test]
+fn plan_takes_the_region_from_the_flag_then_the_files_then_aws_region() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(project.path().join("pipelines")).unwrap();
+    let pipeline = |aws: &str| {
+        std::fs::write(
+            project.path().join("pipelines/app.yaml"),
+            format!(
+                "source:\n  repository: acme/app\n{aws}stages:\n  - build:\n      image: app\n  - deploy:\n      cluster: c\n      services: [s]\n"
+            ),
+        )
+        .unwrap();
+    };
+    let region_of = |extra: &[&str]| {
+        let output = runner()
+            .env("AWS_REGION", "ap-south-1")
+            .env_remove("AWS_DEFAULT_REGION")
+            .arg("--project")
+            .arg(project.path())
+            .args(["plan", "app", "--ref", "v1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("aws      region "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    pipeline("");
+    assert_eq!(
+        region_of(&[]),
+        "ap-south-1",
+        "AWS_REGION when no file names one"
+    );
+    std::fs::write(
+        project.path().join("envelope.yaml"),
+        "aws:\n  region: eu-west-2\n",
+    )
+    .unwrap();
+    assert_eq!(
+        region_of(&[]),
+        "eu-west-2",
+        "envelope.yaml beats AWS_REGION"
+    );
+    pipeline("aws:\n  region: eu-central-1\n");
+    assert_eq!(
+        region_of(&[]),
+        "eu-central-1",
+        "the pipeline beats envelope.yaml"
+    );
+    assert_eq!(
+        region_of(&["--region", "us-east-1"]),
+        "us-east-1",
+        "--region beats all"
+    );
+}

@@ -97,17 +97,36 @@ fn api_plan_names_every_image_tag_task_and_service() {
 }
 
 #[test]
-fn plan_refuses_release_tag_on_a_branch() {
+fn a_branch_run_of_the_api_builds_and_pushes_only() {
     let compiled = pipeline::load(&crate::workspace_root().join("pipelines/api.yaml")).unwrap();
     let context = PlanContext {
         git_ref: "main".into(),
+        sha: Some(SHA.into()),
         ..PlanContext::default()
     };
-    let error = plan::plan(&compiled, &context).unwrap_err();
+    let plan = plan::plan(&compiled, &context).unwrap();
+    let kinds: Vec<&str> = plan.steps.iter().map(|step| step.kind()).collect();
+    assert_eq!(kinds, ["source", "build", "push"]);
+    assert_eq!(plan.left_out, ["approval", "migrate", "deploy"]);
+    let Step::Build(build) = &plan.steps[1] else {
+        panic!("the second step builds")
+    };
+    // The release's own tag is left out; the version is the short sha.
+    assert_eq!(build.tags, ["0123456", "latest"]);
+    assert_eq!(build.build_args["APP_VERSION"], "0123456");
     assert!(
-        error.to_string().contains("`main` is not a release tag"),
-        "{error}"
+        plan.render_text()
+            .contains("left out  approval, migrate, deploy")
     );
+
+    // A release of the same pipeline keeps every stage.
+    let release = PlanContext {
+        git_ref: "v1.2.3".into(),
+        ..context
+    };
+    let plan = plan::plan(&compiled, &release).unwrap();
+    assert!(plan.left_out.is_empty());
+    assert_eq!(plan.steps.len(), 6);
 }
 
 #[test]
