@@ -4,6 +4,7 @@
 //! The front end (`pipeline`, `buildspec`, `plan`) is pure and synchronous; `exec` drives the
 //! outside world and emits `event`s that `report` renders. See ARCHITECTURE.md.
 
+pub mod aws_error;
 pub mod buildspec;
 mod error_chain;
 pub use error_chain::error_chain;

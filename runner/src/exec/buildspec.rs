@@ -182,6 +182,20 @@ pub enum BuildspecError {
         parameter: String,
         message: String,
     },
+    /// An AWS call for a secret value failed: `what` names the value, `failure` says why.
+    #[error("could not read {what}: {failure}")]
+    Aws {
+        what: String,
+        failure: crate::aws_error::AwsFailure,
+    },
+}
+
+impl BuildspecError {
+    /// Whether the environment (AWS credentials, permissions, network) rather than the
+    /// buildspec is at fault: maps to [`crate::exit_codes::ENVIRONMENT`].
+    pub fn is_environment(&self) -> bool {
+        matches!(self, BuildspecError::Aws { failure, .. } if failure.is_environment())
+    }
 }
 
 /// The facts the `CODEBUILD_*` variables are made from.
@@ -464,7 +478,13 @@ pub async fn resolve_secret_env(
                         .set_version_id(version.version_id.clone())
                         .send()
                         .await
-                        .map_err(|error| secrets_manager_error(sdk_error_message(&error)))?;
+                        .map_err(|error| BuildspecError::Aws {
+                            what: format!(
+                                "secret `{}` (variable `{variable}`) from Secrets Manager",
+                                version.secret_id
+                            ),
+                            failure: crate::aws_error::AwsFailure::of(&error),
+                        })?;
                     let secret_text = match (output.secret_string, output.secret_binary) {
                         (Some(text), _) => text,
                         (None, Some(binary)) => {
@@ -508,7 +528,12 @@ pub async fn resolve_secret_env(
                         .with_decryption(true)
                         .send()
                         .await
-                        .map_err(|error| parameter_store_error(sdk_error_message(&error)))?;
+                        .map_err(|error| BuildspecError::Aws {
+                            what: format!(
+                                "parameter `{parameter}` (variable `{variable}`) from Parameter Store"
+                            ),
+                            failure: crate::aws_error::AwsFailure::of(&error),
+                        })?;
                     let value = output
                         .parameter
                         .and_then(|parameter| parameter.value)
@@ -524,24 +549,6 @@ pub async fn resolve_secret_env(
         }
     }
     Ok(resolved)
-}
-
-/// An SDK error as one line: the service's code and message when it answered, else the whole
-/// chain of causes (connection refused, no region…).
-fn sdk_error_message<E, R>(error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
-{
-    use aws_smithy_types::error::display::DisplayErrorContext;
-    match error.as_service_error() {
-        Some(service_error) => match (service_error.code(), service_error.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_string(),
-            _ => DisplayErrorContext(error).to_string(),
-        },
-        None => DisplayErrorContext(error).to_string(),
-    }
 }
 
 /// Which secret version a `secrets-manager` reference reads.

@@ -95,7 +95,7 @@ pub async fn publish_sns(
         .await
         .map_err(|error| NotifyError::Sns {
             topic: topic.to_owned(),
-            detail: crate::exec::aws_target::one_line(&error),
+            detail: crate::aws_error::aws_error_line(&error),
         })?;
     Ok(answer.message_id().unwrap_or_default().to_owned())
 }

@@ -327,6 +327,14 @@ impl DynamoDbStore {
             }
             _ => {}
         }
+        let read = crate::aws_error::AwsFailure::of(&error);
+        if read.is_credentials() {
+            return StoreError::AwsCredentials {
+                table: self.table.clone(),
+                operation,
+                detail: read.to_string(),
+            };
+        }
         let unreachable = match &error {
             SdkError::TimeoutError(_) => true,
             SdkError::DispatchFailure(failure) => failure.is_io() || failure.is_timeout(),

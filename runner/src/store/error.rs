@@ -87,6 +87,12 @@ pub enum StoreError {
         operation: &'static str,
     },
     #[error("the state store dynamodb://{table} failed while {operation}: {detail}")]
+    AwsCredentials {
+        table: String,
+        operation: &'static str,
+        detail: String,
+    },
+    #[error("the state store dynamodb://{table} failed while {operation}: {detail}")]
     DynamoDb {
         table: String,
         operation: &'static str,
@@ -105,6 +111,8 @@ impl StoreError {
             StoreError::RunNotFound { .. }
             | StoreError::RunExists { .. }
             | StoreError::OutOfRange { .. } => crate::exit_codes::INVALID_INPUT,
+            // Missing or expired credentials: the environment, not the store, is at fault.
+            StoreError::AwsCredentials { .. } => crate::exit_codes::ENVIRONMENT,
             _ => crate::exit_codes::STORE,
         }
     }

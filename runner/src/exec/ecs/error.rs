@@ -5,25 +5,13 @@ use std::time::Duration;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::Call;
 use super::deploy::DeployFailure;
 use super::retry::Failure;
 use super::taskdef::TaskDefinitionError;
-
-/// Error codes that mean the credentials or permissions are at fault.
-const ACCESS_CODES: &[&str] = &[
-    "AccessDeniedException",
-    "AccessDenied",
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "ExpiredTokenException",
-    "ExpiredToken",
-    "InvalidSignatureException",
-    "AuthFailure",
-];
+use crate::aws_error::{AwsFailure, AwsFailureKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EcsError {
@@ -186,17 +174,17 @@ impl EcsError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let code = error.code().map(str::to_owned);
-        let message = match (error.code(), error.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_owned(),
-            _ => DisplayErrorContext(error).to_string(),
-        };
-        let access = code.as_deref().is_some_and(|c| ACCESS_CODES.contains(&c));
-        let environment = access
+        let read = AwsFailure::of(error);
+        let code = read.code.clone();
+        let message = read.message().to_owned();
+        let access = read.kind == AwsFailureKind::AccessDenied;
+        let environment = read.is_environment()
             || matches!(failure, Failure::Throttled | Failure::Transient)
             || matches!(error, SdkError::ConstructionFailure(_));
-        let hint = if matches!(failure, Failure::Throttled) {
+        let hint = if read.is_credentials() {
+            // The message already says what to do.
+            String::new()
+        } else if matches!(failure, Failure::Throttled) {
             format!(
                 " (still throttled after {attempts} attempts; try again when fewer deploys run at once)"
             )

@@ -36,7 +36,14 @@ pub(crate) enum Failure {
 }
 
 /// Sorts an SDK error into [`Failure`] by its error code and HTTP status.
-pub(crate) fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Failure {
+pub(crate) fn classify<E>(error: &SdkError<E, HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    // No attempt cures missing, expired or refused credentials.
+    if crate::aws_error::AwsFailure::of(error).is_credentials() {
+        return Failure::Permanent;
+    }
     match error {
         SdkError::ServiceError(context) => {
             if is_throttling_code(context.err().code()) {

@@ -5,13 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError;
 use aws_sdk_ecr::types::ImageTagMutability;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
 use super::RegistryCredentials;
+use crate::aws_error::{AwsFailure, AwsFailureKind};
 use crate::secret::Secret;
 
 /// Where "now" comes from; tests pass a clock they can move.
@@ -399,6 +400,14 @@ pub enum EcrError {
         registry_id: Option<String>,
     },
 
+    /// Missing, expired or refused credentials: one line that says what to do.
+    #[error("cannot {operation} ({permission}): {detail}")]
+    Credentials {
+        operation: &'static str,
+        permission: &'static str,
+        detail: String,
+    },
+
     #[error("ECR returned an authorization token that cannot be used: {reason}")]
     MalformedToken { reason: &'static str },
 
@@ -417,25 +426,13 @@ impl EcrError {
         match self {
             EcrError::Unreachable { .. }
             | EcrError::AccessDenied { .. }
+            | EcrError::Credentials { .. }
             | EcrError::RepositoryMissing { .. }
             | EcrError::MalformedToken { .. } => true,
             EcrError::Service { code, .. } => code != "InvalidParameterException",
         }
     }
 }
-
-/// Error codes that mean the caller's AWS identity was not accepted.
-const ACCESS_CODES: &[&str] = &[
-    "AccessDeniedException",
-    "AccessDenied",
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "InvalidSignatureException",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "MissingAuthenticationToken",
-];
 
 fn from_sdk<E, R>(
     operation: &'static str,
@@ -446,34 +443,33 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    match &error {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => EcrError::Unreachable {
+    let read = AwsFailure::of(&error);
+    match read.kind {
+        _ if read.is_credentials() => EcrError::Credentials {
             operation,
-            detail: DisplayErrorContext(&error).to_string(),
+            permission,
+            detail: read.to_string(),
         },
-        SdkError::ServiceError(context) => {
-            let service_error = context.err();
-            let code = service_error.code().unwrap_or("UnknownError").to_string();
-            let message = service_error.message().unwrap_or_default().to_string();
-            if ACCESS_CODES.contains(&code.as_str()) {
-                EcrError::AccessDenied {
-                    operation,
-                    permission,
-                    code,
-                    message,
-                }
-            } else {
-                EcrError::Service {
-                    operation,
-                    code,
-                    message,
-                }
-            }
-        }
+        AwsFailureKind::AccessDenied => EcrError::AccessDenied {
+            operation,
+            permission,
+            code: read.code.clone().unwrap_or_default(),
+            message: error.message().unwrap_or_default().to_string(),
+        },
+        AwsFailureKind::Unreachable => EcrError::Unreachable {
+            operation,
+            detail: read.to_string(),
+        },
         _ => EcrError::Service {
             operation,
-            code: "RequestFailed".to_string(),
-            message: DisplayErrorContext(&error).to_string(),
+            code: read
+                .code
+                .clone()
+                .unwrap_or_else(|| "RequestFailed".to_string()),
+            message: match &error {
+                SdkError::ServiceError(_) => error.message().unwrap_or_default().to_string(),
+                _ => read.to_string(),
+            },
         },
     }
 }
