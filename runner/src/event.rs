@@ -37,6 +37,9 @@ pub enum Event {
         cached: bool,
         completed: bool,
         seconds: Option<f64>,
+        /// Why the step failed, short (`exit code 3`); `None` while it has not failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// Layer upload progress of a push.
     PushProgress {

@@ -28,6 +28,7 @@
 mod context;
 mod daemon;
 mod dockerignore;
+mod failure;
 mod progress;
 mod session;
 
@@ -42,8 +43,11 @@ use futures_util::StreamExt;
 
 use self::context::{BuildContext, ContextError};
 use self::daemon::{ConnectError, DaemonEndpoint};
+pub use self::failure::{buildspec_failure, exit_code, step_reason};
+pub(crate) use self::progress::CACHE_IMPORT_STEP;
 use self::progress::{ProgressTracker, Scrubber};
 use self::session::Session;
+use crate::exec::push::ReferenceError;
 use crate::secret::Secret;
 
 /// How long the daemon gets to answer a ping before the build gives up on it.
@@ -199,19 +203,29 @@ pub enum BuildError {
         text: String,
         message: String,
     },
-    #[error("step `{step}` failed: {message}{}", render_output(output))]
+    #[error("{}", failure::render_step_failure(step, message, output))]
     StepFailed {
         step: String,
+        /// BuildKit's message (`... exit code: 3`).
         message: String,
-        /// The step's last output lines (at most 20).
+        /// The step's last output lines (at most 10).
         output: Vec<String>,
     },
-    #[error("the build failed: {message}")]
-    Failed { message: String },
     #[error(
-        "the Docker daemon refused the build: {message}; check the build's tags, target and platform"
+        "cannot tag the image as `{reference}`: {source}; check the build's image and tags and \
+         the pipeline's registry"
     )]
-    Refused { message: String },
+    InvalidReference {
+        reference: String,
+        source: ReferenceError,
+    },
+    #[error("the build of {image} failed: {message}")]
+    Failed { image: String, message: String },
+    #[error(
+        "the Docker daemon refused the build of {image}: {message}; check the build's tags, \
+         target and platform"
+    )]
+    Refused { image: String, message: String },
     #[error(
         "the build finished but the Docker daemon did not say which image it made; check \
          `docker images` and the daemon's log"
@@ -219,16 +233,24 @@ pub enum BuildError {
     NoImageId,
 }
 
-fn render_output(lines: &[String]) -> String {
-    if lines.is_empty() {
-        return "\n(the step printed nothing)".to_owned();
+impl BuildError {
+    /// Whether the machine (the Docker daemon) rather than the pipeline or its code is at
+    /// fault: maps to [`crate::exit_codes::ENVIRONMENT`].
+    pub fn is_environment(&self) -> bool {
+        matches!(
+            self,
+            BuildError::DaemonUnreachable { .. } | BuildError::Session(_)
+        )
     }
-    let mut rendered = String::from("\nlast output lines:");
-    for line in lines {
-        rendered.push_str("\n  ");
-        rendered.push_str(line);
-    }
-    rendered
+}
+
+/// The image a build makes, for messages: its first reference, or `the image` without tags.
+fn image_of(request: &BuildRequest) -> String {
+    request
+        .tags
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "the image".to_owned())
 }
 
 /// Builds `request` on the daemon `docker` talks to, reporting progress as it goes.
@@ -239,6 +261,7 @@ pub async fn build(
 ) -> Result<BuildOutput, BuildError> {
     let context = BuildContext::prepare(&request.context_dir, &request.dockerfile)
         .map_err(|error| context_error(request, error))?;
+    failure::check_references(&request.tags)?;
     let dockerfile_path = request.context_dir.join(context.dockerfile());
     let dockerfile_name = context.dockerfile_name().to_owned();
     let context = Arc::new(context);
@@ -374,6 +397,7 @@ pub async fn build(
             &tracker,
             &endpoint,
             &dockerfile_path,
+            &image_of(request),
         ));
     }
 
@@ -519,6 +543,7 @@ fn classify_failure(
     tracker: &ProgressTracker<'_>,
     endpoint: &DaemonEndpoint,
     dockerfile: &Path,
+    image: &str,
 ) -> BuildError {
     use bollard::errors::Error;
     let scrub = |text: &str| tracker.scrubber().scrub(text);
@@ -541,7 +566,7 @@ fn classify_failure(
                     message: reason,
                 };
             }
-            match tracker.failed_step() {
+            match tracker.failed_step(&message) {
                 Some((step, output)) => {
                     let copies = step.contains("] COPY ") || step.contains("] ADD ");
                     let message = if copies && message.contains("not found") {
@@ -558,10 +583,14 @@ fn classify_failure(
                         output,
                     }
                 }
-                None => BuildError::Failed { message },
+                None => BuildError::Failed {
+                    image: image.to_owned(),
+                    message,
+                },
             }
         }
         Error::DockerResponseServerError { message, .. } => BuildError::Refused {
+            image: image.to_owned(),
             message: scrub(&message),
         },
         Error::IOError { err } => BuildError::DaemonUnreachable {
@@ -569,6 +598,7 @@ fn classify_failure(
             detail: err.to_string(),
         },
         other => BuildError::Failed {
+            image: image.to_owned(),
             message: scrub(&other.to_string()),
         },
     }
@@ -703,12 +733,12 @@ mod tests {
     fn step_failures_show_the_last_output_lines() {
         let error = BuildError::StepFailed {
             step: "[3/4] RUN make".to_owned(),
-            message: "exit code: 2".to_owned(),
+            message: "executor failed running [/bin/sh -c make]: exit code: 2".to_owned(),
             output: vec!["cc -c main.c".to_owned(), "main.c:1: error".to_owned()],
         };
         assert_eq!(
             error.to_string(),
-            "step `[3/4] RUN make` failed: exit code: 2\nlast output lines:\n  cc -c main.c\n  main.c:1: error"
+            "step `[3/4] RUN make` failed with exit code 2\nlast output lines:\n  cc -c main.c\n  main.c:1: error"
         );
     }
 }

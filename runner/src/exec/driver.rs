@@ -1013,7 +1013,7 @@ impl Driver {
             None => build::build(&docker, &request, &progress)
                 .await
                 .map_err(|error| {
-                    let environment = matches!(error, build::BuildError::DaemonUnreachable { .. });
+                    let environment = error.is_environment();
                     StageFailure::of(error, environment)
                 })?,
             Some(spec_plan) => {
@@ -1062,7 +1062,10 @@ impl Driver {
         let secret_env = match self.aws_if_needed(spec).await? {
             Some(config) => phases::resolve_secret_env(spec, &config)
                 .await
-                .map_err(|error| StageFailure::new(error.to_string()))?,
+                .map_err(|error| {
+                    let environment = error.is_environment();
+                    StageFailure::of(error, environment)
+                })?,
             None => BTreeMap::new(),
         };
         let start_ms = chrono::DateTime::parse_from_rfc3339(&record.created_at)
@@ -1104,13 +1107,18 @@ impl Driver {
             }
         };
         let built: Arc<tokio::sync::Mutex<Option<build::BuildOutput>>> = Arc::default();
-        let slot = built.clone();
+        let build_error: Arc<tokio::sync::Mutex<Option<build::BuildError>>> = Arc::default();
+        let (slot, error_slot) = (built.clone(), build_error.clone());
         let outcome = phases::run(spec, &context, &on_progress, move |_env| {
             Box::pin(async move {
-                let output = build::build(docker, &request, progress)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                *slot.lock().await = Some(output);
+                match build::build(docker, &request, progress).await {
+                    Ok(output) => *slot.lock().await = Some(output),
+                    Err(error) => {
+                        let message = error.to_string();
+                        *error_slot.lock().await = Some(error);
+                        return Err(message);
+                    }
+                }
                 Ok::<(), String>(())
             })
         })
@@ -1118,23 +1126,9 @@ impl Driver {
         .map_err(|error| StageFailure::new(error.to_string()))?;
         state.exported.extend(outcome.exported.clone());
         if !outcome.succeeded {
-            let failed = outcome
-                .phases
-                .iter()
-                .find(|phase| phase.status == phases::PhaseStatus::Failed)
-                .map(|phase| match &phase.failed_command {
-                    Some(command) => format!(
-                        "buildspec phase `{}` failed: `{command}` exited with {}",
-                        phase.name,
-                        phase
-                            .exit_code
-                            .map(|c| c.to_string())
-                            .unwrap_or_else(|| "an error".into())
-                    ),
-                    None => format!("buildspec phase `{}` failed", phase.name),
-                })
-                .unwrap_or_else(|| "the buildspec failed".into());
-            return Err(StageFailure::new(failed));
+            let (message, environment) =
+                build::buildspec_failure(&outcome, build_error.lock().await.as_ref());
+            return Err(StageFailure::of(message, environment));
         }
         let output = built.lock().await.take();
         output
@@ -1786,8 +1780,12 @@ impl Driver {
     async fn docker(&self) -> Result<bollard::Docker, StageFailure> {
         self.docker
             .get_or_try_init(|| async {
-                let docker =
-                    bollard::Docker::connect_with_local_defaults().map_err(docker_unreachable)?;
+                // DOCKER_HOST as the Docker CLI reads it: unix://, tcp://, https://.
+                let docker = match std::env::var("DOCKER_HOST") {
+                    Ok(host) if !host.is_empty() => bollard::Docker::connect_with_host(&host),
+                    _ => bollard::Docker::connect_with_local_defaults(),
+                }
+                .map_err(docker_unreachable)?;
                 docker.negotiate_version().await.map_err(docker_unreachable)
             })
             .await
@@ -1894,11 +1892,11 @@ impl Driver {
                 "aws_secret" => {
                     let client = aws_sdk_secretsmanager::Client::new(self.aws().await?);
                     let answer = client.get_secret_value().secret_id(name).send().await.map_err(|error| {
-                        StageFailure::new(format!(
-                            "build secret `{}`: cannot read AWS secret {name}: {}",
-                            reference.id,
-                            aws_smithy_types::error::display::DisplayErrorContext(&error)
-                        ))
+                        let read = crate::aws_error::AwsFailure::of(&error);
+                        StageFailure::of(
+                            format!("build secret `{}`: cannot read AWS secret {name}: {read}", reference.id),
+                            read.is_environment(),
+                        )
                     })?;
                     answer.secret_string().unwrap_or_default().to_owned()
                 }
@@ -2006,8 +2004,14 @@ fn approval_verdict(
 }
 
 fn docker_unreachable(error: bollard::errors::Error) -> StageFailure {
+    let host = std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
     StageFailure::environment(format!(
-        "cannot reach the Docker daemon ({error}); start Docker (or set DOCKER_HOST) and run again"
+        "cannot reach the Docker daemon at {host} ({}); start Docker, or set DOCKER_HOST to a \
+         running daemon, and run again",
+        crate::error_chain(&error)
     ))
 }
 
@@ -2033,11 +2037,21 @@ fn with_endpoint(
 
 fn build_event(stage: &str, progress: build::BuildProgress) -> Option<Event> {
     match progress {
+        // A cache that is not there yet fails its import step, not the build.
+        build::BuildProgress::Step {
+            name,
+            error: Some(error),
+            ..
+        } if name.starts_with(build::CACHE_IMPORT_STEP) => Some(Event::Log {
+            stage: stage.to_owned(),
+            line: format!("{name}: {error}; the build goes on without that cache"),
+        }),
         build::BuildProgress::Step {
             name,
             cached,
             completed,
             duration,
+            error,
             ..
         } => Some(Event::BuildStep {
             stage: stage.to_owned(),
@@ -2045,6 +2059,7 @@ fn build_event(stage: &str, progress: build::BuildProgress) -> Option<Event> {
             cached,
             completed,
             seconds: duration.map(|d| d.as_secs_f64()),
+            error: error.as_deref().map(build::step_reason),
         }),
         build::BuildProgress::Log { line, .. } => Some(Event::Log {
             stage: stage.to_owned(),

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
 pub use error::PushError;
+pub(crate) use reference::check_tag;
 pub use reference::{ReferenceError, RegistryEndpoint, Repository};
 pub use stream::PushProgress;
 

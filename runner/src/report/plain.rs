@@ -48,7 +48,14 @@ pub fn describe(event: &Event) -> Option<String> {
             cached,
             completed,
             seconds,
+            error,
         } => {
+            if let Some(error) = error {
+                return Some(match seconds {
+                    Some(seconds) => format!("[{stage}] FAILED {step} ({seconds:.1}s): {error}"),
+                    None => format!("[{stage}] FAILED {step}: {error}"),
+                });
+            }
             if !completed {
                 return None;
             }

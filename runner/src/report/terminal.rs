@@ -76,11 +76,14 @@ impl Reporter for TerminalReporter {
                 step,
                 cached,
                 completed,
+                error,
                 ..
             } => {
                 let message = format!("{}{step}", if *cached { "CACHED " } else { "" });
                 self.bar(stage).set_message(message);
-                if *completed && let Some(text) = describe(event) {
+                if (*completed || error.is_some())
+                    && let Some(text) = describe(event)
+                {
                     self.print(&text);
                 }
             }

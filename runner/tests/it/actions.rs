@@ -370,6 +370,7 @@ fn the_reporter_keeps_stage_output_from_issuing_workflow_commands() {
             cached: false,
             completed: true,
             seconds: Some(1.0),
+            error: Some("::error::exit code 3".into()),
         },
         Event::Output {
             stage: "build".into(),

@@ -12,8 +12,11 @@ use bollard::grpc::build::moby::buildkit::v1::StatusResponse;
 
 use super::{BuildProgress, BuildStep};
 
+/// How BuildKit names the step that imports a `cache_from` image's cache.
+pub(crate) const CACHE_IMPORT_STEP: &str = "importing cache manifest from ";
+
 /// How many of a step's last output lines are kept for an error message.
-pub(crate) const TAIL_LINES: usize = 20;
+pub(crate) const TAIL_LINES: usize = 10;
 
 /// Replaces secret values by `***` in any text bound for a user.
 #[derive(Debug, Clone, Default)]
@@ -239,22 +242,34 @@ impl<'a> ProgressTracker<'a> {
         self.image_id_from_status.as_deref()
     }
 
-    /// The step that failed, with its last output lines.
-    pub(crate) fn failed_step(&self) -> Option<(String, Vec<String>)> {
-        self.steps
-            .iter()
-            .filter(|step| step.error.is_some())
-            .max_by_key(|step| !step.name.starts_with("[internal]"))
-            .map(|step| {
-                let mut tail: Vec<String> = step.tail.iter().cloned().collect();
-                // The partial last line, if the step died before ending it.
-                for partial in &step.partial {
-                    if !partial.is_empty() {
-                        tail.push(self.scrubber.scrub(&String::from_utf8_lossy(partial)));
-                    }
+    /// The step that failed the build, with its last output lines: the one whose error the
+    /// build's final `message` repeats, else the last failed step of the Dockerfile's own (a
+    /// cache import that found nothing fails its step without failing the build).
+    pub(crate) fn failed_step(&self, message: &str) -> Option<(String, Vec<String>)> {
+        let failed = || self.steps.iter().filter(|step| step.error.is_some());
+        let named = failed().find(|step| {
+            step.error
+                .as_deref()
+                .is_some_and(|error| !error.is_empty() && message.contains(error))
+        });
+        let own = || {
+            failed()
+                .filter(|step| {
+                    !step.name.starts_with("[internal]")
+                        && !step.name.starts_with(CACHE_IMPORT_STEP)
+                })
+                .last()
+        };
+        named.or_else(own).or_else(|| failed().last()).map(|step| {
+            let mut tail: Vec<String> = step.tail.iter().cloned().collect();
+            // The partial last line, if the step died before ending it.
+            for partial in &step.partial {
+                if !partial.is_empty() {
+                    tail.push(self.scrubber.scrub(&String::from_utf8_lossy(partial)));
                 }
-                (step.name.clone(), tail)
-            })
+            }
+            (step.name.clone(), tail)
+        })
     }
 
     /// Flushes unfinished output and returns the steps in the order they started (steps that
@@ -388,8 +403,16 @@ mod tests {
             vec![vertex("run", "[3/4] RUN make s3cr3t")],
             vec![log("run", &output), log("run", "no newline s3cr3t")],
         ));
+        let mut cache = vertex(
+            "cache",
+            "importing cache manifest from 127.0.0.1:5000/app:1",
+        );
+        cache.error = "127.0.0.1:5000/app:1: not found".to_owned();
         tracker.apply(status(vec![failed], vec![]));
-        let (name, tail) = tracker.failed_step().expect("a failed step");
+        tracker.apply(status(vec![cache], vec![]));
+        let (name, tail) = tracker
+            .failed_step("executor failed running [/bin/sh -c make]: exit code: 2")
+            .expect("a failed step");
         assert_eq!(name, "[3/4] RUN make ***");
         assert_eq!(tail.len(), TAIL_LINES + 1);
         assert_eq!(tail.first().map(String::as_str), Some("line 11"));
