@@ -5,6 +5,7 @@ mod approval;
 mod build;
 mod buildspec;
 mod ecs;
+mod failures;
 mod image;
 mod push;
 mod run;

@@ -415,7 +415,7 @@ mod tests {
             .expect("a failed step");
         assert_eq!(name, "[3/4] RUN make ***");
         assert_eq!(tail.len(), TAIL_LINES + 1);
-        assert_eq!(tail.first().map(String::as_str), Some("line 11"));
+        assert_eq!(tail.first().map(String::as_str), Some("line 21"));
         assert_eq!(tail.last().map(String::as_str), Some("no newline ***"));
     }
 
