@@ -271,6 +271,37 @@ async fn an_image_reference_the_registry_cannot_take_is_named_with_the_reason() 
 }
 
 #[tokio::test]
+async fn a_build_the_daemon_cannot_do_names_the_image_and_why() {
+    let Some((env, _docker)) = parts("daemon error").await else {
+        return;
+    };
+    let (_app, url, _sha) = app_with(env, "true");
+    let image = format!("e2e/{}", unique("no-target"));
+    let project = project(&url, env.registry(), &image, None);
+    let path = project.path().join("pipelines/hello.yaml");
+    let pipeline = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("      tags: [", "      target: nosuchstage\n      tags: [");
+    std::fs::write(&path, pipeline).unwrap();
+
+    let output = runner(env, project.path())
+        .args(["run", "hello", "--ref", "v1.0.0", "--until", "push"])
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    let error = final_error(&output);
+    assert!(
+        error.starts_with(&format!(
+            "error: stage `build` failed: the build of {}/{image}:v1.0.0 failed: ",
+            env.registry()
+        )),
+        "{all}"
+    );
+    assert!(error.contains("nosuchstage"), "{all}");
+}
+
+#[tokio::test]
 async fn a_push_the_registry_refuses_names_the_repository_and_why() {
     let Some((env, _docker)) = parts("push refused").await else {
         return;
