@@ -225,7 +225,7 @@ impl DynamoDbStore {
         {
             Ok(_) => true,
             Err(failure) if failure.code() == Some("ResourceInUseException") => false,
-            Err(failure) => return Err(error(error_chain(&failure))),
+            Err(failure) => return Err(error(crate::aws_error::aws_error_line(&failure))),
         };
         // A new table (or one another process is creating) takes a while to become usable.
         for attempt in 0.. {
@@ -234,7 +234,7 @@ impl DynamoDbStore {
                 .table_name(table)
                 .send()
                 .await
-                .map_err(|failure| error(error_chain(&failure)))?;
+                .map_err(|failure| error(crate::aws_error::aws_error_line(&failure)))?;
             let active = described.table().is_some_and(|description| {
                 description.table_status() == Some(&TableStatus::Active)
                     && description
