@@ -74,7 +74,7 @@ pub async fn caller_account(config: &aws_config::SdkConfig) -> Result<String, Aw
         .send()
         .await
         .map_err(|error| AwsTargetError::Identity {
-            detail: one_line(&error),
+            detail: crate::aws_error::aws_error_line(&error),
         })?;
     identity
         .account()
@@ -83,32 +83,6 @@ pub async fn caller_account(config: &aws_config::SdkConfig) -> Result<String, Aw
         .ok_or_else(|| AwsTargetError::Identity {
             detail: "the answer named no account".into(),
         })
-}
-
-/// An SDK error in one readable line: the service's code and message when it answered, else
-/// the innermost cause (no credentials, a refused connection, a timeout).
-pub fn one_line<E, R>(error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    use aws_smithy_runtime_api::client::result::SdkError;
-    if let SdkError::ServiceError(service) = error {
-        let inner = service.err();
-        return match (inner.code(), inner.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_owned(),
-            (None, Some(message)) => message.to_owned(),
-            (None, None) => "the service refused the request".to_owned(),
-        };
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut innermost = error.to_string();
-    while let Some(current) = source {
-        innermost = current.to_string();
-        source = current.source();
-    }
-    innermost.lines().next().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]
