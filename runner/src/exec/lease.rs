@@ -137,7 +137,9 @@ impl Inner {
             failures += 1;
             tracing::warn!(key = %self.key, failures, %error, "could not confirm the deploy lease; retrying");
             let now = Instant::now();
-            if now + pause >= valid_until {
+            // A confirmation that succeeds late still proves nobody took the lease meanwhile;
+            // give up only once it has certainly expired.
+            if now >= valid_until {
                 return Err(self.lose(format!(
                     "this run lost the pipeline's deploy lock `{}`: the store could not confirm it \
                      before it expired ({} tries over {:.0?}; last error: {error})",
@@ -146,7 +148,7 @@ impl Inner {
                     now.saturating_duration_since(valid_until - self.ttl),
                 )));
             }
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(pause.min(valid_until - now)).await;
             pause = (pause * 2).min((self.ttl / 6).max(FIRST_RETRY));
         }
     }
