@@ -33,6 +33,7 @@ struct Armed {
     refused: usize,
 }
 
+#[derive(Clone)]
 pub(crate) struct FaultProxy {
     pub(crate) url: String,
     armed: Arc<Mutex<Armed>>,
