@@ -225,6 +225,15 @@ pub struct RunArgs {
     /// How often a waiting approval gate checks for a decision, in seconds.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS", hide = true)]
     pub approval_poll: f64,
+    /// How long the pipeline's deploy lock lives without a heartbeat, in seconds (renewed every
+    /// third of it; a run that cannot renew it in time stops before its next AWS change).
+    #[arg(
+        long,
+        default_value_t = 60.0,
+        value_name = "SECONDS",
+        env = "ENVELOPE_LEASE_TTL"
+    )]
+    pub lease_ttl: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

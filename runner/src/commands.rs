@@ -151,7 +151,7 @@ fn settings(args: &RunArgs) -> RunSettings {
         registry_endpoint: args.registry_endpoint.clone(),
         user: current_user(),
         approval_poll: Duration::from_secs_f64(args.approval_poll.max(0.05)),
-        lease_ttl: Duration::from_secs(60),
+        lease_ttl: Duration::from_secs_f64(args.lease_ttl.max(1.0)),
         cancel: cancel_on_signals(),
         region: args.region.clone(),
     }
@@ -533,6 +533,9 @@ fn finish(outcome: &RunOutcome, local: bool) -> i32 {
             "error: stage `{}` failed: {error}",
             outcome.stage.as_deref().unwrap_or("?")
         );
+    }
+    if outcome.lock_lost {
+        return exit_codes::LOCKED_OR_SUPERSEDED;
     }
     if outcome.environment && outcome.status == RunStatus::Failed {
         return exit_codes::ENVIRONMENT;

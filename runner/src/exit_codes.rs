@@ -10,7 +10,8 @@ pub const INVALID_INPUT: i32 = 2;
 pub const APPROVAL_DENIED: i32 = 3;
 /// The run is paused and waiting (for example `--until approval`); resume it later.
 pub const WAITING: i32 = 4;
-/// Another run holds the pipeline's lock, or this run was superseded by a newer one.
+/// Another run holds the pipeline's lock, this run lost it (and stopped before its next AWS
+/// change), or this run was superseded by a newer one.
 pub const LOCKED_OR_SUPERSEDED: i32 = 5;
 /// The environment is not usable: Docker daemon, registry, AWS or git unreachable, bad credentials.
 pub const ENVIRONMENT: i32 = 6;

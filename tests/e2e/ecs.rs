@@ -40,13 +40,13 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-const ROLES: [&str; 4] = ["api", "worker", "scheduler", "reverb"];
+pub(crate) const ROLES: [&str; 4] = ["api", "worker", "scheduler", "reverb"];
 
 // ---------------------------------------------------------------- the environment
 
 /// The environment, or `None` (after a note) when Docker or ministack cannot be reached and
 /// ENVELOPE_TEST_REQUIRE_DOCKER is unset.
-async fn parts(test: &str) -> Option<&'static TestEnv> {
+pub(crate) async fn parts(test: &str) -> Option<&'static TestEnv> {
     let required = std::env::var_os("ENVELOPE_TEST_REQUIRE_DOCKER").is_some();
     let reason = match tokio::task::spawn_blocking(test_env).await.unwrap() {
         Ok(env) => {
@@ -402,14 +402,14 @@ async fn http_get(url: &str) -> Result<(u16, String), String> {
 // ---------------------------------------------------------------- the cluster
 
 /// A cluster like envelope-prod-cluster: four services sharing the app image on awsvpc.
-struct Cluster {
+pub(crate) struct Cluster {
     env: &'static TestEnv,
-    name: String,
+    pub(crate) name: String,
     log_group: String,
     subnet: String,
     /// Service names in ROLES order.
-    services: Vec<String>,
-    ecs: aws_sdk_ecs::Client,
+    pub(crate) services: Vec<String>,
+    pub(crate) ecs: aws_sdk_ecs::Client,
 }
 
 /// One call of ministack's EC2 Query API. ministack routes by the SigV4 credential scope and
@@ -463,7 +463,7 @@ fn xml_value(xml: &str, tag: &str) -> String {
 
 impl Cluster {
     /// `breaker`: whether the services use the deployment circuit breaker with rollback.
-    async fn create(env: &'static TestEnv, breaker: bool) -> Cluster {
+    pub(crate) async fn create(env: &'static TestEnv, breaker: bool) -> Cluster {
         let images = images(env);
         let name = unique("envelope-e2e-cluster");
         let config = env.sdk_config(env.endpoint()).await;
@@ -606,7 +606,7 @@ impl Cluster {
 
     /// Waits until every service runs its desired tasks (ministack reports a new service's
     /// first deployment COMPLETED before any task runs).
-    async fn wait_until_running(&self) {
+    pub(crate) async fn wait_until_running(&self) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let out = self
@@ -634,7 +634,7 @@ impl Cluster {
         }
     }
 
-    async fn task_definitions(&self) -> BTreeMap<String, String> {
+    pub(crate) async fn task_definitions(&self) -> BTreeMap<String, String> {
         let out = self
             .ecs
             .describe_services()
@@ -1449,7 +1449,11 @@ async fn throttling_that_never_stops_fails_as_an_environment_problem() {
 
 /// The app's source in a git repository tagged `tag`: the Dockerfile the images above use,
 /// with `crash_roles` roles that exit at once.
-fn app_repository(env: &TestEnv, tag: &str, crash_roles: &str) -> (tempfile::TempDir, String) {
+pub(crate) fn app_repository(
+    env: &TestEnv,
+    tag: &str,
+    crash_roles: &str,
+) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let repo = envelope_tests::git_fixture::WorkRepo::init(&work).unwrap();
@@ -1482,7 +1486,7 @@ fn app_repository(env: &TestEnv, tag: &str, crash_roles: &str) -> (tempfile::Tem
 }
 
 /// A project whose `api` pipeline builds the app and migrates and deploys it on `cluster`.
-fn api_project(
+pub(crate) fn api_project(
     env: &TestEnv,
     cluster: &Cluster,
     url: &str,
@@ -1541,16 +1545,16 @@ stages:
     dir
 }
 
-fn pipeline_runner(project: &std::path::Path) -> Command {
+pub(crate) fn pipeline_runner(project: &std::path::Path) -> Command {
     let shared = envelope_tests::env::test_env().expect("test environment");
     crate::support::runner(shared, project)
 }
 
-fn stage_of<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+pub(crate) fn stage_of<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     crate::support::stage(record, name)
 }
 
-fn record_of(project: &std::path::Path, run: &str) -> serde_json::Value {
+pub(crate) fn record_of(project: &std::path::Path, run: &str) -> serde_json::Value {
     let output = pipeline_runner(project)
         .args(["status", run, "--output", "json"])
         .output()
@@ -1559,7 +1563,7 @@ fn record_of(project: &std::path::Path, run: &str) -> serde_json::Value {
 }
 
 /// Run to the gate, approve from a second process, resume: the run's output and exit code.
-fn release(project: &std::path::Path) -> (String, std::process::Output) {
+pub(crate) fn release(project: &std::path::Path) -> (String, std::process::Output) {
     let paused = pipeline_runner(project)
         .args(["run", "api", "--ref", "v2.0.0", "--until", "approval"])
         .output()
@@ -1833,7 +1837,7 @@ fn kill_when(
     }
 }
 
-fn approve_waiting_release(project: &std::path::Path) -> String {
+pub(crate) fn approve_waiting_release(project: &std::path::Path) -> String {
     let paused = pipeline_runner(project)
         .args(["run", "api", "--ref", "v2.0.0", "--until", "approval"])
         .output()

@@ -3,6 +3,7 @@
 //! stage's outcome into the run's verdict.
 
 use crate::event::Event;
+use crate::exec::lease::GateLease;
 use crate::exec::source::{self, SourceProgress, SourceRequest};
 use crate::exec::{aws_target, build, buildspec as phases, ecs, notify, push};
 use crate::pipeline::CompiledPipeline;
@@ -61,6 +62,8 @@ pub struct RunOutcome {
     pub error: Option<String>,
     /// The failure lies with the environment (Docker, registry, network, credentials).
     pub environment: bool,
+    /// The run lost its pipeline's deploy lease and stopped before its next AWS change.
+    pub lock_lost: bool,
 }
 
 /// Errors that stop a run before or outside its stages.
@@ -144,6 +147,8 @@ pub struct Driver {
     ecs: OnceCell<ecs::EcsAws>,
     /// The region `settle_aws` chose, for every AWS client of the run.
     region: std::sync::OnceLock<String>,
+    /// The deploy lease while the run holds it: every ECS change passes it first.
+    gate_lease: std::sync::Mutex<Option<GateLease>>,
 }
 
 impl Driver {
@@ -163,6 +168,7 @@ impl Driver {
             ecr_auth: OnceCell::new(),
             ecs: OnceCell::new(),
             region: std::sync::OnceLock::new(),
+            gate_lease: std::sync::Mutex::new(None),
         }
     }
 
@@ -251,7 +257,8 @@ impl Driver {
     }
 
     /// Mark older runs of this pipeline that have not passed the approval gate superseded;
-    /// they stop at their next stage boundary or while waiting for approval.
+    /// they stop at their next stage boundary or while waiting for approval. Each is one
+    /// conditional write that leaves a run already past its gate alone.
     pub async fn supersede_older_runs(
         &self,
         newer: &RunRecord,
@@ -268,21 +275,10 @@ impl Driver {
             ) {
                 continue;
             }
-            let Some(run) = self.store.get_run(&summary.id).await? else {
-                continue;
-            };
-            let passed_gate = run
-                .stages
-                .iter()
-                .skip(gate)
-                .any(|stage| stage.status != StageStatus::Pending);
-            if !passed_gate {
-                self.store
-                    .set_run_status(&run.id, RunStatus::Superseded, Some(&now()))
-                    .await?;
+            if self.store.supersede_run(&summary.id, gate, &now()).await? {
                 self.events.emit(Event::Notice {
                     stage: None,
-                    message: format!("run {} superseded by this newer run", run.id),
+                    message: format!("run {} superseded by this newer run", summary.id),
                 });
             }
         }
@@ -467,9 +463,14 @@ impl Driver {
                 outcome = Some(stopped);
                 break;
             }
+            let mut gate_passed_now = false;
             if index >= gate && lease.is_none() {
                 match self.hold_gate(&record, plan.concurrency).await? {
-                    GateResult::Held(held) => lease = Some(held),
+                    GateResult::Held(held) => {
+                        *self.gate_lease.lock().expect("gate lease lock") = Some(held.clone());
+                        lease = Some(held);
+                        gate_passed_now = true;
+                    }
                     GateResult::Stopped(stopped) => {
                         outcome = Some(stopped);
                         break;
@@ -478,6 +479,21 @@ impl Driver {
             }
             let stage_started = Instant::now();
             self.begin_stage(&mut record, &name, step.kind()).await?;
+            // Superseding touches only runs with no stage started past the gate; this run looks
+            // again once its first one is recorded, so the two never both go ahead.
+            if gate_passed_now && let Some(stopped) = self.stopped_from_outside(&record).await? {
+                self.finish_stage(
+                    &mut record,
+                    &name,
+                    StageStatus::Cancelled,
+                    StageOutputs::default(),
+                    stopped.error.clone(),
+                    0.0,
+                )
+                .await?;
+                outcome = Some(stopped);
+                break;
+            }
             let result = tokio::select! {
                 result = self.run_step(&step, &plan, &mut record, &mut state) => Some(result),
                 () = self.settings.cancel.cancelled() => None,
@@ -504,6 +520,7 @@ impl Driver {
                         stage: Some(name.clone()),
                         error: Some(message),
                         environment: false,
+                        lock_lost: false,
                     });
                     break;
                 }
@@ -537,6 +554,7 @@ impl Driver {
                         stage: Some(name.clone()),
                         error: None,
                         environment: false,
+                        lock_lost: false,
                     });
                     break;
                 }
@@ -577,6 +595,7 @@ impl Driver {
                         stage: Some(name.clone()),
                         error: Some(failure.message),
                         environment: failure.environment,
+                        lock_lost: lease.as_ref().is_some_and(|l| l.lost().is_some()),
                     });
                     break;
                 }
@@ -594,12 +613,14 @@ impl Driver {
                     stage: None,
                     error: None,
                     environment: false,
+                    lock_lost: false,
                 });
                 break;
             }
         }
         if let Some(lease) = lease {
-            lease.release(self.store.as_ref()).await;
+            self.gate_lease.lock().expect("gate lease lock").take();
+            lease.release().await;
         }
         let outcome = outcome.unwrap_or(RunOutcome {
             run: record.id.clone(),
@@ -607,6 +628,7 @@ impl Driver {
             stage: None,
             error: None,
             environment: false,
+            lock_lost: false,
         });
         let finished_at = (outcome.status != RunStatus::Waiting)
             .then(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
@@ -643,6 +665,7 @@ impl Driver {
                     _ => "cancelled from another process".into(),
                 }),
                 environment: false,
+                lock_lost: false,
             }),
             _ => None,
         })
@@ -659,12 +682,15 @@ impl Driver {
         let holder = record.id.0.clone();
         let mut announced = None;
         loop {
-            match self
-                .store
-                .acquire_lease(&key, &holder, self.settings.lease_ttl)
-                .await?
+            match crate::exec::lease::acquire(
+                self.store.as_ref(),
+                &key,
+                &holder,
+                self.settings.lease_ttl,
+            )
+            .await?
             {
-                crate::store::LeaseOutcome::Granted { .. } => {
+                crate::store::LeaseOutcome::Granted { generation, .. } => {
                     // A newer run may have superseded this one while it waited.
                     if let Some(stopped) = self.stopped_from_outside(record).await? {
                         let _ = self.store.release_lease(&key, &holder).await;
@@ -674,6 +700,7 @@ impl Driver {
                         self.store.clone(),
                         key,
                         holder,
+                        generation,
                         self.settings.lease_ttl,
                     )));
                 }
@@ -706,6 +733,7 @@ impl Driver {
                                 stage: record.next_stage().map(|s| s.name.clone()),
                                 error: Some("cancelled while waiting for the pipeline's lock".into()),
                                 environment: false,
+                                lock_lost: false,
                             }));
                         }
                     }
@@ -1413,7 +1441,9 @@ impl Driver {
                 },
             });
         };
-        let mut migration = ecs::migrate::Migration::new(aws, &request, recorded);
+        let lease = self.gate_lease.lock().expect("gate lease lock").clone();
+        let mut migration = ecs::migrate::Migration::new(aws, &request, recorded)
+            .fenced(lease.as_ref().map(|l| l as &dyn ecs::fence::Fence));
         let ecs_failure = |error: ecs::EcsError| {
             let environment = error.is_environment();
             StageFailure::of(error, environment)
@@ -1568,7 +1598,9 @@ impl Driver {
             };
             events.emit(event);
         };
-        let mut deploy = ecs::deploy::Deploy::new(aws, &request, recorded);
+        let lease = self.gate_lease.lock().expect("gate lease lock").clone();
+        let mut deploy = ecs::deploy::Deploy::new(aws, &request, recorded)
+            .fenced(lease.as_ref().map(|l| l as &dyn ecs::fence::Fence));
         let save = |outputs: &mut StageOutputs, record: &ecs::deploy::DeployRecord| {
             outputs.previous_task_definitions = record.previous_task_definitions.clone();
             outputs.task_definitions = record.task_definitions.clone();
@@ -1921,39 +1953,6 @@ enum StepResult {
 enum GateResult {
     Held(GateLease),
     Stopped(RunOutcome),
-}
-
-/// The pipeline's deploy lease and the heartbeat that keeps it alive.
-struct GateLease {
-    key: String,
-    holder: String,
-    heartbeat: tokio::task::JoinHandle<()>,
-}
-
-impl GateLease {
-    fn start(store: Arc<dyn Store>, key: String, holder: String, ttl: Duration) -> Self {
-        let (beat_key, beat_holder) = (key.clone(), holder.clone());
-        let heartbeat = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                match store.renew_lease(&beat_key, &beat_holder, ttl).await {
-                    Ok(true) => {}
-                    // Lost or unreachable: the stage in progress finishes; nothing new starts.
-                    Ok(false) | Err(_) => break,
-                }
-            }
-        });
-        GateLease {
-            key,
-            holder,
-            heartbeat,
-        }
-    }
-
-    async fn release(self, store: &dyn Store) {
-        self.heartbeat.abort();
-        let _ = store.release_lease(&self.key, &self.holder).await;
-    }
 }
 
 /// The index of the first step that needs the pipeline's deploy lease: the step after the

@@ -6,6 +6,7 @@ pub mod build;
 pub mod buildspec;
 pub mod driver;
 pub mod ecs;
+pub mod lease;
 pub mod notify;
 pub mod push;
 pub mod source;

@@ -13,7 +13,7 @@
 //! | stage    | `run#ID`        | `stage#NAME`       | `position` (N), `finished` (BOOL), `record` (JSON) |
 //! | approval | `run#ID`        | `approval#STAGE`   | `record` (JSON)                           |
 //! | event    | `events#ID`     | sequence number, 20 digits zero-padded | `line`                |
-//! | lease    | `lease#KEY`     | `lease`            | `holder`, `expires_at_ms` (N)             |
+//! | lease    | `lease#KEY`     | `lease`            | `holder` (absent once released), `expires_at_ms` (N), `generation` (N) |
 //! | trigger  | `trigger#KEY`   | `trigger`          | `first_run`, `claimed_at_ms` (N)          |
 //!
 //! Two global secondary indexes list runs newest first (run ids are ULIDs, which sort by start
@@ -72,7 +72,6 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -88,11 +87,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::clock::{Clock, duration_millis, from_millis};
+use super::clock::{Clock, duration_millis};
 use super::error::StoreError;
 use super::{ApprovalOutcome, LeaseOutcome, RunSummary, Store};
 use crate::error_chain;
 use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
+
+mod fencing;
 
 /// The table's partition and sort key attributes.
 const PARTITION_KEY: &str = "pk";
@@ -1057,68 +1058,7 @@ impl Store for DynamoDbStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<LeaseOutcome, StoreError> {
-        const OPERATION: &str = "taking a lease";
-        let partition = lease_partition(key);
-        let what = format!("the lease `{key}`");
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            let now = self.clock.now_millis();
-            let expires = now.saturating_add(duration_millis(ttl));
-            // Free, expired, or already ours; the same condition as the SQLite store's upsert.
-            let written = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(Item::from([
-                    (PARTITION_KEY.into(), string(&partition)),
-                    (SORT_KEY.into(), string(LEASE_SORT_KEY)),
-                    ("holder".into(), string(holder)),
-                    ("expires_at_ms".into(), number(expires)),
-                ])))
-                .condition_expression(
-                    "attribute_not_exists(#pk) OR #expires <= :now OR #holder = :holder",
-                )
-                .expression_attribute_names("#pk", PARTITION_KEY)
-                .expression_attribute_names("#expires", "expires_at_ms")
-                .expression_attribute_names("#holder", "holder")
-                .expression_attribute_values(":now", number(now))
-                .expression_attribute_values(":holder", string(holder))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            let returned = match written {
-                Ok(_) => {
-                    return Ok(LeaseOutcome::Granted {
-                        expires_at: from_millis(expires),
-                    });
-                }
-                Err(error) => match condition_failed(&error) {
-                    Some(existing) => existing,
-                    None => return Err(self.sdk_error(OPERATION, error)),
-                },
-            };
-            // The holder may have released it since the write; then try again.
-            if let Some(existing) = self
-                .conflicting_item(returned.as_ref(), &partition, LEASE_SORT_KEY, OPERATION)
-                .await?
-            {
-                return Ok(LeaseOutcome::Held {
-                    by: self.string(&existing, "holder", &what)?.to_owned(),
-                    expires_at: from_millis(self.number(&existing, "expires_at_ms", &what)?),
-                });
-            }
-        }
-        Err(StoreError::DynamoDb {
-            table: self.table.clone(),
-            operation: OPERATION,
-            detail: format!(
-                "the lease `{key}` kept changing hands while it was being taken; retry"
-            ),
-        })
+        self.acquire_generation(key, holder, ttl).await
     }
 
     async fn renew_lease(
@@ -1155,29 +1095,27 @@ impl Store for DynamoDbStore {
         }
     }
 
+    async fn confirm_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        generation: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.confirm_generation(key, holder, generation, ttl).await
+    }
+
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
-        let released = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(item_key(&lease_partition(key), LEASE_SORT_KEY)))
-            .condition_expression("#holder = :holder")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_values(":holder", string(holder))
-            .send()
-            .await;
-        match released {
-            Err(error)
-                if !matches!(
-                    error.as_service_error(),
-                    Some(DeleteItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Err(self.sdk_error("releasing a lease", error))
-            }
-            // Released, or not ours (any more): either way it is not held by `holder` now.
-            _ => Ok(()),
-        }
+        self.release_keeping_generation(key, holder).await
+    }
+
+    async fn supersede_run(
+        &self,
+        id: &RunId,
+        gate: usize,
+        finished_at: &str,
+    ) -> Result<bool, StoreError> {
+        self.supersede_before_gate(id, gate, finished_at).await
     }
 
     async fn claim_trigger(&self, key: &str, run: &RunId) -> Result<Option<RunId>, StoreError> {

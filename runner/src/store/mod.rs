@@ -14,9 +14,11 @@
 //! | `set_run_status`   | update status and finish time of a run that exists                |
 //! | `append_events`    | put one item per event; an existing `(run, seq)` is overwritten   |
 //! | `decide_approval`  | put the decision, only if none exists                             |
-//! | `acquire_lease`    | put, only if absent, expired, or held by the same holder          |
+//! | `acquire_lease`    | put with the next generation, only if absent, expired, or held by the same holder |
 //! | `renew_lease`      | update the expiry, only if still held by the same holder          |
-//! | `release_lease`    | delete, only if held by the same holder                           |
+//! | `confirm_lease`    | update the expiry, only if still held by the same holder *and generation* |
+//! | `release_lease`    | clear holder and expiry (the generation stays), only if held by the same holder |
+//! | `supersede_run`    | update the status of a run, only if it is still before its gate   |
 //! | `claim_trigger`    | put, only if the key is new                                       |
 //!
 //! "Exists" checks on runs are safe as a read before the write because runs are never deleted.
@@ -132,8 +134,33 @@ pub trait Store: Send + Sync {
     async fn renew_lease(&self, key: &str, holder: &str, ttl: Duration)
     -> Result<bool, StoreError>;
 
-    /// Gives the lease up if `holder` has it; otherwise does nothing.
+    /// The fencing check: extends the lease to `ttl` from now only if `holder` still holds it
+    /// under `generation`, the one [`LeaseOutcome::Granted`] gave it. `false` once anyone
+    /// (the same holder in another process too) acquired it since, or it was released. Run it
+    /// right before each change that only the lease holder may make.
+    async fn confirm_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        generation: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease up if `holder` has it; otherwise does nothing. The lease's generation
+    /// is kept, so a later grant gets a higher one.
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Marks run `id` superseded (with `finished_at`) in one conditional write, only if it is
+    /// queued, running or waiting and none of its stages from position `gate` on (0-based, in
+    /// the run's order) has left `pending`: a run already past its gate is never touched.
+    /// `true` if this call superseded it. Fails with [`StoreError::RunNotFound`] for an unknown
+    /// run.
+    async fn supersede_run(
+        &self,
+        id: &RunId,
+        gate: usize,
+        finished_at: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Makes a trigger (for example a release id) start at most one run: the first claim of
     /// `key` records `run` and returns `None`; every later claim returns `Some` of that first
@@ -170,8 +197,13 @@ pub enum ApprovalOutcome {
 /// What [`Store::acquire_lease`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseOutcome {
-    /// The caller holds the lease until `expires_at` unless it renews it.
-    Granted { expires_at: DateTime<Utc> },
+    /// The caller holds the lease until `expires_at` unless it renews it. `generation` is the
+    /// fencing token: it grows with every grant, so a holder that lost the lease (even to
+    /// itself in another process) is told so by [`Store::confirm_lease`].
+    Granted {
+        expires_at: DateTime<Utc>,
+        generation: u64,
+    },
     /// Someone else holds it.
     Held {
         by: String,

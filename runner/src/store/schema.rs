@@ -26,6 +26,9 @@
 //!   `runs.current_stage` is derived from it in the same transaction.
 //! - `events`, `approvals`, `leases`, `trigger_claims`: keyed exactly as the conditional writes
 //!   in the `Store` contract address them.
+//!
+//! Version 2 adds `leases.generation` (the fencing token; 0 for leases written by version 1,
+//! so their next grant is generation 1).
 
 use std::path::Path;
 
@@ -38,7 +41,7 @@ pub(crate) const APPLICATION_ID: i64 = 0x454e_5652;
 
 /// One step per schema version; step `i` takes a store from version `i` to `i + 1`. Append
 /// only: a released step is never edited.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: runs, stages, events, approvals, leases, trigger claims.
     "
     CREATE TABLE runs (
@@ -90,6 +93,10 @@ const MIGRATIONS: &[&str] = &[
         run_id        TEXT NOT NULL,
         claimed_at_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
+    ",
+    // 2: a lease's generation, the fencing token that grows with every grant.
+    "
+    ALTER TABLE leases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     ",
 ];
 

@@ -17,11 +17,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::clock::{Clock, duration_millis, from_millis};
+use super::clock::{Clock, duration_millis};
 use super::error::StoreError;
 use super::schema::{self, BUSY_TIMEOUT_SECONDS, sqlite_error};
 use super::{ApprovalOutcome, LeaseOutcome, RunSummary, Store};
 use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
+
+mod fencing;
 
 /// Run record fields kept in columns of `runs` (they change after creation) or in `stages`,
 /// and therefore left out of the row's JSON so that there is one copy of each.
@@ -289,32 +291,7 @@ impl Store for SqliteStore {
         let now = self.clock.now_millis();
         let expires = now.saturating_add(duration_millis(ttl));
         self.with_connection(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // The condition DynamoDB would check: free, expired, or already ours.
-            let taken = transaction
-                .prepare_cached(
-                    "INSERT INTO leases (key, holder, expires_at_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (key) DO UPDATE
-                         SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
-                         WHERE leases.holder = excluded.holder OR leases.expires_at_ms <= ?4",
-                )?
-                .execute(params![key, holder, expires, now])?;
-            let outcome = if taken == 1 {
-                LeaseOutcome::Granted {
-                    expires_at: from_millis(expires),
-                }
-            } else {
-                let (by, expires_at) = transaction
-                    .prepare_cached("SELECT holder, expires_at_ms FROM leases WHERE key = ?1")?
-                    .query_row([&key], |row| Ok((row.get(0)?, row.get(1)?)))?;
-                LeaseOutcome::Held {
-                    by,
-                    expires_at: from_millis(expires_at),
-                }
-            };
-            transaction.commit()?;
-            Ok(outcome)
+            fencing::acquire(connection, &key, &holder, expires, now)
         })
         .await
     }
@@ -338,13 +315,36 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn confirm_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        generation: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let (key, holder) = (key.to_owned(), holder.to_owned());
+        let expires = self.clock.now_millis().saturating_add(duration_millis(ttl));
+        self.with_connection(move |connection| {
+            fencing::confirm(connection, &key, &holder, generation, expires)
+        })
+        .await
+    }
+
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
         let (key, holder) = (key.to_owned(), holder.to_owned());
+        self.with_connection(move |connection| fencing::release(connection, &key, &holder))
+            .await
+    }
+
+    async fn supersede_run(
+        &self,
+        id: &RunId,
+        gate: usize,
+        finished_at: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, finished_at) = (id.clone(), finished_at.to_owned());
         self.with_connection(move |connection| {
-            connection
-                .prepare_cached("DELETE FROM leases WHERE key = ?1 AND holder = ?2")?
-                .execute(params![key, holder])?;
-            Ok(())
+            fencing::supersede(connection, &id, gate, &finished_at)
         })
         .await
     }

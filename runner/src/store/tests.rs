@@ -144,6 +144,8 @@ contract_tests!(
     writers_in_two_processes_at_once_both_succeed,
 );
 
+mod fencing;
+
 fn state_path(directory: &TempDir) -> PathBuf {
     directory.path().join(".envelope").join("state.db")
 }
@@ -512,7 +514,8 @@ async fn leases_are_granted_held_expired_renewed_and_lost(fixture: Fixture) {
     assert_eq!(
         first.acquire_lease(key, "run-a", ttl).await.unwrap(),
         LeaseOutcome::Granted {
-            expires_at: start() + ttl
+            expires_at: start() + ttl,
+            generation: 1
         }
     );
     assert_eq!(
@@ -530,7 +533,8 @@ async fn leases_are_granted_held_expired_renewed_and_lost(fixture: Fixture) {
     assert_eq!(
         first.acquire_lease(key, "run-a", ttl).await.unwrap(),
         LeaseOutcome::Granted {
-            expires_at: start() + Duration::from_secs(70)
+            expires_at: start() + Duration::from_secs(70),
+            generation: 2
         }
     );
     assert!(matches!(
@@ -544,7 +548,8 @@ async fn leases_are_granted_held_expired_renewed_and_lost(fixture: Fixture) {
     assert_eq!(
         second.acquire_lease(key, "run-b", ttl).await.unwrap(),
         LeaseOutcome::Granted {
-            expires_at: start() + Duration::from_secs(100)
+            expires_at: start() + Duration::from_secs(100),
+            generation: 3
         }
     );
     assert!(

@@ -30,6 +30,8 @@ use aws_smithy_types::date_time::Format;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::fence::{self, Fence};
+use super::reattach;
 use super::taskdef::{NextRevision, TaskDefinitionDiff, next_revision};
 use super::{Call, EcsAws, EcsError, PollSchedule};
 pub use crate::pipeline::model::OnFailure;
@@ -583,6 +585,8 @@ pub struct Deploy<'a> {
     /// The services as preflight found them.
     described: BTreeMap<String, Service>,
     polls: u32,
+    /// Passed before every change (registration, UpdateService, rollback).
+    fence: Option<&'a dyn Fence>,
 }
 
 impl<'a> Deploy<'a> {
@@ -595,7 +599,14 @@ impl<'a> Deploy<'a> {
             last_rollout: BTreeMap::new(),
             described: BTreeMap::new(),
             polls: 0,
+            fence: None,
         }
+    }
+
+    /// Makes every change pass `fence` first (see [`fence`]).
+    pub fn fenced(mut self, fence: Option<&'a dyn Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// What to store for a resume.
@@ -667,14 +678,11 @@ impl<'a> Deploy<'a> {
                 .get(name)
                 .cloned()
                 .unwrap_or_else(|| service.task_definition.clone().unwrap_or_default());
-            let (_, next) =
+            let (_, mut next) =
                 next_revision_for(self.aws, name, service, &self.request.images).await?;
             let arn = match registered.get(&previous) {
                 Some(arn) => arn.clone(),
-                None => {
-                    let td = self.aws.register(&next.input).await?;
-                    td.task_definition_arn.unwrap_or_default()
-                }
+                None => self.register(name, &previous, &mut next).await?,
             };
             registered.insert(previous.clone(), arn.clone());
             progress(DeployProgress::Registered {
@@ -689,6 +697,28 @@ impl<'a> Deploy<'a> {
         }
         self.described = described;
         Ok(preflights)
+    }
+
+    /// Registers `next` for service `name` (whose revision was `previous`), or adopts the
+    /// revision an earlier attempt of this run registered before it was killed.
+    async fn register(
+        &self,
+        name: &str,
+        previous: &str,
+        next: &mut NextRevision,
+    ) -> Result<String, EcsError> {
+        let (run, stage) = (&self.request.run_id, &self.request.stage);
+        if let Some(arn) = reattach::find_registered(self.aws, previous, run, stage).await? {
+            return Ok(arn);
+        }
+        reattach::stamp(&mut next.input, run, stage);
+        fence::check(
+            self.fence,
+            format!("register a task definition revision for service `{name}`"),
+        )
+        .await?;
+        let td = self.aws.register(&next.input).await?;
+        Ok(td.task_definition_arn.unwrap_or_default())
     }
 
     /// UpdateService to the new revision, for every service without a recorded deployment.
@@ -893,6 +923,14 @@ impl<'a> Deploy<'a> {
             Phase::Deploy => "update the service to the new revision",
             Phase::Rollback => "roll the service back to its previous revision",
         };
+        fence::check(
+            self.fence,
+            format!(
+                "{action} (UpdateService of `{name}` to {})",
+                short(task_definition)
+            ),
+        )
+        .await?;
         let output = self
             .aws
             .call(

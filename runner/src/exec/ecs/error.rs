@@ -72,6 +72,13 @@ pub enum EcsError {
         containers: String,
     },
 
+    /// The run no longer holds its pipeline's deploy lease: the change was not made.
+    #[error(
+        "stopped before it would {change}: {reason}. Nothing more was changed in AWS by this run; \
+         another run of the pipeline may be deploying now (see `envelope-runner history`)"
+    )]
+    LeaseLost { change: String, reason: String },
+
     #[error("ECS did not start the migration task: {reasons}")]
     RunTaskRefused { reasons: String },
 
@@ -153,6 +160,7 @@ impl EcsError {
             | EcsError::MigrationInterrupted { .. }
             | EcsError::MigrationNoExitCode { .. }
             | EcsError::MigrationTimedOut { .. }
+            | EcsError::LeaseLost { .. }
             | EcsError::Deploy(_) => false,
         }
     }

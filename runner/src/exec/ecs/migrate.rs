@@ -28,7 +28,9 @@ use aws_sdk_ecs::types::{
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::fence::{self, Fence};
 use super::logs::{AwsLogsTarget, LogTail};
+use super::reattach;
 use super::taskdef::TaskDefinitionDiff;
 use super::{Call, EcsAws, EcsError, PollSchedule, deploy, started_by};
 
@@ -140,9 +142,17 @@ pub struct Migration<'a> {
     record: MigrationRecord,
     service: Option<Service>,
     task_definition: Option<TaskDefinition>,
+    /// Passed before every change (registration, RunTask).
+    fence: Option<&'a dyn Fence>,
 }
 
 impl<'a> Migration<'a> {
+    /// Makes every change pass `fence` first (see [`fence`]).
+    pub fn fenced(mut self, fence: Option<&'a dyn Fence>) -> Self {
+        self.fence = fence;
+        self
+    }
+
     pub fn new(aws: &'a EcsAws, request: &'a MigrationRequest, record: MigrationRecord) -> Self {
         Migration {
             aws,
@@ -150,6 +160,7 @@ impl<'a> Migration<'a> {
             record,
             service: None,
             task_definition: None,
+            fence: None,
         }
     }
 
@@ -175,7 +186,28 @@ impl<'a> Migration<'a> {
         )
         .await?;
         check_container(&current, &self.request.container)?;
-        let registered = self.aws.register(&next.input).await?;
+        let (run, stage) = (&self.request.run_id, &self.request.stage);
+        let based_on = service.task_definition.clone().unwrap_or_default();
+        if let Some(arn) = reattach::find_registered(self.aws, &based_on, run, stage).await? {
+            // An earlier attempt registered it and was killed before recording it.
+            progress(MigrationProgress::Registered {
+                task_definition: arn.clone(),
+                diff: next.diff,
+            });
+            self.record.task_definition = Some(arn);
+            return Ok(());
+        }
+        let mut input = next.input;
+        reattach::stamp(&mut input, run, stage);
+        fence::check(
+            self.fence,
+            format!(
+                "register the migration's task definition revision (service `{}`)",
+                self.request.service
+            ),
+        )
+        .await?;
+        let registered = self.aws.register(&input).await?;
         let arn = registered.task_definition_arn.clone().unwrap_or_default();
         progress(MigrationProgress::Registered {
             task_definition: arn.clone(),
@@ -246,6 +278,11 @@ impl<'a> Migration<'a> {
         };
         let platform_version = service.platform_version.clone().filter(|v| !v.is_empty());
         let target = format!("{} in {}", task_definition, request.cluster);
+        fence::check(
+            self.fence,
+            format!("start the migration task (RunTask of {target})"),
+        )
+        .await?;
         let mut attempts = 0;
         let output = loop {
             attempts += 1;

@@ -7,15 +7,20 @@
 //! - [`deploy`]: every service of a release rolled to the new revision, judged by the
 //!   deployment this run created, rolled back together on failure.
 //!
+//! Every change is fenced ([`fence`]: the run must still hold its pipeline's deploy lease) and
+//! findable after a crash ([`reattach`]: revisions and tasks carry the run and stage in tags).
+//!
 //! Every AWS call goes through [`EcsAws`], which retries throttling with exponential backoff
 //! and full jitter (matching error *codes*: ECS does not model ThrottlingException as a type)
 //! and holds RegisterTaskDefinition to one call per second across all services.
 
 pub mod deploy;
 mod error;
+pub mod fence;
 mod logs;
 pub mod migrate;
 pub mod poll;
+mod reattach;
 pub mod retry;
 pub mod taskdef;
 

@@ -1,0 +1,245 @@
+//! The DynamoDB store's lease and superseding writes: leases with a generation (the fencing
+//! token, grown by `ADD` in the same conditional `UpdateItem` that grants the lease), and
+//! superseding a run only while it is before its gate (a conditional `UpdateItem` of the run
+//! item on the revision that was read, so a stage transition in between makes it read again).
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+
+use super::super::clock::{duration_millis, from_millis};
+use super::super::{LeaseOutcome, StoreError};
+use super::{
+    DynamoDbStore, LEASE_SORT_KEY, MAX_ATTEMPTS, PARTITION_KEY, RUN_SORT_KEY, backoff, enum_name,
+    is_stage, item_key, lease_partition, number, optional_string, run_partition, string,
+};
+use crate::run::{RunId, RunStatus, StageStatus};
+
+impl DynamoDbStore {
+    pub(super) async fn acquire_generation(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        const OPERATION: &str = "taking a lease";
+        let partition = lease_partition(key);
+        let what = format!("the lease `{key}`");
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let now = self.clock.now_millis();
+            let expires = now.saturating_add(duration_millis(ttl));
+            // Free, expired, or already ours; the same condition as the SQLite store's upsert.
+            let written = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(item_key(&partition, LEASE_SORT_KEY)))
+                .update_expression(
+                    "SET #holder = :holder, #expires = :expires ADD #generation :one",
+                )
+                .condition_expression(
+                    "attribute_not_exists(#pk) OR #expires <= :now OR #holder = :holder",
+                )
+                .expression_attribute_names("#pk", PARTITION_KEY)
+                .expression_attribute_names("#expires", "expires_at_ms")
+                .expression_attribute_names("#holder", "holder")
+                .expression_attribute_names("#generation", "generation")
+                .expression_attribute_values(":now", number(now))
+                .expression_attribute_values(":expires", number(expires))
+                .expression_attribute_values(":holder", string(holder))
+                .expression_attribute_values(":one", number(1))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let returned = match written {
+                Ok(output) => {
+                    let item = output.attributes().cloned().unwrap_or_default();
+                    let generation = self.number(&item, "generation", &what)?;
+                    return Ok(LeaseOutcome::Granted {
+                        expires_at: from_millis(expires),
+                        generation: u64::try_from(generation).unwrap_or(0),
+                    });
+                }
+                Err(error) => match error.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                        failed.item().cloned()
+                    }
+                    _ => return Err(self.sdk_error(OPERATION, error)),
+                },
+            };
+            // The holder may have released it since the write; then try again.
+            if let Some(existing) = self
+                .conflicting_item(returned.as_ref(), &partition, LEASE_SORT_KEY, OPERATION)
+                .await?
+                .filter(|item| optional_string(item, "holder").is_some())
+            {
+                return Ok(LeaseOutcome::Held {
+                    by: self.string(&existing, "holder", &what)?.to_owned(),
+                    expires_at: from_millis(self.number(&existing, "expires_at_ms", &what)?),
+                });
+            }
+        }
+        Err(StoreError::DynamoDb {
+            table: self.table.clone(),
+            operation: OPERATION,
+            detail: format!(
+                "the lease `{key}` kept changing hands while it was being taken; retry"
+            ),
+        })
+    }
+
+    pub(super) async fn confirm_generation(
+        &self,
+        key: &str,
+        holder: &str,
+        generation: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let expires = self.clock.now_millis().saturating_add(duration_millis(ttl));
+        let confirmed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(&lease_partition(key), LEASE_SORT_KEY)))
+            .update_expression("SET #expires = :expires")
+            .condition_expression("#holder = :holder AND #generation = :generation")
+            .expression_attribute_names("#expires", "expires_at_ms")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_names("#generation", "generation")
+            .expression_attribute_values(":expires", number(expires))
+            .expression_attribute_values(":holder", string(holder))
+            .expression_attribute_values(
+                ":generation",
+                number(i64::try_from(generation).unwrap_or(i64::MAX)),
+            )
+            .send()
+            .await;
+        match confirmed {
+            Ok(_) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(self.sdk_error("confirming a lease", error)),
+        }
+    }
+
+    /// Frees the lease if `holder` has it: the holder goes, the generation stays.
+    pub(super) async fn release_keeping_generation(
+        &self,
+        key: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(&lease_partition(key), LEASE_SORT_KEY)))
+            .update_expression("SET #expires = :zero REMOVE #holder")
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#expires", "expires_at_ms")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":zero", number(0))
+            .expression_attribute_values(":holder", string(holder))
+            .send()
+            .await;
+        match released {
+            Err(error)
+                if !matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Err(self.sdk_error("releasing a lease", error))
+            }
+            // Released, or not ours (any more): either way it is not held by `holder` now.
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) async fn supersede_before_gate(
+        &self,
+        id: &RunId,
+        gate: usize,
+        finished_at: &str,
+    ) -> Result<bool, StoreError> {
+        const OPERATION: &str = "superseding a run";
+        let what = format!("run {id}");
+        let open =
+            [RunStatus::Queued, RunStatus::Running, RunStatus::Waiting].map(|s| enum_name(&s));
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let items = self.partition(&run_partition(id), OPERATION).await?;
+            let Some(run_item) = items
+                .iter()
+                .find(|item| optional_string(item, super::SORT_KEY) == Some(RUN_SORT_KEY))
+            else {
+                return Err(StoreError::RunNotFound { id: id.clone() });
+            };
+            let status = self.string(run_item, "status", &what)?;
+            if !open.iter().any(|open| open == status) {
+                return Ok(false);
+            }
+            let revision = self.number(run_item, "revision", &what)?;
+            let gate = i64::try_from(gate).unwrap_or(i64::MAX);
+            for item in items.iter().filter(|item| is_stage(item)) {
+                let (position, stage) = self.stage_from_item(id, item)?;
+                if position >= gate && stage.status != StageStatus::Pending {
+                    return Ok(false);
+                }
+            }
+            // One write on the run item, conditioned on the revision read above: any stage
+            // transition since (the run starting a stage past its gate) fails it.
+            let written = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(item_key(&run_partition(id), RUN_SORT_KEY)))
+                .update_expression("SET #status = :superseded, #finished = :finished")
+                .condition_expression(
+                    "#revision = :revision AND #status IN (:queued, :running, :waiting)",
+                )
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#finished", "finished_at")
+                .expression_attribute_names("#revision", "revision")
+                .expression_attribute_values(
+                    ":superseded",
+                    string(enum_name(&RunStatus::Superseded)),
+                )
+                .expression_attribute_values(":finished", string(finished_at))
+                .expression_attribute_values(":revision", number(revision))
+                .expression_attribute_values(":queued", string(&open[0]))
+                .expression_attribute_values(":running", string(&open[1]))
+                .expression_attribute_values(":waiting", string(&open[2]))
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(true),
+                Err(error)
+                    if matches!(
+                        error.as_service_error(),
+                        Some(UpdateItemError::ConditionalCheckFailedException(_))
+                    ) => {}
+                Err(error) => return Err(self.sdk_error(OPERATION, error)),
+            }
+        }
+        Err(StoreError::DynamoDb {
+            table: self.table.clone(),
+            operation: OPERATION,
+            detail: format!("run {id} kept changing while it was being superseded; retry"),
+        })
+    }
+}
