@@ -137,6 +137,11 @@ pub enum BuildspecProgress {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildspecError {
+    #[error("buildspec variable `{variable}`: {timeout}")]
+    TimedOut {
+        variable: String,
+        timeout: crate::timeouts::AwsTimeout,
+    },
     #[error("buildspec shell `{shell}` is not supported; set `env.shell` to `bash` or `/bin/sh`")]
     UnsupportedShell { shell: String },
     #[error(
@@ -464,7 +469,10 @@ pub async fn resolve_secret_env(
                         .set_version_id(version.version_id.clone())
                         .send()
                         .await
-                        .map_err(|error| secrets_manager_error(sdk_error_message(&error)))?;
+                        .map_err(|error| {
+                            timed_out(variable, &error, "Secrets Manager GetSecretValue")
+                                .unwrap_or_else(|| secrets_manager_error(sdk_error_message(&error)))
+                        })?;
                     let secret_text = match (output.secret_string, output.secret_binary) {
                         (Some(text), _) => text,
                         (None, Some(binary)) => {
@@ -508,7 +516,10 @@ pub async fn resolve_secret_env(
                         .with_decryption(true)
                         .send()
                         .await
-                        .map_err(|error| parameter_store_error(sdk_error_message(&error)))?;
+                        .map_err(|error| {
+                            timed_out(variable, &error, "SSM GetParameter")
+                                .unwrap_or_else(|| parameter_store_error(sdk_error_message(&error)))
+                        })?;
                     let value = output
                         .parameter
                         .and_then(|parameter| parameter.value)
@@ -524,6 +535,18 @@ pub async fn resolve_secret_env(
         }
     }
     Ok(resolved)
+}
+
+/// The error for a secret whose AWS call timed out, if it did.
+fn timed_out<E, R>(
+    variable: &str,
+    error: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    call: &str,
+) -> Option<BuildspecError> {
+    crate::timeouts::AwsTimeout::of(error, call).map(|timeout| BuildspecError::TimedOut {
+        variable: variable.to_owned(),
+        timeout,
+    })
 }
 
 /// An SDK error as one line: the service's code and message when it answered, else the whole

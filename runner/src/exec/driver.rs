@@ -4,7 +4,7 @@
 
 use crate::event::Event;
 use crate::exec::source::{self, SourceProgress, SourceRequest};
-use crate::exec::{aws_target, build, buildspec as phases, ecs, notify, push};
+use crate::exec::{aws_target, build, build_limits, buildspec as phases, ecs, notify, push};
 use crate::pipeline::CompiledPipeline;
 use crate::plan::{self, Plan, PlanContext, Step};
 use crate::report::EventSink;
@@ -783,7 +783,17 @@ impl Driver {
             Step::Source(source) => self.source(source, record, state).await,
             Step::Build(build) => {
                 self.ensure_checkout(plan, record, state).await?;
-                self.build(build, plan, record, state).await
+                let limit = Duration::from_secs(build.timeout_seconds);
+                tokio::time::timeout(limit, self.build(build, plan, record, state))
+                    .await
+                    .unwrap_or_else(|_| {
+                        let history = self.events.history();
+                        Err(StageFailure::environment(build_limits::timed_out(
+                            &build.name,
+                            limit,
+                            &history,
+                        )))
+                    })
             }
             Step::Push(push) => self.push(push, state).await,
             Step::Approval(approval) => self.approval(approval, plan, record, state).await,
@@ -1001,6 +1011,7 @@ impl Driver {
                 })
                 .collect(),
             no_cache: false,
+            idle_timeout: Some(Duration::from_secs(step.idle_timeout_seconds)),
         };
         let stage = step.name.clone();
         let events = self.events.clone();
@@ -1013,7 +1024,11 @@ impl Driver {
             None => build::build(&docker, &request, &progress)
                 .await
                 .map_err(|error| {
-                    let environment = matches!(error, build::BuildError::DaemonUnreachable { .. });
+                    let environment = matches!(
+                        error,
+                        build::BuildError::DaemonUnreachable { .. }
+                            | build::BuildError::Stalled { .. }
+                    );
                     StageFailure::of(error, environment)
                 })?,
             Some(spec_plan) => {
@@ -1062,7 +1077,10 @@ impl Driver {
         let secret_env = match self.aws_if_needed(spec).await? {
             Some(config) => phases::resolve_secret_env(spec, &config)
                 .await
-                .map_err(|error| StageFailure::new(error.to_string()))?,
+                .map_err(|error| {
+                    let environment = matches!(error, phases::BuildspecError::TimedOut { .. });
+                    StageFailure::of(error, environment)
+                })?,
             None => BTreeMap::new(),
         };
         let start_ms = chrono::DateTime::parse_from_rfc3339(&record.created_at)
@@ -1797,7 +1815,8 @@ impl Driver {
     async fn aws(&self) -> Result<&aws_config::SdkConfig, StageFailure> {
         self.aws
             .get_or_try_init(|| async {
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(crate::timeouts::aws_config());
                 if let Some(region) = self.region.get().or(self.compiled.aws.region.as_ref()) {
                     loader = loader.region(aws_config::Region::new(region.clone()));
                 }
@@ -1894,6 +1913,9 @@ impl Driver {
                 "aws_secret" => {
                     let client = aws_sdk_secretsmanager::Client::new(self.aws().await?);
                     let answer = client.get_secret_value().secret_id(name).send().await.map_err(|error| {
+                        if let Some(timeout) = crate::timeouts::AwsTimeout::of(&error, "Secrets Manager GetSecretValue") {
+                            return StageFailure::environment(format!("build secret `{}`: {timeout}", reference.id));
+                        }
                         StageFailure::new(format!(
                             "build secret `{}`: cannot read AWS secret {name}: {}",
                             reference.id,

@@ -95,7 +95,10 @@ pub async fn publish_sns(
         .await
         .map_err(|error| NotifyError::Sns {
             topic: topic.to_owned(),
-            detail: crate::exec::aws_target::one_line(&error),
+            detail: match crate::timeouts::AwsTimeout::of(&error, "SNS Publish") {
+                Some(timeout) => timeout.to_string(),
+                None => crate::exec::aws_target::one_line(&error),
+            },
         })?;
     Ok(answer.message_id().unwrap_or_default().to_owned())
 }

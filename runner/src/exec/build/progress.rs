@@ -239,6 +239,15 @@ impl<'a> ProgressTracker<'a> {
         self.image_id_from_status.as_deref()
     }
 
+    /// The last step that started and has not completed, if any.
+    pub(crate) fn running_step(&self) -> Option<String> {
+        self.steps
+            .iter()
+            .filter(|step| step.started.is_some() && step.completed.is_none())
+            .max_by_key(|step| step.started)
+            .map(|step| step.name.clone())
+    }
+
     /// The step that failed, with its last output lines.
     pub(crate) fn failed_step(&self) -> Option<(String, Vec<String>)> {
         self.steps

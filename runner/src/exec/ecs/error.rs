@@ -187,7 +187,10 @@ impl EcsError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let code = error.code().map(str::to_owned);
+        let timed_out =
+            crate::timeouts::AwsTimeout::of(error, crate::timeouts::call_name(call.operation));
         let message = match (error.code(), error.message()) {
+            _ if timed_out.is_some() => timed_out.iter().map(|t| t.to_string()).collect(),
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (Some(code), None) => code.to_owned(),
             _ => DisplayErrorContext(error).to_string(),

@@ -446,6 +446,14 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
+    if let Some(timeout) =
+        crate::timeouts::AwsTimeout::of(&error, crate::timeouts::call_name(permission))
+    {
+        return EcrError::Unreachable {
+            operation,
+            detail: timeout.to_string(),
+        };
+    }
     match &error {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => EcrError::Unreachable {
             operation,
