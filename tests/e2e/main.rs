@@ -12,3 +12,4 @@ mod runs;
 mod shipped;
 mod source;
 mod support;
+mod timeouts;
