@@ -74,7 +74,10 @@ pub async fn caller_account(config: &aws_config::SdkConfig) -> Result<String, Aw
         .send()
         .await
         .map_err(|error| AwsTargetError::Identity {
-            detail: one_line(&error),
+            detail: match crate::timeouts::AwsTimeout::of(&error, "STS GetCallerIdentity") {
+                Some(timeout) => timeout.to_string(),
+                None => one_line(&error),
+            },
         })?;
     identity
         .account()
