@@ -123,6 +123,23 @@ impl AwsFailure {
         }
     }
 
+    /// Reads an SDK error of the call named `call` (`ECR GetAuthorizationToken`): a timeout
+    /// names the call and its limit, anything else reads as [`AwsFailure::of`].
+    pub fn during<E, R>(error: &SdkError<E, R>, call: &str) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug + 'static,
+    {
+        match crate::timeouts::AwsTimeout::of(error, call) {
+            Some(timeout) => AwsFailure {
+                kind: AwsFailureKind::Unreachable,
+                code: None,
+                message: timeout.to_string(),
+            },
+            None => Self::of(error),
+        }
+    }
+
     /// Reads a service's error code and message (for errors that arrive without an
     /// `SdkError`, such as a batch item's failure).
     pub fn from_code(code: Option<&str>, message: Option<&str>) -> Self {

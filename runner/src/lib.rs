@@ -16,6 +16,7 @@ pub mod plan;
 pub mod run;
 pub mod secret;
 pub mod store;
+pub mod timeouts;
 pub mod trigger;
 
 pub mod cli;

@@ -107,6 +107,12 @@ pub struct BuildStep {
     pub tags: Vec<String>,
     pub buildspec: Option<BuildspecPlan>,
     pub create_repository: bool,
+    /// The whole stage's limit (`timeout`).
+    pub timeout: String,
+    pub timeout_seconds: u64,
+    /// How long the daemon may report no progress (`idle_timeout`).
+    pub idle_timeout: String,
+    pub idle_timeout_seconds: u64,
 }
 
 /// A BuildKit secret: where its value comes from, never the value.
@@ -401,6 +407,12 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
                 });
                 let image = format!("{repository}@<{stage_name}.digest>");
                 images_so_far.push(image.clone());
+                let build_timeout =
+                    timeout_of(build.timeout.as_deref(), crate::timeouts::BUILD_TIMEOUT);
+                let idle_timeout = timeout_of(
+                    build.idle_timeout.as_deref(),
+                    crate::timeouts::BUILD_IDLE_TIMEOUT,
+                );
                 steps.push(Step::Build(BuildStep {
                     name: stage_name.clone(),
                     repository: repository.clone(),
@@ -431,6 +443,10 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
                     tags: tags.clone(),
                     buildspec,
                     create_repository: build.create_repository.unwrap_or(false),
+                    timeout: duration::format(build_timeout),
+                    timeout_seconds: build_timeout.as_secs(),
+                    idle_timeout: duration::format(idle_timeout),
+                    idle_timeout_seconds: idle_timeout.as_secs(),
                 }));
                 steps.push(Step::Push(PushStep {
                     name: push_step_name(&stage_name),
@@ -681,6 +697,7 @@ impl Plan {
                             spec.phases.join(", ")
                         );
                     }
+                    let _ = writeln!(out, "   timeout   {}  idle {}", b.timeout, b.idle_timeout);
                 }
                 Step::Push(p) => {
                     for tag in &p.tags {

@@ -16,3 +16,4 @@ mod runs;
 mod shipped;
 mod source;
 mod support;
+mod timeouts;

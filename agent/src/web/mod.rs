@@ -7,18 +7,21 @@
 //! Content-Security-Policy; pages are server-rendered HTML without JavaScript.
 
 pub mod pages;
+mod serve;
 pub mod session;
+
+pub use serve::run;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension, Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Router, serve};
 use chrono::{DateTime, SecondsFormat, Utc};
 use envelope_runner::event::Event;
 use envelope_runner::pipeline::model::Stage;
@@ -27,8 +30,6 @@ use envelope_runner::run::{ApprovalRecord, RunId, StageStatus};
 use envelope_runner::secret::Secret;
 use envelope_runner::store::{ApprovalOutcome, Store};
 use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::poller::Poller;
@@ -99,16 +100,6 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(fallback)
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
-}
-
-/// Serve `router` on `listener` until `stop` is cancelled.
-pub async fn run(listener: TcpListener, router: Router, stop: CancellationToken) {
-    let result = serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(error) = result {
-        tracing::error!("the web server stopped: {error}");
-    }
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {

@@ -74,7 +74,8 @@ pub async fn caller_account(config: &aws_config::SdkConfig) -> Result<String, Aw
         .send()
         .await
         .map_err(|error| AwsTargetError::Identity {
-            detail: crate::aws_error::aws_error_line(&error),
+            detail: crate::aws_error::AwsFailure::during(&error, "STS GetCallerIdentity")
+                .to_string(),
         })?;
     identity
         .account()

@@ -74,6 +74,9 @@ pub struct BuildRequest {
     /// Credentials for pulling `cache_from` (and base images) from private registries.
     pub registry_auth: Vec<RegistryCredentials>,
     pub no_cache: bool,
+    /// The build fails when the daemon reports nothing for this long (default
+    /// [`crate::timeouts::BUILD_IDLE_TIMEOUT`]).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A BuildKit secret, served to the build from memory.
@@ -227,6 +230,18 @@ pub enum BuildError {
     )]
     Refused { image: String, message: String },
     #[error(
+        "the Docker daemon at {endpoint} reported no build progress for {} (the build stage's \
+         `idle_timeout`){}: the build was stopped. Check the daemon (`docker info`, its log); \
+         raise `idle_timeout` for a step that works silently for longer",
+        crate::timeouts::show(*idle),
+        step.as_deref().map(|step| format!(" while `{step}` ran")).unwrap_or_default()
+    )]
+    Stalled {
+        endpoint: String,
+        idle: Duration,
+        step: Option<String>,
+    },
+    #[error(
         "the build finished but the Docker daemon did not say which image it made; check \
          `docker images` and the daemon's log"
     )]
@@ -239,7 +254,9 @@ impl BuildError {
     pub fn is_environment(&self) -> bool {
         matches!(
             self,
-            BuildError::DaemonUnreachable { .. } | BuildError::Session(_)
+            BuildError::DaemonUnreachable { .. }
+                | BuildError::Session(_)
+                | BuildError::Stalled { .. }
         )
     }
 }
@@ -347,12 +364,21 @@ pub async fn build(
     let mut tracker = ProgressTracker::new(progress, scrubber);
     let mut image_id = None;
     let mut failure = None;
+    let idle = request
+        .idle_timeout
+        .unwrap_or(crate::timeouts::BUILD_IDLE_TIMEOUT);
+    let mut stalled = false;
     {
         // The context travels through the session (`remote=client-session`), so the request
         // body is empty.
         let empty = bollard::body_full(bytes::Bytes::new());
         let mut stream = client.build_image(options, None, Some(empty));
-        while let Some(item) = stream.next().await {
+        loop {
+            let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+                stalled = true;
+                break;
+            };
+            let Some(item) = next else { break };
             match item {
                 Ok(BuildInfo {
                     aux: Some(BuildInfoAux::BuildKit(status)),
@@ -372,6 +398,13 @@ pub async fn build(
     }
     let upload = session.upload_outcome();
     drop(session);
+    if stalled {
+        return Err(BuildError::Stalled {
+            endpoint: endpoint.to_string(),
+            idle,
+            step: tracker.running_step(),
+        });
+    }
 
     match upload {
         // A file that could not be read is the real cause of whatever the daemon saw. (A

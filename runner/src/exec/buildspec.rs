@@ -483,7 +483,10 @@ pub async fn resolve_secret_env(
                                 "secret `{}` (variable `{variable}`) from Secrets Manager",
                                 version.secret_id
                             ),
-                            failure: crate::aws_error::AwsFailure::of(&error),
+                            failure: crate::aws_error::AwsFailure::during(
+                                &error,
+                                "Secrets Manager GetSecretValue",
+                            ),
                         })?;
                     let secret_text = match (output.secret_string, output.secret_binary) {
                         (Some(text), _) => text,
@@ -532,7 +535,10 @@ pub async fn resolve_secret_env(
                             what: format!(
                                 "parameter `{parameter}` (variable `{variable}`) from Parameter Store"
                             ),
-                            failure: crate::aws_error::AwsFailure::of(&error),
+                            failure: crate::aws_error::AwsFailure::during(
+                                &error,
+                                "SSM GetParameter",
+                            ),
                         })?;
                     let value = output
                         .parameter

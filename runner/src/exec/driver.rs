@@ -5,7 +5,7 @@
 use crate::event::Event;
 use crate::exec::lease::GateLease;
 use crate::exec::source::{self, SourceProgress, SourceRequest};
-use crate::exec::{aws_target, build, buildspec as phases, ecs, notify, push};
+use crate::exec::{aws_target, build, build_limits, buildspec as phases, ecs, notify, push};
 use crate::pipeline::CompiledPipeline;
 use crate::plan::{self, Plan, PlanContext, Step};
 use crate::report::EventSink;
@@ -811,7 +811,17 @@ impl Driver {
             Step::Source(source) => self.source(source, record, state).await,
             Step::Build(build) => {
                 self.ensure_checkout(plan, record, state).await?;
-                self.build(build, plan, record, state).await
+                let limit = Duration::from_secs(build.timeout_seconds);
+                tokio::time::timeout(limit, self.build(build, plan, record, state))
+                    .await
+                    .unwrap_or_else(|_| {
+                        let history = self.events.history();
+                        Err(StageFailure::environment(build_limits::timed_out(
+                            &build.name,
+                            limit,
+                            &history,
+                        )))
+                    })
             }
             Step::Push(push) => self.push(push, state).await,
             Step::Approval(approval) => self.approval(approval, plan, record, state).await,
@@ -1029,6 +1039,7 @@ impl Driver {
                 })
                 .collect(),
             no_cache: false,
+            idle_timeout: Some(Duration::from_secs(step.idle_timeout_seconds)),
         };
         let stage = step.name.clone();
         let events = self.events.clone();
@@ -1827,7 +1838,8 @@ impl Driver {
     async fn aws(&self) -> Result<&aws_config::SdkConfig, StageFailure> {
         self.aws
             .get_or_try_init(|| async {
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(crate::timeouts::aws_config());
                 if let Some(region) = self.region.get().or(self.compiled.aws.region.as_ref()) {
                     loader = loader.region(aws_config::Region::new(region.clone()));
                 }
@@ -1924,7 +1936,7 @@ impl Driver {
                 "aws_secret" => {
                     let client = aws_sdk_secretsmanager::Client::new(self.aws().await?);
                     let answer = client.get_secret_value().secret_id(name).send().await.map_err(|error| {
-                        let read = crate::aws_error::AwsFailure::of(&error);
+                        let read = crate::aws_error::AwsFailure::during(&error, "Secrets Manager GetSecretValue");
                         StageFailure::of(
                             format!("build secret `{}`: cannot read AWS secret {name}: {read}", reference.id),
                             read.is_environment(),

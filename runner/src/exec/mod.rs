@@ -3,6 +3,7 @@
 
 pub mod aws_target;
 pub mod build;
+pub(crate) mod build_limits;
 pub mod buildspec;
 pub mod driver;
 pub mod ecs;

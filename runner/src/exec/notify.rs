@@ -95,7 +95,7 @@ pub async fn publish_sns(
         .await
         .map_err(|error| NotifyError::Sns {
             topic: topic.to_owned(),
-            detail: crate::aws_error::aws_error_line(&error),
+            detail: crate::aws_error::AwsFailure::during(&error, "SNS Publish").to_string(),
         })?;
     Ok(answer.message_id().unwrap_or_default().to_owned())
 }

@@ -136,6 +136,14 @@ pub struct BuildStage {
     /// Create the repository in ECR when it does not exist (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_repository: Option<bool>,
+    /// How long the whole stage (buildspec phases and image build) may take (default `60m`,
+    /// CodeBuild's default timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// The build fails when the Docker daemon reports no progress for this long (default
+    /// `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
 }
 
 /// Where a BuildKit secret's value comes from: exactly one of `env`, `file`, `aws_secret`.

@@ -309,11 +309,20 @@ fn check_not_blank(checker: &mut Checker, value: &str, path: &[PathSegment], wha
 }
 
 fn check_duration(checker: &mut Checker, value: Option<&str>, stage: &[PathSegment]) {
+    check_duration_of(checker, value, stage, "timeout");
+}
+
+fn check_duration_of(
+    checker: &mut Checker,
+    value: Option<&str>,
+    stage: &[PathSegment],
+    name: &str,
+) {
     if let Some(text) = value
         && let Err(problem) = duration::parse(text)
     {
-        let position = checker.position(&[stage.to_vec(), vec![key("timeout")]].concat());
-        let diagnostic = checker.error(position, format!("bad duration for `timeout`: {problem}"));
+        let position = checker.position(&[stage.to_vec(), vec![key(name)]].concat());
+        let diagnostic = checker.error(position, format!("bad duration for `{name}`: {problem}"));
         diagnostic.label = Some("not a duration".into());
     }
 }
@@ -324,6 +333,8 @@ fn check_build(
     path: &[PathSegment],
 ) {
     let at = |field: &str| [path.to_vec(), vec![key(field)]].concat();
+    check_duration(checker, build.timeout.as_deref(), path);
+    check_duration_of(checker, build.idle_timeout.as_deref(), path, "idle_timeout");
     if let Err(problem) = names::check_repository_name(&build.image) {
         let position = checker.position(&at("image"));
         checker.error(position, format!("`{}` is not a valid image repository name: {problem}", build.image)).help =

@@ -149,6 +149,7 @@ impl DynamoDbStore {
     /// is laid out as this module expects.
     pub async fn from_environment(table: &str) -> Result<Self, StoreError> {
         let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(crate::timeouts::aws_config())
             .load()
             .await;
         if sdk_config.region().is_none() {
@@ -327,6 +328,13 @@ impl DynamoDbStore {
                 };
             }
             _ => {}
+        }
+        if let Some(timeout) = crate::timeouts::AwsTimeout::of(&error, "DynamoDB") {
+            return StoreError::TimedOut {
+                table: self.table.clone(),
+                operation,
+                detail: timeout.to_string(),
+            };
         }
         let read = crate::aws_error::AwsFailure::of(&error);
         if read.is_credentials() {

@@ -98,6 +98,14 @@ pub enum StoreError {
         operation: &'static str,
         detail: String,
     },
+    /// The store's endpoint accepted the connection but did not answer in time: an
+    /// environment error (exit code 6), not a damaged store.
+    #[error("the state store dynamodb://{table} did not answer while {operation}: {detail}")]
+    TimedOut {
+        table: String,
+        operation: &'static str,
+        detail: String,
+    },
     #[error("a state store operation on {} did not run because envelope-runner is shutting down; run the command again", path.display())]
     Interrupted { path: PathBuf },
 }
@@ -113,6 +121,7 @@ impl StoreError {
             | StoreError::OutOfRange { .. } => crate::exit_codes::INVALID_INPUT,
             // Missing or expired credentials: the environment, not the store, is at fault.
             StoreError::AwsCredentials { .. } => crate::exit_codes::ENVIRONMENT,
+            StoreError::TimedOut { .. } => crate::exit_codes::ENVIRONMENT,
             _ => crate::exit_codes::STORE,
         }
     }

@@ -242,6 +242,15 @@ impl<'a> ProgressTracker<'a> {
         self.image_id_from_status.as_deref()
     }
 
+    /// The last step that started and has not completed, if any.
+    pub(crate) fn running_step(&self) -> Option<String> {
+        self.steps
+            .iter()
+            .filter(|step| step.started.is_some() && step.completed.is_none())
+            .max_by_key(|step| step.started)
+            .map(|step| step.name.clone())
+    }
+
     /// The step that failed the build, with its last output lines: the one whose error the
     /// build's final `message` repeats, else the last failed step of the Dockerfile's own (a
     /// cache import that found nothing fails its step without failing the build).

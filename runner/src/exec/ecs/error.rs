@@ -182,7 +182,7 @@ impl EcsError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let read = AwsFailure::of(error);
+        let read = AwsFailure::during(error, &crate::timeouts::call_name(call.operation));
         let code = read.code.clone();
         let message = read.message().to_owned();
         let access = read.kind == AwsFailureKind::AccessDenied;

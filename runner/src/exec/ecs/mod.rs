@@ -86,7 +86,8 @@ impl EcsAws {
     /// Loads the AWS configuration from the environment (see [`EcsAws::new`]); `region`
     /// overrides the configured region.
     pub async fn from_environment(region: Option<String>) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(crate::timeouts::aws_config());
         if let Some(region) = region {
             loader = loader.region(aws_config::Region::new(region));
         }
@@ -308,10 +309,7 @@ impl<'a> Call<'a> {
 }
 
 fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(Duration::from_secs(30))
-        .build()
+    crate::timeouts::aws_config()
 }
 
 /// `startedBy` for a run's tasks: at most 36 of the characters ECS allows (letters, digits,

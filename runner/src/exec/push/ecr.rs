@@ -443,7 +443,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let read = AwsFailure::of(&error);
+    let read = AwsFailure::during(&error, &crate::timeouts::call_name(permission));
     match read.kind {
         _ if read.is_credentials() => EcrError::Credentials {
             operation,

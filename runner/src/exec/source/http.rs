@@ -113,18 +113,22 @@ fn client(url: &str) -> io::Result<&'static reqwest::blocking::Client> {
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
     let (cell, tls) = if plain { (&PLAIN, false) } else { (&TLS, true) };
     cell.get_or_init(|| {
-        let builder = reqwest::blocking::Client::builder()
-            // Git servers (GitHub's among them) serve the smart protocol to `git/` agents.
-            .user_agent(concat!(
-                "git/2.0 (envelope-runner ",
-                env!("CARGO_PKG_VERSION"),
-                ")"
-            ))
-            .connect_timeout(CONNECT_TIMEOUT)
-            // A pack may take long; libgit2 reads it as it arrives. Keepalive probes notice a
-            // server that went away mid-transfer.
-            .timeout(None)
-            .tcp_keepalive(Duration::from_secs(60));
+        // The async builder is the only one with a read timeout: it limits every wait for the
+        // server (the answer's headers, each part of the pack), not the whole transfer.
+        let builder = reqwest::blocking::ClientBuilder::from(
+            reqwest::Client::builder().read_timeout(crate::timeouts::git()),
+        )
+        // Git servers (GitHub's among them) serve the smart protocol to `git/` agents.
+        .user_agent(concat!(
+            "git/2.0 (envelope-runner ",
+            env!("CARGO_PKG_VERSION"),
+            ")"
+        ))
+        .connect_timeout(CONNECT_TIMEOUT)
+        // A pack may take long; libgit2 reads it as it arrives. The read timeout above fails
+        // a server that stops sending; keepalive probes notice one that went away.
+        .timeout(None)
+        .tcp_keepalive(Duration::from_secs(60));
         let builder = if tls {
             builder
         } else {
@@ -263,6 +267,9 @@ impl HttpStream {
             _ => builder,
         };
         builder.send().map_err(|error| {
+            if error.is_timeout() && !error.is_connect() {
+                return silent(url, "before answering");
+            }
             let kind = if error.is_connect() || error.is_timeout() {
                 io::ErrorKind::ConnectionRefused
             } else {
@@ -326,7 +333,13 @@ impl Read for HttpStream {
             self.response = Some(response);
         }
         match &mut self.response {
-            Some(response) => response.read(buffer),
+            Some(response) => response.read(buffer).map_err(|error| {
+                if is_timeout(&error) {
+                    silent(&self.url, "in the middle of its answer")
+                } else {
+                    error
+                }
+            }),
             None => Ok(0),
         }
     }
@@ -362,6 +375,45 @@ fn moved_base(requested: &str, answered: &reqwest::Url, path: &str) -> Option<St
         let _ = moved.set_password(original.password());
     }
     Some(moved.as_str().trim_end_matches('/').to_owned())
+}
+
+/// The error for a server at `url` that sent nothing for the git timeout.
+fn silent(url: &str, when: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "{} sent nothing for {} {when}: timed out; retry, or raise {} for a slow server",
+            origin_of(url).unwrap_or_default(),
+            crate::timeouts::show(crate::timeouts::git()),
+            crate::timeouts::GIT_TIMEOUT_VAR,
+        ),
+    )
+}
+
+/// True when `error` (or one of its causes) is a timeout.
+fn is_timeout(error: &io::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::TimedOut {
+                return true;
+            }
+            // An io::Error's `source` skips the error it wraps.
+            cause = match io.get_ref() {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => std::error::Error::source(io),
+            };
+            continue;
+        }
+        if current
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// `scheme://host[:port]` of `url`, lowercased, without userinfo.
