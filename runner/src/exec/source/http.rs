@@ -113,22 +113,21 @@ fn client(url: &str) -> io::Result<&'static reqwest::blocking::Client> {
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
     let (cell, tls) = if plain { (&PLAIN, false) } else { (&TLS, true) };
     cell.get_or_init(|| {
-        // The async builder is the only one with a read timeout: it limits every wait for the
-        // server (the answer's headers, each part of the pack), not the whole transfer.
-        let builder = reqwest::blocking::ClientBuilder::from(
-            reqwest::Client::builder().read_timeout(crate::timeouts::git()),
-        )
-        // Git servers (GitHub's among them) serve the smart protocol to `git/` agents.
-        .user_agent(concat!(
-            "git/2.0 (envelope-runner ",
-            env!("CARGO_PKG_VERSION"),
-            ")"
-        ))
-        .connect_timeout(CONNECT_TIMEOUT)
-        // A pack may take long; libgit2 reads it as it arrives. The read timeout above fails
-        // a server that stops sending; keepalive probes notice one that went away.
-        .timeout(None)
-        .tcp_keepalive(Duration::from_secs(60));
+        // The blocking client's timeout bounds each wait for the server (the answer's
+        // headers, then every single read of the pack), not the whole transfer: a pack may
+        // take long as long as it keeps arriving. (The async builder's `read_timeout` needs a
+        // Tokio timer on the reading thread, which libgit2's thread does not have.)
+        let builder = reqwest::blocking::Client::builder()
+            // Git servers (GitHub's among them) serve the smart protocol to `git/` agents.
+            .user_agent(concat!(
+                "git/2.0 (envelope-runner ",
+                env!("CARGO_PKG_VERSION"),
+                ")"
+            ))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(crate::timeouts::git())
+            // Keepalive probes notice a server that went away without closing.
+            .tcp_keepalive(Duration::from_secs(60));
         let builder = if tls {
             builder
         } else {
