@@ -222,12 +222,13 @@ impl Scheduler {
         via: Via,
     ) -> Result<Offer, StoreError> {
         let store = &self.inner.store;
+        // The tag is whatever the publisher typed: shown escaped, so it cannot forge log lines.
+        let tag = envelope_runner::pipeline::untrusted::Shown(&release.tag_name).to_string();
         let not_startable = |pipeline: &str, message: String| {
             tracing::error!(
                 repository = %repository.repository,
-                release = %release.tag_name,
-                "release {} of {} cannot start pipeline `{pipeline}`: {message}",
-                release.tag_name,
+                release = %tag,
+                "release {tag} of {} cannot start pipeline `{pipeline}`: {message}",
                 repository.repository,
             );
             Offer::NotStartable(message)

@@ -28,7 +28,20 @@ pub(crate) fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
             return exit_codes::ENVIRONMENT;
         }
     };
-    runtime.block_on(async move {
+    // Outside `run`/`resume`/`retry` (which fence their own output), Actions mode masks and
+    // fences what a command prints.
+    let mut fence = match command {
+        Command::Status { .. }
+        | Command::History { .. }
+        | Command::Logs { .. }
+        | Command::Approve { .. }
+        | Command::Rollback { .. } => ActionsMode::detect(),
+        _ => None,
+    };
+    if let Some(actions) = &mut fence {
+        actions.fence();
+    }
+    let code = runtime.block_on(async move {
         match command {
             Command::Run {
                 pipeline,
@@ -81,7 +94,11 @@ pub(crate) fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
             } => logs(project, &run, stage, follow, output, &store).await,
             _ => exit_codes::INVALID_INPUT,
         }
-    })
+    });
+    if let Some(actions) = &fence {
+        actions.resume_commands();
+    }
+    code
 }
 
 /// The person or system running the command.
@@ -284,7 +301,8 @@ async fn run(
     let code = match &result {
         Ok(outcome) => finish(outcome, local),
         Err(error) => {
-            eprintln!("error: {error}");
+            let message = driver.events.redactor().redact(&error.to_string());
+            eprintln!("error: {message}");
             driver_error_code(error)
         }
     };
@@ -384,7 +402,8 @@ async fn resume(
     let code = match &result {
         Ok(outcome) => finish(outcome, false),
         Err(error) => {
-            eprintln!("error: {error}");
+            let message = driver.events.redactor().redact(&error.to_string());
+            eprintln!("error: {message}");
             driver_error_code(error)
         }
     };
@@ -478,7 +497,8 @@ async fn rollback(
     match driver.rollback(&target).await {
         Ok(outcome) => finish(&outcome, false),
         Err(error) => {
-            eprintln!("error: {error}");
+            let message = driver.events.redactor().redact(&error.to_string());
+            eprintln!("error: {message}");
             driver_error_code(&error)
         }
     }

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod exit_codes;
 pub mod pipeline;
 pub mod plan;
+pub mod redact;
 pub mod run;
 pub mod secret;
 pub mod store;

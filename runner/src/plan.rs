@@ -5,7 +5,7 @@
 //! digest) stay visible placeholders such as `<build.digest>`.
 
 use crate::pipeline::model::{Concurrency, OnFailure, Stage};
-use crate::pipeline::{CompiledPipeline, duration, names, template};
+use crate::pipeline::{CompiledPipeline, duration, names, template, untrusted};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +34,9 @@ pub struct PlanContext {
     /// AWS region settled for the run (`--region`, the pipeline, envelope.yaml, `AWS_REGION`);
     /// plan falls back to the pipeline's own when it is not given.
     pub region: Option<String>,
+    /// Outputs of build stages a run has pushed (`<stage>.digest`, `.image`, `.repository`),
+    /// so that later stages (and the approval notice) get the real values, not placeholders.
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// The resolved steps of one run.
@@ -146,7 +149,20 @@ pub struct ApprovalStep {
     pub timeout: String,
     pub timeout_seconds: u64,
     pub notify_sns: Option<String>,
+    /// The whole URL, for the run; shown and serialized as scheme and host only, because its
+    /// path and query carry credentials.
+    #[serde(serialize_with = "webhook_origin")]
     pub notify_webhook: Option<String>,
+}
+
+fn webhook_origin<S: serde::Serializer>(
+    url: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_some(&crate::redact::url_origin(url)),
+        None => serializer.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -215,6 +231,8 @@ pub enum PlanError {
         "stage `{stage}` reads `${{env.{variable}}}` but {variable} is not set in the environment"
     )]
     MissingEnv { stage: String, variable: String },
+    #[error(transparent)]
+    Unsafe(#[from] untrusted::UnsafeValue),
     #[error("image tag `{tag}` of stage `{stage}` is not valid after substitution: {problem}")]
     BadTag {
         stage: String,
@@ -241,6 +259,11 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
         return Err(PlanError::BadSha(sha.clone()));
     }
     let trigger = trigger_of(compiled, context);
+    untrusted::check_trigger(
+        &trigger.git_ref,
+        trigger.tag.as_deref(),
+        trigger.branch.as_deref(),
+    )?;
     let account = compiled
         .aws
         .account
@@ -283,6 +306,9 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
     // A branch (or commit) run of a pipeline that deploys releases builds and pushes only.
     let branch_run = trigger.tag.is_none() && !pipeline.source.tags.is_empty();
     let mut left_out = Vec::new();
+    for (name, value) in &context.outputs {
+        values.insert(name.clone(), value.clone());
+    }
 
     let builds: Vec<String> = pipeline
         .stages
@@ -629,7 +655,8 @@ fn render_text(
             } else {
                 stage_name
             };
-            Some(format!("<{stage_name}.{output}>"))
+            let name = format!("{stage_name}.{output}");
+            Some(values.get(&name).cloned().unwrap_or(format!("<{name}>")))
         })
     }))
 }
@@ -711,7 +738,8 @@ impl Plan {
                         let _ = writeln!(out, "   notify    {sns}");
                     }
                     if let Some(webhook) = &a.notify_webhook {
-                        let _ = writeln!(out, "   notify    {webhook}");
+                        let origin = crate::redact::url_origin(webhook);
+                        let _ = writeln!(out, "   notify    {origin} (webhook)");
                     }
                 }
                 Step::Migrate(m) => {
@@ -720,7 +748,7 @@ impl Plan {
                         "   task      {} (service {}) in {}",
                         m.container, m.service, m.cluster
                     );
-                    let _ = writeln!(out, "   command   {}", m.command.join(" "));
+                    let _ = writeln!(out, "   command   {}", untrusted::command_line(&m.command));
                     for image in &m.images {
                         let _ = writeln!(out, "   image     {image}");
                     }

@@ -449,14 +449,14 @@ async fn secret_values_are_masked_in_output_and_kept_from_the_image_build() {
         None,
     )
     .await;
-    assert_eq!(run.log.lines(), ["password is ***", "***", "x***x"]);
+    assert_eq!(run.log.lines(), ["password is [REDACTED]", "[REDACTED]", "x[REDACTED]x"]);
     for entry in run.log.entries() {
         assert!(!entry.contains("s3cr3t"), "{entry}");
     }
     let build = run.phase("build");
     assert_eq!(
         build.failed_command.as_deref(),
-        Some("test \"$DB_PASSWORD\" = *** && false")
+        Some("test \"$DB_PASSWORD\" = [REDACTED] && false")
     );
     assert!(!build.error.as_deref().unwrap().contains("s3cr3t"));
     assert!(

@@ -7,5 +7,6 @@ mod fake_github;
 mod polling;
 mod recovery;
 mod support;
+mod untrusted;
 mod web;
 mod webhook;

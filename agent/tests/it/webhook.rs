@@ -11,13 +11,13 @@ use sha2::Sha256;
 use crate::fake_github::FakeGithub;
 use crate::support::*;
 
-fn sign(secret: &str, body: &[u8]) -> String {
+pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn release_event(repository: &str, id: u64, tag: &str, action: &str) -> Vec<u8> {
+pub(crate) fn release_event(repository: &str, id: u64, tag: &str, action: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "action": action,
         "release": {
@@ -33,7 +33,7 @@ fn release_event(repository: &str, id: u64, tag: &str, action: &str) -> Vec<u8> 
     .unwrap()
 }
 
-async fn deliver(
+pub(crate) async fn deliver(
     agent: &envelope_agent::Agent,
     event: &str,
     signature: Option<&str>,

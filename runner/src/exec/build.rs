@@ -45,7 +45,8 @@ use self::context::{BuildContext, ContextError};
 use self::daemon::{ConnectError, DaemonEndpoint};
 pub use self::failure::{buildspec_failure, exit_code, step_reason};
 pub(crate) use self::progress::CACHE_IMPORT_STEP;
-use self::progress::{ProgressTracker, Scrubber};
+use self::progress::ProgressTracker;
+use crate::redact::Redactor;
 use self::session::Session;
 use crate::exec::push::ReferenceError;
 use crate::secret::Secret;
@@ -127,7 +128,7 @@ impl BuildStep {
     }
 }
 
-/// What a build reports while it runs. Every string has secret values replaced by `***`.
+/// What a build reports while it runs. Every string has secret values replaced by `[REDACTED]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildProgress {
     /// A step appeared or changed (started, finished, found in the cache, failed).
@@ -301,7 +302,7 @@ pub async fn build(
         }
     }
 
-    let scrubber = Scrubber::new(
+    let scrubber = Redactor::from_values(
         request
             .secrets
             .iter()
@@ -579,7 +580,7 @@ fn classify_failure(
     image: &str,
 ) -> BuildError {
     use bollard::errors::Error;
-    let scrub = |text: &str| tracker.scrubber().scrub(text);
+    let scrub = |text: &str| tracker.scrubber().redact(text);
     match error {
         Error::DockerStreamError { error } => {
             let message = scrub(

@@ -26,6 +26,7 @@
 //! (its exit trap saves them). Dropping the future kills the whole process group.
 
 use crate::buildspec::{Buildspec, OnFailure, PHASE_NAMES, Phase};
+use crate::redact::Redactor;
 use crate::secret::Secret;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -51,7 +52,7 @@ pub struct BuildspecContext {
     /// `env.variables`.
     pub env: BTreeMap<String, String>,
     /// `env.secrets-manager` and `env.parameter-store` values, already fetched (see
-    /// [`resolve_secret_env`]). Their values are masked as `***` in every line we report.
+    /// [`resolve_secret_env`]). Their values are replaced by `[REDACTED]` in every line we report.
     pub secret_env: BTreeMap<String, Secret>,
 }
 
@@ -283,7 +284,8 @@ where
             path: context.source_dir.clone(),
         });
     }
-    let redactor = Redactor::new(context.secret_env.values().map(Secret::expose));
+    let redactor = Redactor::new();
+    redactor.add_all(context.secret_env.values().map(Secret::expose));
     let notice = |message: String| {
         progress(BuildspecProgress::Notice {
             message: redactor.redact(&message),
@@ -490,14 +492,12 @@ pub async fn resolve_secret_env(
                         })?;
                     let secret_text = match (output.secret_string, output.secret_binary) {
                         (Some(text), _) => text,
-                        (None, Some(binary)) => {
-                            String::from_utf8(binary.into_inner()).map_err(|_| {
-                                secrets_manager_error(
-                                    "the secret holds binary data that is not UTF-8 text, so it \
-                                     cannot be an environment variable"
-                                        .into(),
-                                )
-                            })?
+                        (None, Some(_)) => {
+                            return Err(secrets_manager_error(
+                                "the secret is stored as SecretBinary, which is never handed to a \
+                                 build; store it as SecretString (text) instead"
+                                    .into(),
+                            ));
                         }
                         (None, None) => {
                             return Err(secrets_manager_error("the secret has no value".into()));
@@ -625,51 +625,6 @@ impl SecretReference {
                 object.keys().cloned().collect::<Vec<_>>().join(", ")
             )),
         }
-    }
-}
-
-/// Replaces secret values in text with `***`.
-#[derive(Debug, Clone, Default)]
-struct Redactor {
-    /// Longest first, so that a secret containing another is masked whole.
-    needles: Vec<String>,
-}
-
-impl Redactor {
-    /// Lines of a multi-line secret (a PEM key) are masked one by one too, because output is
-    /// read line by line; lines shorter than this say too little to be worth masking (`{`).
-    const MIN_LINE_LENGTH: usize = 4;
-
-    fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Redactor {
-        let mut needles = Vec::new();
-        for value in values {
-            if value.is_empty() {
-                continue;
-            }
-            needles.push(value.to_string());
-            if value.contains('\n') {
-                needles.extend(
-                    value
-                        .lines()
-                        .map(str::trim)
-                        .filter(|line| line.len() >= Self::MIN_LINE_LENGTH)
-                        .map(str::to_string),
-                );
-            }
-        }
-        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        needles.dedup();
-        Redactor { needles }
-    }
-
-    fn redact(&self, text: &str) -> String {
-        let mut text = text.to_string();
-        for needle in &self.needles {
-            if text.contains(needle.as_str()) {
-                text = text.replace(needle.as_str(), "***");
-            }
-        }
-        text
     }
 }
 
@@ -1394,27 +1349,6 @@ mod tests {
         for (line, expected) in cases {
             assert_eq!(classify(line, marker, scratch), expected, "{line}");
         }
-    }
-
-    #[test]
-    fn masks_secrets_longest_first_and_line_by_line() {
-        let redactor = Redactor::new([
-            "hunter2",
-            "hunter2-long",
-            "",
-            "-----BEGIN KEY-----\nMIIEabcdef\n}\n-----END KEY-----",
-        ]);
-        let cases = [
-            ("token=hunter2-long!", "token=***!"),
-            ("hunter2 and hunter2", "*** and ***"),
-            ("MIIEabcdef", "***"),
-            ("} stays", "} stays"),
-            ("nothing secret", "nothing secret"),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(redactor.redact(text), expected, "{text}");
-        }
-        assert_eq!(Redactor::new([]).redact("a"), "a");
     }
 
     #[test]

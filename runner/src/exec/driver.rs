@@ -158,6 +158,13 @@ impl Driver {
         settings: RunSettings,
         events: EventSink,
     ) -> Self {
+        // Secrets the run can know before it starts; those it fetches are added as it does.
+        events
+            .redactor()
+            .add_all(crate::redact::environment_secrets());
+        events
+            .redactor()
+            .add_all(crate::redact::pipeline_secrets(&compiled));
         Driver {
             compiled,
             store,
@@ -184,6 +191,15 @@ impl Driver {
         )
         .await;
         let plan = plan::plan(&self.compiled, context)?;
+        for step in &plan.steps {
+            if let Step::Approval(approval) = step
+                && let Some(url) = &approval.notify_webhook
+            {
+                self.events
+                    .redactor()
+                    .add_all(crate::redact::webhook_secrets(url));
+            }
+        }
         match &context.region {
             Some(region) => {
                 let _ = self.region.set(region.clone());
@@ -374,7 +390,7 @@ impl Driver {
                     stage.status = StageStatus::Pending;
                     stage.error = None;
                     stage.finished_at = None;
-                    self.store.save_stage(id, stage).await?;
+                    self.save_stage(id, stage).await?;
                 }
             }
         }
@@ -439,7 +455,9 @@ impl Driver {
             if stage.status.is_finished() {
                 continue;
             }
-            // Re-plan with what is known now (the sha after the source step): pure and cheap.
+            // Re-plan with what is known now (the sha after the source step, the images after
+            // the push): pure and cheap.
+            context.outputs = build_outputs(&state);
             let plan = plan::plan(&self.compiled, &context)?;
             let Some(step) = plan.steps.iter().find(|s| s.name() == name).cloned() else {
                 continue;
@@ -587,7 +605,7 @@ impl Driver {
                         .filter(|s| s.status == StageStatus::Pending)
                     {
                         later.status = StageStatus::Skipped;
-                        self.store.save_stage(&record.id, later).await?;
+                        self.save_stage(&record.id, later).await?;
                     }
                     outcome = Some(RunOutcome {
                         run: record.id.clone(),
@@ -755,7 +773,7 @@ impl Driver {
         }
         stage.error = None;
         let stage = stage.clone();
-        self.store.save_stage(&record.id, &stage).await?;
+        self.save_stage(&record.id, &stage).await?;
         self.events.emit(Event::StageStarted {
             stage: name.to_owned(),
             kind: kind.to_owned(),
@@ -782,7 +800,7 @@ impl Driver {
         }
         stage.error = error.clone();
         let stage = stage.clone();
-        self.store.save_stage(&record.id, &stage).await?;
+        self.save_stage(&record.id, &stage).await?;
         self.events.emit(Event::StageFinished {
             stage: name.to_owned(),
             status,
@@ -790,6 +808,17 @@ impl Driver {
             error,
         });
         self.flush_events(&record.id).await
+    }
+
+    /// Save a stage's record with the run's secrets redacted from its error and outputs.
+    async fn save_stage(
+        &self,
+        run: &RunId,
+        stage: &StageRecord,
+    ) -> Result<(), crate::store::StoreError> {
+        let redacted = self.events.redactor().redact_texts(stage);
+        let stage = redacted.as_ref().unwrap_or(stage);
+        self.store.save_stage(run, stage).await
     }
 
     async fn flush_events(&self, run: &RunId) -> Result<(), DriverError> {
@@ -999,6 +1028,14 @@ impl Driver {
             .checkout
             .clone()
             .ok_or_else(|| StageFailure::new("no source checkout: the source stage did not run"))?;
+        crate::pipeline::paths::check_build_inputs(
+            &self.compiled,
+            &step.name,
+            &checkout,
+            &step.context,
+            &step.dockerfile,
+        )
+        .map_err(StageFailure::new)?;
         let repository = self.repository_of(&step.repository, &step.image_name);
         let credentials = self.credentials_for(&repository).await?;
         let endpoint = self.endpoint_for(&repository);
@@ -1107,6 +1144,9 @@ impl Driver {
                 })?,
             None => BTreeMap::new(),
         };
+        self.events
+            .redactor()
+            .add_all(secret_env.values().map(Secret::expose));
         let start_ms = chrono::DateTime::parse_from_rfc3339(&record.created_at)
             .map(|t| t.timestamp_millis())
             .unwrap_or_default();
@@ -1304,8 +1344,7 @@ impl Driver {
                 let stage = record.stage_mut(&step.name).expect("stage exists");
                 stage.status = StageStatus::Waiting;
                 let stage = stage.clone();
-                self.store
-                    .save_stage(&run, &stage)
+                self.save_stage(&run, &stage)
                     .await
                     .map_err(|error| StageFailure::new(error.to_string()))?;
                 self.events.emit(Event::AwaitingApproval {
@@ -1327,8 +1366,7 @@ impl Driver {
                         }
                         stage.outputs.warnings.extend(warnings);
                         let stage = stage.clone();
-                        self.store
-                            .save_stage(&run, &stage)
+                        self.save_stage(&run, &stage)
                             .await
                             .map_err(|error| StageFailure::new(error.to_string()))?;
                     }
@@ -1371,8 +1409,7 @@ impl Driver {
         let entry = record.stage_mut(stage).expect("stage exists");
         update(&mut entry.outputs);
         let entry = entry.clone();
-        self.store
-            .save_stage(&record.id, &entry)
+        self.save_stage(&record.id, &entry)
             .await
             .map_err(|error| StageFailure::environment(error.to_string()))
     }
@@ -1812,7 +1849,7 @@ impl Driver {
                         stage: step.name.clone(),
                         line: format!("notified {url}"),
                     });
-                    sent.push(format!("webhook:{url}"));
+                    sent.push(format!("webhook:{}", crate::redact::url_origin(url)));
                 }
                 Err(error) => warn(error),
             }
@@ -1883,6 +1920,9 @@ impl Driver {
                 StageFailure::of(error, environment)
             })?;
             credentials.server = host.to_owned();
+            self.events
+                .redactor()
+                .add_basic_auth(&credentials.username, credentials.password.expose());
             return Ok(Some(credentials));
         }
         let username = std::env::var("ENVELOPE_REGISTRY_USERNAME").ok();
@@ -1894,6 +1934,9 @@ impl Driver {
                     .and_then(|path| std::fs::read_to_string(path).ok())
                     .map(|text| text.trim_end().to_owned())
             });
+        if let (Some(username), Some(password)) = (&username, &password) {
+            self.events.redactor().add_basic_auth(username, password);
+        }
         Ok(match (username, password) {
             (Some(username), Some(password)) => Some(push::RegistryCredentials {
                 server: host.to_owned(),
@@ -1927,12 +1970,13 @@ impl Driver {
                         reference.id
                     ))
                 })?,
-                "file" => {
-                    let path = self.compiled.project_root.join(name);
-                    std::fs::read_to_string(&path).map_err(|error| {
-                        StageFailure::new(format!("build secret `{}`: cannot read {}: {error}", reference.id, path.display()))
-                    })?
-                }
+                "file" => crate::pipeline::paths::read_secret_file(
+                    &self.compiled,
+                    &step.name,
+                    &reference.id,
+                    name,
+                )
+                .map_err(StageFailure::new)?,
                 "aws_secret" => {
                     let client = aws_sdk_secretsmanager::Client::new(self.aws().await?);
                     let answer = client.get_secret_value().secret_id(name).send().await.map_err(|error| {
@@ -1942,10 +1986,18 @@ impl Driver {
                             read.is_environment(),
                         )
                     })?;
-                    answer.secret_string().unwrap_or_default().to_owned()
+                    match (answer.secret_string(), answer.secret_binary()) {
+                        (Some(text), _) => text.to_owned(),
+                        (None, Some(_)) => return Err(StageFailure::new(format!(
+                            "build secret `{}`: AWS secret {name} is stored as SecretBinary, which is never handed to a build; store it as SecretString (text) instead",
+                            reference.id
+                        ))),
+                        (None, None) => String::new(),
+                    }
                 }
                 _ => return Err(StageFailure::new(format!("build secret `{}` has no source", reference.id))),
             };
+            self.events.redactor().add(&value);
             secrets.push(build::BuildSecret {
                 id: reference.id.clone(),
                 value: Secret::new(value),
@@ -2211,7 +2263,21 @@ fn plan_context(record: &RunRecord) -> PlanContext {
                     .map(|name| (name.to_owned(), value.clone()))
             })
             .collect(),
+        outputs: BTreeMap::new(),
     }
+}
+
+/// `<build>.image`, `.repository` and `.digest` of every pushed image, for the plan.
+fn build_outputs(state: &RunState) -> BTreeMap<String, String> {
+    let mut outputs = BTreeMap::new();
+    for (build, image) in &state.images {
+        outputs.insert(format!("{build}.image"), image.clone());
+        if let Some((repository, digest)) = image.rsplit_once('@') {
+            outputs.insert(format!("{build}.repository"), repository.to_owned());
+            outputs.insert(format!("{build}.digest"), digest.to_owned());
+        }
+    }
+    outputs
 }
 
 /// Outputs of finished stages, so a resumed run does not redo them.

@@ -36,8 +36,9 @@ pub enum NotifyError {
         "approvers were not told: the approval notice to SNS topic {topic} was not sent ({detail})"
     )]
     Sns { topic: String, detail: String },
-    #[error("approvers were not told: the approval webhook {url} failed ({detail})")]
-    Webhook { url: String, detail: String },
+    /// `origin` is the URL's scheme and host only: its path and query carry credentials.
+    #[error("approvers were not told: the approval webhook at {origin} failed ({detail})")]
+    Webhook { origin: String, detail: String },
 }
 
 impl ApprovalNotice {
@@ -58,7 +59,10 @@ impl ApprovalNotice {
             lines.push(format!("Image: {image}"));
         }
         if let Some(command) = &self.migration {
-            lines.push(format!("Migration: {}", command.join(" ")));
+            lines.push(format!(
+                "Migration: {}",
+                crate::pipeline::untrusted::command_line(command)
+            ));
         }
         for service in &self.services {
             for change in &service.changes {
@@ -106,8 +110,8 @@ pub async fn post_webhook(url: &str, notice: &ApprovalNotice) -> Result<(), Noti
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|error| NotifyError::Webhook {
-            url: url.to_owned(),
-            detail: error.to_string(),
+            origin: crate::redact::url_origin(url),
+            detail: error.without_url().to_string(),
         })?;
     let response = client
         .post(url)
@@ -119,12 +123,12 @@ pub async fn post_webhook(url: &str, notice: &ApprovalNotice) -> Result<(), Noti
         .send()
         .await
         .map_err(|error| NotifyError::Webhook {
-            url: url.to_owned(),
+            origin: crate::redact::url_origin(url),
             detail: error.without_url().to_string(),
         })?;
     if !response.status().is_success() {
         return Err(NotifyError::Webhook {
-            url: url.to_owned(),
+            origin: crate::redact::url_origin(url),
             detail: format!("it answered {}", response.status()),
         });
     }

@@ -230,7 +230,7 @@ impl<'a> Plan<'a> {
         })
     }
 
-    /// `text` with the password (and its base64 forms) replaced by `***`.
+    /// `text` with the password (and its base64 forms) replaced by `[REDACTED]`.
     fn redact(&self, text: &str) -> String {
         match self.credentials() {
             Some(credentials) => redact(

@@ -7,8 +7,10 @@ pub mod diagnostic;
 pub mod duration;
 pub mod model;
 pub mod names;
+pub mod paths;
 pub mod structure;
 pub mod template;
+pub mod untrusted;
 pub mod validate;
 pub mod yaml;
 
@@ -39,12 +41,12 @@ pub struct CompiledPipeline {
 }
 
 /// The texts `compile` needs: the pipeline file, the defaults file and the buildspecs the
-/// pipeline names (absent when the file does not exist).
+/// pipeline names (or why a buildspec was not read: see `paths`).
 #[derive(Debug, Clone)]
 pub struct Sources {
     pub pipeline: SourceFile,
     pub defaults: Option<SourceFile>,
-    pub buildspecs: BTreeMap<String, Option<SourceFile>>,
+    pub buildspecs: BTreeMap<String, Result<SourceFile, paths::PathProblem>>,
     pub project_root: PathBuf,
 }
 
@@ -151,26 +153,39 @@ pub fn load(path: &Path) -> Result<CompiledPipeline, Diagnostics> {
     compile(&sources)
 }
 
-/// The file I/O half of `load`.
+/// The file I/O half of `load`. Every file is read through `paths`: regular files of at most
+/// 1 MiB, UTF-8, and (but for the pipeline file itself) inside the project.
 pub fn read_sources(path: &Path) -> Result<Sources, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
+    let text = paths::read_text(path).map_err(|problem| {
         let mut diagnostics = Diagnostics::default();
-        diagnostics.push(
-            Diagnostic::error(
-                &SourceFile::new(path, ""),
-                yaml::Position::default(),
-                format!("cannot read {}: {error}", path.display()),
-            )
-            .with_help("check the path; pipelines live in pipelines/<name>.yaml"),
-        );
+        diagnostics.push(file_diagnostic(
+            path,
+            &problem,
+            "pipeline file",
+            "check the path; pipelines live in pipelines/<name>.yaml",
+        ));
         diagnostics
     })?;
     let pipeline = SourceFile::new(path, text);
     let project_root = project_root_of(path);
     let defaults_path = project_root.join(DEFAULTS_FILE);
-    let defaults = std::fs::read_to_string(&defaults_path)
-        .ok()
-        .map(|text| SourceFile::new(display_relative(&defaults_path), text));
+    let defaults = if defaults_path.symlink_metadata().is_ok() {
+        match paths::read_inside(&project_root, DEFAULTS_FILE) {
+            Ok(text) => Some(SourceFile::new(display_relative(&defaults_path), text)),
+            Err(problem) => {
+                let mut diagnostics = Diagnostics::default();
+                diagnostics.push(file_diagnostic(
+                    &display_relative(&defaults_path),
+                    &problem,
+                    "project defaults file",
+                    &problem.help("the project"),
+                ));
+                return Err(diagnostics);
+            }
+        }
+    } else {
+        None
+    };
     let mut buildspecs = BTreeMap::new();
     if let Ok(tree) = yaml::parse(&pipeline.text) {
         for path_written in buildspec_references(&tree)
@@ -178,8 +193,7 @@ pub fn read_sources(path: &Path) -> Result<Sources, Diagnostics> {
             .map(|(_, path)| path)
         {
             let full = project_root.join(&path_written);
-            let source = std::fs::read_to_string(&full)
-                .ok()
+            let source = paths::read_inside(&project_root, &path_written)
                 .map(|text| SourceFile::new(display_relative(&full), text));
             buildspecs.insert(path_written, source);
         }
@@ -190,6 +204,38 @@ pub fn read_sources(path: &Path) -> Result<Sources, Diagnostics> {
         buildspecs,
         project_root,
     })
+}
+
+/// A file that cannot be read as a whole: at the first bad byte when it is not UTF-8, else
+/// at its start. Never quotes the content of a file that was not read.
+fn file_diagnostic(
+    path: &Path,
+    problem: &paths::PathProblem,
+    what: &str,
+    help: &str,
+) -> Diagnostic {
+    let written = path.display().to_string();
+    let message = problem.message(what, &written, "the project");
+    match problem {
+        paths::PathProblem::NotUtf8 {
+            line, column, text, ..
+        } => Diagnostic::error(
+            &SourceFile::new(path, text.as_str()),
+            yaml::Position {
+                line: *line,
+                column: *column,
+            },
+            message,
+        )
+        .with_label("not UTF-8")
+        .with_help(problem.help("the project")),
+        _ => Diagnostic::error(
+            &SourceFile::new(path, ""),
+            yaml::Position::default(),
+            message,
+        )
+        .with_help(help),
+    }
 }
 
 fn display_relative(path: &Path) -> PathBuf {
@@ -265,13 +311,13 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
     let mut buildspecs = BTreeMap::new();
     for (position, path) in buildspec_references(&tree) {
         match sources.buildspecs.get(&path) {
-            Some(Some(source)) => match buildspec::compile(source) {
+            Some(Ok(source)) => match buildspec::compile(source) {
                 Ok(spec) => {
                     buildspecs.insert(path, spec);
                 }
                 Err(errors) => diagnostics.extend(errors),
             },
-            _ => diagnostics.push(
+            None | Some(Err(paths::PathProblem::Missing)) => diagnostics.push(
                 Diagnostic::error(file, position, format!("no buildspec at `{path}`"))
                     .with_label("file not found")
                     .with_help(format!(
@@ -279,6 +325,32 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
                         sources.project_root.display()
                     )),
             ),
+            Some(Err(problem)) => {
+                let location = format!(
+                    "{}:{}:{}",
+                    file.path.display(),
+                    position.line,
+                    position.column
+                );
+                let diagnostic = match problem {
+                    // Inside the project: show the bad byte in the buildspec itself.
+                    paths::PathProblem::NotUtf8 { .. } => file_diagnostic(
+                        &display_relative(&sources.project_root.join(&path)),
+                        problem,
+                        "buildspec",
+                        "",
+                    )
+                    .with_help(format!("save it as UTF-8; {location} names it")),
+                    _ => Diagnostic::error(
+                        file,
+                        position,
+                        problem.message("buildspec", &path, "the project"),
+                    )
+                    .with_label("refused")
+                    .with_help(problem.help("the project")),
+                };
+                diagnostics.push(diagnostic);
+            }
         }
     }
 

@@ -28,6 +28,11 @@ pub struct Pipeline {
     /// Environment variables that strings may read as `${env.NAME}`; only these are allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Names in `env:` that look like secrets (they say token, secret, password or key) but
+    /// are not: declared values are kept in the run's record and shown in plans, so a
+    /// secret-looking name is refused unless it is listed here too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_not_secret: Vec<String>,
     /// What happens when a second run of this pipeline starts while one is past the approval
     /// gate: `queued` (wait your turn, the default) or `superseded` (a newer run cancels an
     /// older one still before the gate).

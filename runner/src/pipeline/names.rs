@@ -32,6 +32,19 @@ pub fn is_env_name(name: &str) -> bool {
     ENV_NAME.is_match(name)
 }
 
+/// True when an environment variable's name says it holds a secret: one of its `_`-separated
+/// words contains TOKEN, SECRET, PASSWORD or PASSWD, or is KEY or ends in APIKEY
+/// (`KEYCLOAK_URL` and `MONKEY` are not secrets).
+pub fn looks_secret(name: &str) -> bool {
+    name.to_ascii_uppercase().split('_').any(|word| {
+        word == "KEY"
+            || word.ends_with("APIKEY")
+            || ["TOKEN", "SECRET", "PASSWORD", "PASSWD"]
+                .iter()
+                .any(|secret| word.contains(secret))
+    })
+}
+
 pub fn is_region(name: &str) -> bool {
     REGION.is_match(name)
 }
@@ -115,6 +128,17 @@ pub fn clone_url(repository: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_looking_variable_names() {
+        for name in ["GITHUB_TOKEN", "DB_PASSWORD", "API_KEY", "stripe_apikey", "APP_SECRETS", "ADMIN_PASSWD"] {
+            assert!(super::looks_secret(name), "{name}");
+        }
+        for name in ["KEYCLOAK_URL", "MONKEY", "DEPLOY_ENV", "API_URL", "TOKENIZER_MODEL_PATH_X"] {
+            let expected = name.contains("TOKEN");
+            assert_eq!(super::looks_secret(name), expected, "{name}");
+        }
+    }
+
     use super::*;
 
     #[test]

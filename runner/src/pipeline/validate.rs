@@ -5,7 +5,7 @@ use crate::pipeline::diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use crate::pipeline::model::{Pipeline, Stage};
 use crate::pipeline::template::{self, Availability, Lookup};
 use crate::pipeline::yaml::{Node, PathSegment, Position, Value};
-use crate::pipeline::{duration, names};
+use crate::pipeline::{duration, names, paths};
 use std::collections::BTreeMap;
 
 /// Everything the checks need to point at places in the file.
@@ -80,6 +80,31 @@ fn check_name(checker: &mut Checker, pipeline: &Pipeline, name: &str) {
                     format!("`{variable}` is not an environment variable name"),
                 )
                 .help = Some("use letters, digits and `_`, not starting with a digit".into());
+        } else if names::looks_secret(variable)
+            && !pipeline.env_not_secret.contains(variable)
+        {
+            let position = checker.position(&[key("env"), PathSegment::Index(index)]);
+            checker
+                .error(
+                    position,
+                    format!(
+                        "`{variable}` looks like a secret: declared `env:` values are kept in the run's record and shown in plans"
+                    ),
+                )
+                .help = Some(format!(
+                "pass secrets as a build's `secrets:` or a buildspec's `secrets-manager:`; if `{variable}` is not a secret, also list it under `env_not_secret:`"
+            ));
+        }
+    }
+    for (index, variable) in pipeline.env_not_secret.iter().enumerate() {
+        if !pipeline.env.contains(variable) {
+            let position = checker.position(&[key("env_not_secret"), PathSegment::Index(index)]);
+            checker
+                .error(
+                    position,
+                    format!("`{variable}` is not declared in `env:`"),
+                )
+                .help = Some("list only names that `env:` declares".into());
         }
     }
 }
@@ -391,6 +416,10 @@ fn check_build(
             let position = checker.position(&[secret_path.clone(), vec![key("id")]].concat());
             checker.error(position, format!("secret id `{}` is used twice", secret.id));
         }
+        if let Some(file) = &secret.file {
+            let file_path = [secret_path.clone(), vec![key("file")]].concat();
+            check_path(checker, &file_path, "secret file", file, "the project");
+        }
         if let Some(variable) = &secret.env
             && !names::is_env_name(variable)
         {
@@ -400,6 +429,24 @@ fn check_build(
                 format!("`{variable}` is not an environment variable name"),
             );
         }
+    }
+    if let Some(context) = &build.context {
+        check_path(
+            checker,
+            &at("context"),
+            "context",
+            context,
+            "the repository",
+        );
+    }
+    if let Some(dockerfile) = &build.dockerfile {
+        check_path(
+            checker,
+            &at("dockerfile"),
+            "dockerfile",
+            dockerfile,
+            "the build context",
+        );
     }
     for argument in build.build_args.keys() {
         if !names::is_env_name(argument) {
@@ -417,6 +464,17 @@ fn check_build(
         checker
             .error(position, format!("`{platform}` is not a platform"))
             .help = Some("write os/architecture, for example linux/amd64 or linux/arm64".into());
+    }
+}
+
+/// A path the pipeline names is relative and stays inside `root` (see `paths`; the files
+/// themselves are checked when they are read).
+fn check_path(checker: &mut Checker, at: &[PathSegment], what: &str, written: &str, root: &str) {
+    if let Err(problem) = paths::check_written(written) {
+        let position = checker.position(at);
+        let diagnostic = checker.error(position, problem.message(what, written, root));
+        diagnostic.label = Some("refused".into());
+        diagnostic.help = Some(problem.help(root));
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reporters: render events for people and machines. They only consume events.
 //!
-//! `EventSink` is what execution holds: it numbers each event, hands it to the reporter, and
-//! keeps a JSON copy for the run's event log in the store.
+//! `EventSink` is what execution holds: it redacts each event's secrets, numbers it, hands it to
+//! the reporter, and keeps a JSON copy for the run's event log in the store.
 
 mod github;
 mod plain;
@@ -15,6 +15,7 @@ pub use plain::{JsonReporter, PlainReporter, describe};
 pub use terminal::TerminalReporter;
 
 use crate::event::Event;
+use crate::redact::Redactor;
 use std::sync::{Arc, Mutex};
 
 /// Renders events.
@@ -35,6 +36,8 @@ impl Reporter for NullReporter {
 #[derive(Clone)]
 pub struct EventSink {
     inner: Arc<Mutex<SinkState>>,
+    /// The run's secrets: no event reaches the reporter or the store before it is redacted.
+    redactor: Redactor,
 }
 
 struct SinkState {
@@ -55,7 +58,13 @@ impl EventSink {
                 unsaved: Vec::new(),
                 history: Vec::new(),
             })),
+            redactor: Redactor::new(),
         }
+    }
+
+    /// The sink's redactor: register a secret here the moment the run learns it.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// Continue numbering after events a run already has in the store (resume).
@@ -64,6 +73,7 @@ impl EventSink {
     }
 
     pub fn emit(&self, event: Event) {
+        let event = redact_event(&self.redactor, event);
         let mut state = self.lock();
         state.reporter.event(&event);
         let seq = state.next_seq;
@@ -93,4 +103,13 @@ impl EventSink {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// `event` with every secret in any of its texts replaced.
+fn redact_event(redactor: &Redactor, event: Event) -> Event {
+    // Never hand on an event that could not be checked.
+    redactor.redact_texts(&event).unwrap_or_else(|| Event::Notice {
+        stage: None,
+        message: "(an event was withheld: it could not be checked for secrets)".into(),
+    })
 }

@@ -13,7 +13,7 @@ use crate::exit_codes;
 use crate::pipeline::diagnostic::Diagnostics;
 use crate::pipeline::model::Stage;
 use crate::pipeline::{CompiledPipeline, names};
-use crate::plan::{DEFAULT_TOKEN_ENV, PlanError};
+use crate::plan::PlanError;
 use crate::report::{
     CommandToken, GithubActionsReporter, Reporter, SummaryLinks, diagnostic_annotation,
     job_summary, output_entry, run_outputs, workflow_command,
@@ -24,17 +24,6 @@ use crate::store::Store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Environment variables whose values are secret whatever the pipeline says: the default git
-/// token, the registry password, and the AWS credentials a role assumption exports.
-const SECRET_VARIABLES: [&str; 4] = [
-    DEFAULT_TOKEN_ENV,
-    "ENVELOPE_REGISTRY_PASSWORD",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-];
-/// A file whose contents are the registry password.
-const SECRET_FILE_VARIABLES: [&str; 1] = ["ENVELOPE_REGISTRY_PASSWORD_FILE"];
 
 /// What the GitHub Actions environment says about the job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -316,48 +305,13 @@ impl ActionsMode {
     /// Mask the secrets any run may handle: the default git token, the registry password and
     /// AWS credentials. Call first thing.
     pub fn mask_environment(&mut self) {
-        let mut values: Vec<String> = SECRET_VARIABLES
-            .iter()
-            .filter_map(|name| std::env::var(name).ok())
-            .collect();
-        values.extend(
-            SECRET_FILE_VARIABLES
-                .iter()
-                .filter_map(|name| std::env::var(name).ok())
-                .filter_map(|path| std::fs::read_to_string(path).ok()),
-        );
-        self.mask(&values);
+        self.mask(&crate::redact::environment_secrets());
     }
 
-    /// Mask the secrets this pipeline names: the git token in `source.token_env` and the
-    /// values of its BuildKit secrets read from environment variables or files. Secrets read
-    /// from AWS Secrets Manager are fetched by the build stage and cannot be masked up front.
+    /// Mask the secrets this pipeline names (see [`crate::redact::pipeline_secrets`]). Secrets
+    /// read from AWS are fetched by the run and masked by its redactor.
     pub fn mask_pipeline(&mut self, compiled: &CompiledPipeline) {
-        let pipeline = &compiled.pipeline;
-        let token_env = pipeline
-            .source
-            .token_env
-            .as_deref()
-            .unwrap_or(DEFAULT_TOKEN_ENV);
-        let mut values: Vec<String> = std::env::var(token_env).ok().into_iter().collect();
-        for stage in &pipeline.stages {
-            let Stage::Build(build) = stage else {
-                continue;
-            };
-            for secret in &build.secrets {
-                if let Some(name) = &secret.env
-                    && let Ok(value) = std::env::var(name)
-                {
-                    values.push(value);
-                }
-                if let Some(file) = &secret.file
-                    && let Ok(value) = std::fs::read_to_string(compiled.project_root.join(file))
-                {
-                    values.push(value);
-                }
-            }
-        }
-        self.mask(&values);
+        self.mask(&crate::redact::pipeline_secrets(compiled));
     }
 
     fn mask(&mut self, values: &[String]) {
@@ -384,6 +338,19 @@ impl ActionsMode {
     /// Stop workflow commands and return the reporter for the run: the Actions reporter for
     /// text logs, `fallback` (JSON lines) otherwise. Everything printed until [`Self::end_run`]
     /// is inert to the runner except the reporter's own commands.
+    /// For a command that prints stored runs or changes services outside `run` (`status`,
+    /// `logs`, `history`, `approve`, `rollback`): mask the environment's secrets and stop
+    /// workflow commands, so nothing it prints is read as one. [`Self::resume_commands`] ends it.
+    pub fn fence(&mut self) {
+        self.mask_environment();
+        write_lines(&[self.token.stop_line()]);
+    }
+
+    /// Process workflow commands again after [`Self::fence`].
+    pub fn resume_commands(&self) {
+        write_lines(&[self.token.resume_line()]);
+    }
+
     pub fn start_run(&self, fallback: Box<dyn Reporter>, text_logs: bool) -> Box<dyn Reporter> {
         write_lines(&[self.token.stop_line()]);
         if text_logs {

@@ -75,6 +75,7 @@ invalid_fixture! {
     missing_required_key => "missing-required.yaml", "missing key `container`";
     build_output_before_build => "digest-before-build.yaml", "uses `${build.digest}` but no build stage comes before it";
     undeclared_environment_variable => "undeclared-env.yaml", "environment variable `DEPLOY_NOTE` is not declared";
+    secret_looking_environment_variable => "secret-env.yaml", "`DB_PASSWORD` looks like a secret";
     bad_enum_value => "bad-enum.yaml", "did you mean `rollback`?";
     missing_buildspec => "missing-buildspec.yaml", "no buildspec at `buildspecs/nope.yml`";
     unsupported_buildspec_section => "unsupported-buildspec.yaml", "buildspec section `artifacts` is not supported yet";

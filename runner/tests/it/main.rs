@@ -5,7 +5,9 @@ mod actions;
 mod cli;
 mod errors;
 mod fuzz;
+mod paths;
 mod pipelines;
+mod untrusted;
 
 use std::path::PathBuf;
 

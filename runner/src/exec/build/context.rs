@@ -148,8 +148,13 @@ impl BuildContext {
         let rules = match &ignore_rel {
             Some(rel) => {
                 let path = context_dir.join(rel);
-                let text = fs::read_to_string(&path)
-                    .map_err(|error| ContextError::IgnoreUnreadable(path.clone(), error))?;
+                // Inside the context, a regular file of at most 1 MiB: a symlink out of the
+                // checkout is refused, so no line of an outside file is ever quoted.
+                let text =
+                    crate::pipeline::paths::read_inside(context_dir, rel).map_err(|problem| {
+                        let reason = problem.message("ignore file", rel, "the build context");
+                        ContextError::IgnoreUnreadable(path.clone(), std::io::Error::other(reason))
+                    })?;
                 IgnoreRules::parse(&text)
                     .map_err(|error| ContextError::IgnoreInvalid(path, error))?
             }

@@ -5,6 +5,7 @@
 //! changed, cuts output into whole lines, and passes every string through the secret scrubber
 //! before anyone sees it.
 
+use crate::redact::Redactor;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
@@ -17,49 +18,6 @@ pub(crate) const CACHE_IMPORT_STEP: &str = "importing cache manifest from ";
 
 /// How many of a step's last output lines are kept for an error message.
 pub(crate) const TAIL_LINES: usize = 10;
-
-/// Replaces secret values by `***` in any text bound for a user.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Scrubber {
-    /// Longest first, so a secret containing another is replaced whole.
-    needles: Vec<String>,
-}
-
-impl Scrubber {
-    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut needles: Vec<String> = Vec::new();
-        for secret in secrets {
-            if secret.is_empty() {
-                continue;
-            }
-            needles.push(secret.to_owned());
-            // Output is cut into lines, so each line of a multi-line secret (a PEM key) is
-            // scrubbed on its own as well.
-            if secret.contains('\n') {
-                needles.extend(
-                    secret
-                        .lines()
-                        .map(str::trim)
-                        .filter(|line| !line.is_empty())
-                        .map(str::to_owned),
-                );
-            }
-        }
-        needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
-        needles.dedup();
-        Scrubber { needles }
-    }
-
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for needle in &self.needles {
-            if text.contains(needle.as_str()) {
-                text = text.replace(needle.as_str(), "***");
-            }
-        }
-        text
-    }
-}
 
 /// A protobuf timestamp as (seconds, nanoseconds).
 type Instant = (i64, i32);
@@ -91,7 +49,7 @@ impl StepState {
 /// The state of one build, fed with status messages as they arrive.
 pub(crate) struct ProgressTracker<'a> {
     callback: &'a (dyn Fn(BuildProgress) + Send + Sync),
-    scrubber: Scrubber,
+    scrubber: Redactor,
     steps: Vec<StepState>,
     by_digest: HashMap<String, usize>,
     image_id_from_status: Option<String>,
@@ -100,7 +58,7 @@ pub(crate) struct ProgressTracker<'a> {
 impl<'a> ProgressTracker<'a> {
     pub(crate) fn new(
         callback: &'a (dyn Fn(BuildProgress) + Send + Sync),
-        scrubber: Scrubber,
+        scrubber: Redactor,
     ) -> Self {
         ProgressTracker {
             callback,
@@ -111,7 +69,7 @@ impl<'a> ProgressTracker<'a> {
         }
     }
 
-    pub(crate) fn scrubber(&self) -> &Scrubber {
+    pub(crate) fn scrubber(&self) -> &Redactor {
         &self.scrubber
     }
 
@@ -129,12 +87,12 @@ impl<'a> ProgressTracker<'a> {
         for vertex in status.vertexes {
             let index = self.step_index(&vertex.digest);
             let step = &mut self.steps[index];
-            step.name = self.scrubber.scrub(&vertex.name);
+            step.name = self.scrubber.redact(&vertex.name);
             step.cached = vertex.cached;
             step.started = vertex.started.map(|t| (t.seconds, t.nanos));
             step.completed = vertex.completed.map(|t| (t.seconds, t.nanos));
             if !vertex.error.is_empty() {
-                step.error = Some(self.scrubber.scrub(&vertex.error));
+                step.error = Some(self.scrubber.redact(&vertex.error));
             }
             if step.completed.is_some() {
                 self.flush_partial(index);
@@ -158,7 +116,7 @@ impl<'a> ProgressTracker<'a> {
                 .unwrap_or_default();
             (self.callback)(BuildProgress::Status {
                 step,
-                name: self.scrubber.scrub(&item.id),
+                name: self.scrubber.redact(&item.id),
                 current: u64::try_from(item.current).unwrap_or(0),
                 total: u64::try_from(item.total).unwrap_or(0),
                 completed: item.completed.is_some(),
@@ -172,7 +130,7 @@ impl<'a> ProgressTracker<'a> {
                 .unwrap_or_default();
             let message = self
                 .scrubber
-                .scrub(String::from_utf8_lossy(&warning.short).trim());
+                .redact(String::from_utf8_lossy(&warning.short).trim());
             (self.callback)(BuildProgress::Warning { step, message });
         }
     }
@@ -227,7 +185,7 @@ impl<'a> ProgressTracker<'a> {
     }
 
     fn emit_line(&mut self, index: usize, line: &str) {
-        let line = self.scrubber.scrub(line.strip_suffix('\r').unwrap_or(line));
+        let line = self.scrubber.redact(line.strip_suffix('\r').unwrap_or(line));
         let step = &mut self.steps[index];
         if step.tail.len() == TAIL_LINES {
             step.tail.pop_front();
@@ -274,7 +232,7 @@ impl<'a> ProgressTracker<'a> {
             // The partial last line, if the step died before ending it.
             for partial in &step.partial {
                 if !partial.is_empty() {
-                    tail.push(self.scrubber.scrub(&String::from_utf8_lossy(partial)));
+                    tail.push(self.scrubber.redact(&String::from_utf8_lossy(partial)));
                 }
             }
             (step.name.clone(), tail)
@@ -359,7 +317,7 @@ mod tests {
     fn reports_each_change_once_and_cuts_output_into_scrubbed_lines() {
         let events = Mutex::new(Vec::new());
         let callback = record(&events);
-        let mut tracker = ProgressTracker::new(&callback, Scrubber::new(["hunter2-token"]));
+        let mut tracker = ProgressTracker::new(&callback, Redactor::from_values(["hunter2-token"]));
         let name = "[2/3] RUN ./configure";
         let mut running = vertex("d1", name);
         running.started = Some(Default::default());
@@ -381,7 +339,7 @@ mod tests {
             [
                 "step [2/3] RUN ./configure cached=false started=false completed=false error=None",
                 "step [2/3] RUN ./configure cached=false started=true completed=false error=None",
-                "log [2/3] RUN ./configure: checking... *** ok",
+                "log [2/3] RUN ./configure: checking... [REDACTED] ok",
                 "log [2/3] RUN ./configure: second",
                 "step [2/3] RUN ./configure cached=false started=true completed=true error=None",
             ]
@@ -400,7 +358,7 @@ mod tests {
     #[test]
     fn keeps_the_last_lines_of_the_failed_step() {
         let callback = |_event: BuildProgress| {};
-        let mut tracker = ProgressTracker::new(&callback, Scrubber::new(["s3cr3t"]));
+        let mut tracker = ProgressTracker::new(&callback, Redactor::from_values(["s3cr3t"]));
         tracker.apply(status(
             vec![vertex("ctx", "[internal] load build context")],
             vec![],
@@ -422,17 +380,17 @@ mod tests {
         let (name, tail) = tracker
             .failed_step("executor failed running [/bin/sh -c make]: exit code: 2")
             .expect("a failed step");
-        assert_eq!(name, "[3/4] RUN make ***");
+        assert_eq!(name, "[3/4] RUN make [REDACTED]");
         assert_eq!(tail.len(), TAIL_LINES + 1);
         assert_eq!(tail.first().map(String::as_str), Some("line 21"));
-        assert_eq!(tail.last().map(String::as_str), Some("no newline ***"));
+        assert_eq!(tail.last().map(String::as_str), Some("no newline [REDACTED]"));
     }
 
     #[test]
     fn remembers_the_image_written_and_forwards_statuses() {
         let events = Mutex::new(Vec::new());
         let callback = record(&events);
-        let mut tracker = ProgressTracker::new(&callback, Scrubber::default());
+        let mut tracker = ProgressTracker::new(&callback, Redactor::default());
         tracker.apply(status(vec![vertex("e", "exporting to image")], vec![]));
         tracker.apply(StatusResponse {
             statuses: vec![VertexStatus {
@@ -457,9 +415,9 @@ mod tests {
 
     #[test]
     fn scrubs_multi_line_secrets_line_by_line_and_longest_first() {
-        let scrubber = Scrubber::new(["-----BEGIN KEY-----\nabcdef\n-----END KEY-----", "abc", ""]);
-        assert_eq!(scrubber.scrub("key abcdef here"), "key *** here");
-        assert_eq!(scrubber.scrub("abc"), "***");
-        assert_eq!(scrubber.scrub("nothing"), "nothing");
+        let scrubber = Redactor::from_values(["-----BEGIN KEY-----\nabcdef\n-----END KEY-----", "abc", ""]);
+        assert_eq!(scrubber.redact("key abcdef here"), "key [REDACTED] here");
+        assert_eq!(scrubber.redact("abc"), "[REDACTED]");
+        assert_eq!(scrubber.redact("nothing"), "nothing");
     }
 }

@@ -252,28 +252,17 @@ fn ends_with_word(text: &str, word: &str) -> bool {
             .is_none_or(|c| !c.is_ascii_alphanumeric())
 }
 
-/// Replaces every occurrence of each secret (and of its base64 forms, as a `user:secret` auth
-/// string or alone) in `text` with `***`. Empty secrets are ignored.
+/// `text` with the registry password replaced by `[REDACTED]`, also in its base64 forms, alone
+/// or as the `user:password` auth string. Empty secrets are ignored.
 pub(crate) fn redact(text: &str, username: Option<&str>, secrets: &[&str]) -> String {
-    use base64::Engine as _;
-    let engines = [
-        base64::engine::general_purpose::STANDARD,
-        base64::engine::general_purpose::URL_SAFE,
-    ];
-    let mut out = text.to_string();
-    for secret in secrets.iter().filter(|secret| secret.len() >= 4) {
-        let mut forms = vec![secret.to_string()];
-        for engine in &engines {
-            forms.push(engine.encode(secret));
-            if let Some(username) = username {
-                forms.push(engine.encode(format!("{username}:{secret}")));
-            }
-        }
-        for form in forms {
-            out = out.replace(&form, "***");
+    let redactor = crate::redact::Redactor::new();
+    for secret in secrets {
+        match username {
+            Some(username) => redactor.add_basic_auth(username, secret),
+            None => redactor.add(secret),
         }
     }
-    out
+    redactor.redact(text)
 }
 
 #[cfg(test)]
@@ -385,7 +374,7 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(password)
         );
         let redacted = redact(&text, Some("AWS"), &[password]);
-        assert_eq!(redacted, "bad *** and *** and ***");
+        assert_eq!(redacted, "bad [REDACTED] and [REDACTED] and [REDACTED]");
         assert_eq!(
             redact("nothing here", Some("AWS"), &[password, ""]),
             "nothing here"
