@@ -613,10 +613,19 @@ async fn approve(
         );
         return exit_codes::INVALID_INPUT;
     };
-    if gate.status.is_finished() || gate.status == StageStatus::Failed {
+    // Only a gate the run is waiting at can be decided: not one it has not reached (an
+    // approval given in advance would let a later, different build through), not one already
+    // passed, and not one of a run that ended.
+    let run_open = matches!(record.status, RunStatus::Waiting | RunStatus::Running);
+    if gate.status != StageStatus::Waiting || !run_open {
+        let why = match gate.status {
+            StageStatus::Pending => "the run has not reached it yet".to_owned(),
+            StageStatus::Waiting => format!("the run is {}", record.status.as_str()),
+            other => format!("it is already {}", other.as_str()),
+        };
         eprintln!(
-            "error: the approval `{}` of run {run} is already {:?}",
-            gate.name, gate.status
+            "error: the approval `{}` of run {run} is not waiting for a decision ({why}); `envelope-runner status {run}` shows where the run is",
+            gate.name
         );
         return exit_codes::INVALID_INPUT;
     }

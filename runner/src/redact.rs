@@ -19,9 +19,10 @@ use std::sync::{Arc, RwLock};
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Values (and lines of values) shorter than this are not searched for: redacting every `1` or
-/// `on` in the output would hide everything and protect nothing.
-const MIN_LENGTH: usize = 3;
+/// Values (and lines of values) shorter than this are not searched for: redacting every `test`
+/// or `admin` in the output (`latest` would become `la[REDACTED]`) would hide ordinary words and
+/// protect nothing a real credential needs.
+const MIN_LENGTH: usize = 6;
 
 /// The secret values of one run, shared by everything that reports or records it.
 #[derive(Clone, Default)]
@@ -129,9 +130,9 @@ impl Redactor {
             serde_json::Value::Array(items) => {
                 items.iter_mut().for_each(|item| self.redact_json(item))
             }
-            serde_json::Value::Object(fields) => {
-                fields.values_mut().for_each(|field| self.redact_json(field))
-            }
+            serde_json::Value::Object(fields) => fields
+                .values_mut()
+                .for_each(|field| self.redact_json(field)),
             _ => {}
         }
     }
@@ -298,10 +299,13 @@ mod tests {
     #[test]
     fn longest_first_and_short_values_ignored() {
         let redactor = Redactor::new();
-        redactor.add("abcd");
+        redactor.add("abcdef");
         redactor.add("abcdefgh");
-        redactor.add("on");
-        assert_eq!(redactor.redact("abcdefgh abcd on"), "[REDACTED] [REDACTED] on");
+        redactor.add("test");
+        assert_eq!(
+            redactor.redact("abcdefgh abcdef latest test"),
+            "[REDACTED] [REDACTED] latest test"
+        );
     }
 
     #[test]

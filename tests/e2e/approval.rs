@@ -307,3 +307,51 @@ async fn an_opening_gate_notifies_the_webhook_and_sns_with_what_is_being_approve
         "{notified}"
     );
 }
+
+#[tokio::test]
+async fn approve_decides_only_a_gate_the_run_is_waiting_at() {
+    let Some((env, _docker)) = parts("approve only waiting").await else {
+        return;
+    };
+    let app = example_app();
+    let url = format!("file://{}", app.bare_root.join("hello.git").display());
+    let project = project_with(
+        &url,
+        env.registry(),
+        &format!("e2e/{}", unique("gates")),
+        "",
+        "  - approval:\n      timeout: 1h\n  - approval:\n      name: final\n      timeout: 1h\n",
+    );
+    let paused = runner(env, project.path())
+        .args(["run", "hello", "--ref", "v1.0.0", "--until", "approval"])
+        .output()
+        .unwrap();
+    assert_eq!(paused.status.code(), Some(4), "{}", text(&paused));
+    let run = run_id(&paused);
+
+    // The second gate has not been reached: an approval in advance is refused.
+    let early = runner(env, project.path())
+        .args(["approve", &run, "--stage", "final"])
+        .output()
+        .unwrap();
+    assert_eq!(early.status.code(), Some(2), "{}", text(&early));
+    assert!(
+        text(&early).contains(
+            "the approval `final` of run {run} is not waiting for a decision (the run has not reached it yet)"
+                .replace("{run}", &run)
+                .as_str()
+        ),
+        "{}",
+        text(&early)
+    );
+    let record = status_json(env, project.path(), &run);
+    assert_eq!(stage(&record, "final")["status"], "pending");
+    assert!(stage(&record, "final")["outputs"]["approval"].is_null());
+
+    // The gate it waits at can be decided.
+    let now = runner(env, project.path())
+        .args(["approve", &run, "--stage", "approval"])
+        .output()
+        .unwrap();
+    assert_eq!(now.status.code(), Some(0), "{}", text(&now));
+}

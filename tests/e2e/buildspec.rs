@@ -449,7 +449,10 @@ async fn secret_values_are_masked_in_output_and_kept_from_the_image_build() {
         None,
     )
     .await;
-    assert_eq!(run.log.lines(), ["password is [REDACTED]", "[REDACTED]", "x[REDACTED]x"]);
+    assert_eq!(
+        run.log.lines(),
+        ["password is [REDACTED]", "[REDACTED]", "x[REDACTED]x"]
+    );
     for entry in run.log.entries() {
         assert!(!entry.contains("s3cr3t"), "{entry}");
     }

@@ -68,8 +68,7 @@ async fn build_secrets_are_redacted_in_every_output_and_in_the_store() {
         "      buildspec: buildspecs/build.yml\n      secrets:\n        - {id: token, env: APP_TOKEN}\n        - {id: key, env: APP_KEY}\n      tags: [",
     );
     std::fs::write(&pipeline_path, pipeline).unwrap();
-    let encoded =
-        percent_encoding::utf8_percent_encode(&token, percent_encoding::NON_ALPHANUMERIC);
+    let encoded = percent_encoding::utf8_percent_encode(&token, percent_encoding::NON_ALPHANUMERIC);
     // Whole, split across two writes with a pause between them, base64, URL-encoded (the
     // command text itself carries that form) and a multi-line value.
     let buildspec = format!(
@@ -158,12 +157,20 @@ async fn build_secrets_are_redacted_in_every_output_and_in_the_store() {
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert_eq!(output.status.code(), Some(0), "{}", text(&output));
         let lines: Vec<&str> = stderr.lines().collect();
-        assert_eq!(lines.first().copied(), Some(format!("::add-mask::{github_token}").as_str()), "{stderr}");
+        assert_eq!(
+            lines.first().copied(),
+            Some(format!("::add-mask::{github_token}").as_str()),
+            "{stderr}"
+        );
         let token = lines
             .iter()
             .find_map(|line| line.strip_prefix("::stop-commands::"))
             .unwrap_or_else(|| panic!("`{}` does not fence its output: {stderr}", args[0]));
-        assert_eq!(lines.last().copied(), Some(format!("::{token}::").as_str()), "{stderr}");
+        assert_eq!(
+            lines.last().copied(),
+            Some(format!("::{token}::").as_str()),
+            "{stderr}"
+        );
         assert!(!String::from_utf8_lossy(&output.stdout).is_empty());
     }
 

@@ -46,9 +46,9 @@ use self::daemon::{ConnectError, DaemonEndpoint};
 pub use self::failure::{buildspec_failure, exit_code, step_reason};
 pub(crate) use self::progress::CACHE_IMPORT_STEP;
 use self::progress::ProgressTracker;
-use crate::redact::Redactor;
 use self::session::Session;
 use crate::exec::push::ReferenceError;
+use crate::redact::Redactor;
 use crate::secret::Secret;
 
 /// How long the daemon gets to answer a ping before the build gives up on it.

@@ -1815,6 +1815,18 @@ impl Driver {
     ) -> (Vec<String>, Vec<String>) {
         let mut sent = Vec::new();
         let mut warnings = Vec::new();
+        // Approvers read the notice outside the run: it carries no secret either.
+        let Some(notice) = self.events.redactor().redact_texts(notice) else {
+            let message =
+                "approvers were not told: the approval notice could not be checked for secrets"
+                    .to_owned();
+            self.events.emit(Event::Warning {
+                stage: Some(step.name.clone()),
+                message: message.clone(),
+            });
+            return (sent, vec![message]);
+        };
+        let notice = &notice;
         let mut warn = |error: notify::NotifyError| {
             let message = error.to_string();
             self.events.emit(Event::Warning {
@@ -1847,7 +1859,7 @@ impl Driver {
                 Ok(()) => {
                     self.events.emit(Event::Log {
                         stage: step.name.clone(),
-                        line: format!("notified {url}"),
+                        line: format!("notified the webhook at {}", crate::redact::url_origin(url)),
                     });
                     sent.push(format!("webhook:{}", crate::redact::url_origin(url)));
                 }

@@ -1,11 +1,11 @@
 //! Notifications when an approval gate opens: an SNS message and/or a JSON webhook POST that
 //! say exactly what is being approved.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// What an approver is asked to approve.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalNotice {
     pub pipeline: String,
     pub run: String,
@@ -24,7 +24,7 @@ pub struct ApprovalNotice {
     pub expires_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceChange {
     pub service: String,
     pub changes: Vec<String>,

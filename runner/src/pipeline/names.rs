@@ -130,10 +130,23 @@ pub fn clone_url(repository: &str) -> String {
 mod tests {
     #[test]
     fn secret_looking_variable_names() {
-        for name in ["GITHUB_TOKEN", "DB_PASSWORD", "API_KEY", "stripe_apikey", "APP_SECRETS", "ADMIN_PASSWD"] {
+        for name in [
+            "GITHUB_TOKEN",
+            "DB_PASSWORD",
+            "API_KEY",
+            "stripe_apikey",
+            "APP_SECRETS",
+            "ADMIN_PASSWD",
+        ] {
             assert!(super::looks_secret(name), "{name}");
         }
-        for name in ["KEYCLOAK_URL", "MONKEY", "DEPLOY_ENV", "API_URL", "TOKENIZER_MODEL_PATH_X"] {
+        for name in [
+            "KEYCLOAK_URL",
+            "MONKEY",
+            "DEPLOY_ENV",
+            "API_URL",
+            "TOKENIZER_MODEL_PATH_X",
+        ] {
             let expected = name.contains("TOKEN");
             assert_eq!(super::looks_secret(name), expected, "{name}");
         }

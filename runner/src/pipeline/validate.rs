@@ -80,9 +80,7 @@ fn check_name(checker: &mut Checker, pipeline: &Pipeline, name: &str) {
                     format!("`{variable}` is not an environment variable name"),
                 )
                 .help = Some("use letters, digits and `_`, not starting with a digit".into());
-        } else if names::looks_secret(variable)
-            && !pipeline.env_not_secret.contains(variable)
-        {
+        } else if names::looks_secret(variable) && !pipeline.env_not_secret.contains(variable) {
             let position = checker.position(&[key("env"), PathSegment::Index(index)]);
             checker
                 .error(
@@ -100,10 +98,7 @@ fn check_name(checker: &mut Checker, pipeline: &Pipeline, name: &str) {
         if !pipeline.env.contains(variable) {
             let position = checker.position(&[key("env_not_secret"), PathSegment::Index(index)]);
             checker
-                .error(
-                    position,
-                    format!("`{variable}` is not declared in `env:`"),
-                )
+                .error(position, format!("`{variable}` is not declared in `env:`"))
                 .help = Some("list only names that `env:` declares".into());
         }
     }

@@ -108,8 +108,10 @@ impl EventSink {
 /// `event` with every secret in any of its texts replaced.
 fn redact_event(redactor: &Redactor, event: Event) -> Event {
     // Never hand on an event that could not be checked.
-    redactor.redact_texts(&event).unwrap_or_else(|| Event::Notice {
-        stage: None,
-        message: "(an event was withheld: it could not be checked for secrets)".into(),
-    })
+    redactor
+        .redact_texts(&event)
+        .unwrap_or_else(|| Event::Notice {
+            stage: None,
+            message: "(an event was withheld: it could not be checked for secrets)".into(),
+        })
 }
