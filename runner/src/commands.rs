@@ -615,9 +615,14 @@ async fn approve(
     };
     // Only a gate the run is waiting at can be decided: not one it has not reached (an
     // approval given in advance would let a later, different build through), not one already
-    // passed, and not one of a run that ended.
-    let run_open = matches!(record.status, RunStatus::Waiting | RunStatus::Running);
-    if gate.status != StageStatus::Waiting || !run_open {
+    // passed, and not one of a run that ended. A run cancelled while it waited at the gate
+    // still waits there: `resume` takes it back to the gate.
+    let waiting = match (gate.status, record.status) {
+        (StageStatus::Waiting, RunStatus::Waiting | RunStatus::Running) => true,
+        (StageStatus::Cancelled, RunStatus::Cancelled) => true,
+        _ => false,
+    };
+    if !waiting {
         let why = match gate.status {
             StageStatus::Pending => "the run has not reached it yet".to_owned(),
             StageStatus::Waiting => format!("the run is {}", record.status.as_str()),
