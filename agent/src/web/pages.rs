@@ -301,7 +301,15 @@ fn trigger_text(record: &RunRecord) -> String {
         TriggerKind::Release {
             repository,
             release_id,
-        } => format!(" of {} (release id {release_id})", escape(repository)),
+            author,
+        } => format!(
+            " of {} (release id {release_id}{})",
+            escape(repository),
+            author
+                .as_deref()
+                .map(|author| format!(", published by {}", escape(author)))
+                .unwrap_or_default()
+        ),
         TriggerKind::Cli { user } => format!(" · started by {} at a terminal", escape(user)),
         TriggerKind::Local { user } => format!(" · local build by {}", escape(user)),
         TriggerKind::GithubActions { actor, .. } => {
@@ -464,6 +472,7 @@ mod tests {
                 kind: TriggerKind::Release {
                     repository: "epactltd/api".into(),
                     release_id: 7,
+                    author: Some("<b>octocat</b>".into()),
                 },
                 git_ref: "<script>v1</script>".into(),
                 sha: None,

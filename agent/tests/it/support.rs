@@ -282,12 +282,11 @@ pub async fn runs_for_release(store: &dyn Store, release_id: u64) -> Vec<RunSumm
     let mut found = Vec::new();
     for summary in store.list_runs(None, 100, None).await.unwrap() {
         let record = store.get_run(&summary.id).await.unwrap().unwrap();
-        if record.trigger.kind
-            == (TriggerKind::Release {
-                repository: REPOSITORY.into(),
-                release_id,
-            })
-        {
+        if matches!(
+            &record.trigger.kind,
+            TriggerKind::Release { repository, release_id: id, .. }
+                if repository == REPOSITORY && *id == release_id
+        ) {
             found.push(summary);
         }
     }
