@@ -275,8 +275,23 @@ impl Poller {
         let Some(entry) = self.by_name.get(&repository.to_ascii_lowercase()) else {
             return WebhookOffer::NotWatched;
         };
-        // The delivery itself says the release was just published: no `since` check.
-        if let Err(skip) = entry.filter.check(release, None) {
+        // Deliveries can be old or replayed (GitHub's "Redeliver", a captured payload): a
+        // release published before watching began is history here as in polling.
+        let since = match self
+            .scheduler
+            .watching_since(&entry.config.repository)
+            .await
+        {
+            Ok(since) => since,
+            Err(error) => {
+                tracing::warn!(
+                    repository = %repository,
+                    "cannot read when {repository} was first watched: {error}; polling will pick the release up"
+                );
+                return WebhookOffer::Offered(Offer::Busy);
+            }
+        };
+        if let Err(skip) = entry.filter.check(release, Some(since)) {
             return WebhookOffer::Skipped(match skip {
                 Skip::Draft => "a draft",
                 Skip::Prerelease => "a prerelease",
