@@ -64,6 +64,8 @@ pub struct Poller {
     by_name: BTreeMap<String, Arc<WatchedEntry>>,
     interval: Duration,
     paused_until: Mutex<Option<DateTime<Utc>>>,
+    /// When GitHub last answered a poll (200 or 304), for `/healthz`.
+    last_answered: Mutex<Option<Instant>>,
 }
 
 impl Poller {
@@ -99,7 +101,18 @@ impl Poller {
             by_name,
             interval,
             paused_until: Mutex::new(None),
+            last_answered: Mutex::new(None),
         }
+    }
+
+    /// When GitHub last answered a poll with a release list (or that it is unchanged).
+    pub fn last_answered(&self) -> Option<Instant> {
+        *lock(&self.last_answered)
+    }
+
+    /// How much longer polling is paused for GitHub's rate limit.
+    pub fn paused_for(&self) -> Option<Duration> {
+        self.pause_remaining()
     }
 
     /// Poll until `stop` is cancelled.
@@ -224,6 +237,7 @@ impl Poller {
     }
 
     fn recovered(&self, state: &mut PollState, repository: &str) {
+        *lock(&self.last_answered) = Some(Instant::now());
         if state.last_error.take().is_some() {
             tracing::info!(repository = %repository, "polling releases of {repository} works again");
         }
