@@ -12,8 +12,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::approval_rules::ApprovalRules;
 use crate::config::{Credentials, Settings, WatchedRepository};
 use crate::github::GithubClient;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::poller::Poller;
 use crate::scheduler::{Scheduler, SchedulerSettings, load_pipeline};
@@ -84,6 +86,7 @@ impl Agent {
     ) -> Result<Agent, StartError> {
         let mut repositories = Vec::new();
         let mut pipelines = BTreeSet::new();
+        let mut docker_needed = false;
         for repository in &settings.repositories {
             let compiled = repository_pipeline(&settings, repository)?;
             let patterns = repository
@@ -91,6 +94,10 @@ impl Agent {
                 .clone()
                 .unwrap_or_else(|| compiled.pipeline.source.tags.clone());
             pipelines.insert(compiled.name.clone());
+            docker_needed |=
+                compiled.pipeline.stages.iter().any(|stage| {
+                    matches!(stage, envelope_runner::pipeline::model::Stage::Build(_))
+                });
             repositories.push((repository.clone(), patterns));
         }
         let agent_id = settings.agent_id.clone().unwrap_or_else(host_name);
@@ -157,6 +164,9 @@ impl Agent {
                 settings.session_ttl,
                 settings.secure_cookies(),
             ),
+            login_backoff: web::LoginBackoff::default(),
+            rules: ApprovalRules::new(&settings),
+            health: Health::new(store.clone(), poller.clone(), docker_needed, interval),
             metrics: metrics.clone(),
             webhook_secret: credentials.webhook_secret.clone(),
             project: settings.project.clone(),

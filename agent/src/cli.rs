@@ -18,7 +18,8 @@ use crate::config::{self, Credentials};
 #[command(
     after_help = "Stops on SIGTERM or Ctrl-C: polling ends, running stages get `shutdown_grace` to \
 finish, and a restarted agent resumes what was left. Exit codes: 0 stopped cleanly, 2 invalid \
-configuration or pipeline, 6 environment unusable (address in use, secret missing), 7 store error."
+configuration or pipeline, 6 environment unusable (address in use, secret missing, approver token shorter than 32 \
+characters), 7 store error."
 )]
 pub struct Cli {
     /// The agent's configuration file.

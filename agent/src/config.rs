@@ -32,6 +32,9 @@ pub const DEFAULT_CONCURRENCY: u32 = 2;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_APPROVAL_POLL: Duration = Duration::from_secs(10);
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Shortest approver token accepted: 32 characters, for example 16 random bytes as hex
+/// (`openssl rand -hex 32` gives 64).
+pub const MIN_APPROVER_TOKEN_CHARS: usize = 32;
 
 /// The configuration file as written.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -80,6 +83,10 @@ pub struct ConfigFile {
     /// environment variable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<ApproverFile>,
+    /// May the person who published a release approve its run (default false)? Their GitHub
+    /// login is the release's `author.login`; an approver's is `github_login`, else `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_self_approval: Option<bool>,
     /// Environment variable holding a bearer token that may read `/metrics` (a Prometheus
     /// scraper). Approvers may read it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,7 +100,8 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub struct GithubFile {
     /// REST API base URL (default `https://api.github.com`; GitHub Enterprise:
-    /// `https://HOST/api/v3`).
+    /// `https://HOST/api/v3`). Must be https, except on this machine (`localhost`,
+    /// 127.0.0.0/8, `::1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
     /// Environment variable holding the API token (default `GITHUB_TOKEN`).
@@ -118,8 +126,11 @@ pub struct GithubFile {
 pub struct ApproverFile {
     /// The name recorded with each decision.
     pub name: String,
-    /// Environment variable holding this approver's sign-in token.
+    /// Environment variable holding this approver's sign-in token (at least 32 characters).
     pub token_env: String,
+    /// This approver's GitHub login, compared with a release's author (default: `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_login: Option<String>,
 }
 
 /// One entry of `repositories:`.
@@ -137,6 +148,10 @@ pub struct RepositoryFile {
     /// Start runs for prereleases too (default false). Drafts never start a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_prereleases: Option<bool>,
+    /// Names from `approvers:` who may decide this pipeline's gates (default: every approver).
+    /// Entries naming the same pipeline must list the same approvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Vec<String>>,
 }
 
 /// The configuration with defaults filled in and every value checked.
@@ -155,6 +170,8 @@ pub struct Settings {
     pub approval_poll: Duration,
     pub session_ttl: Duration,
     pub approvers: Vec<ApproverSettings>,
+    /// `false`: a release's author cannot approve its run.
+    pub allow_self_approval: bool,
     pub metrics_token_env: Option<String>,
     pub repositories: Vec<WatchedRepository>,
 }
@@ -172,6 +189,17 @@ pub struct GithubSettings {
 pub struct ApproverSettings {
     pub name: String,
     pub token_env: String,
+    /// Compared with a release's author; `None`: the name.
+    pub github_login: Option<String>,
+    /// `file:line:col` of `token_env`, for messages about the token.
+    pub token_env_at: Option<String>,
+}
+
+impl ApproverSettings {
+    /// The GitHub login this approver is taken to be.
+    pub fn login(&self) -> &str {
+        self.github_login.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// A repository the agent watches and the pipeline its releases start.
@@ -183,6 +211,8 @@ pub struct WatchedRepository {
     /// Tag globs; `None` takes the pipeline's `source.tags`.
     pub tags: Option<Vec<String>>,
     pub include_prereleases: bool,
+    /// Approver names who may decide this pipeline's gates; `None`: every approver.
+    pub approvers: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -208,6 +238,7 @@ impl Settings {
             approval_poll: DEFAULT_APPROVAL_POLL,
             session_ttl: DEFAULT_SESSION_TTL,
             approvers: Vec::new(),
+            allow_self_approval: false,
             metrics_token_env: None,
             repositories,
         }
@@ -229,6 +260,25 @@ impl Settings {
             .as_deref()
             .is_some_and(|url| url.starts_with("https://"))
     }
+
+    /// The approvers who may decide gates of `pipeline`: those its repository entries list,
+    /// or every approver.
+    pub fn pipeline_approvers(&self, pipeline: &str) -> Option<&[String]> {
+        self.repositories
+            .iter()
+            .filter(|repository| repository.pipeline == pipeline)
+            .find_map(|repository| repository.approvers.as_deref())
+    }
+}
+
+/// Whether `host` (from a URL) is this machine: `localhost`, 127.0.0.0/8 or `::1`.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|address| address.is_loopback())
 }
 
 /// `interval`, or longer when `repositories` polls at that interval would make more than
@@ -349,6 +399,17 @@ impl Checker<'_> {
             .push(Diagnostic::error(self.source, position, message).with_help(help));
     }
 
+    /// `file:line:col` of the value at `path`.
+    fn location(&self, path: &[PathSegment]) -> Option<String> {
+        let node = self.tree.at_path(path)?;
+        Some(format!(
+            "{}:{}:{}",
+            self.source.path.display(),
+            node.position.line,
+            node.position.column
+        ))
+    }
+
     fn duration(
         &mut self,
         text: Option<&str>,
@@ -441,14 +502,23 @@ impl Checker<'_> {
             .api_url
             .clone()
             .unwrap_or_else(|| DEFAULT_API_URL.to_owned());
-        if !(api_url.starts_with("https://") || api_url.starts_with("http://"))
-            || api_url.parse::<axum::http::Uri>().is_err()
-        {
-            self.error(
+        match api_url.parse::<axum::http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {}
+            Ok(uri)
+                if uri.scheme_str() == Some("http")
+                    && uri.host().is_some_and(is_loopback_host) => {}
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => self.error(
                 &github_path("api_url"),
-                format!("`{api_url}` is not an http(s) URL"),
-                "for GitHub Enterprise write https://HOST/api/v3",
-            );
+                format!(
+                    "`{api_url}` is plain http: the GitHub token would cross the network unencrypted"
+                ),
+                "write an https:// URL (GitHub Enterprise: https://HOST/api/v3); http is accepted only for this machine (localhost, 127.0.0.0/8, ::1)",
+            ),
+            _ => self.error(
+                &github_path("api_url"),
+                format!("`{api_url}` is not an https URL"),
+                "write https://api.github.com, or for GitHub Enterprise https://HOST/api/v3",
+            ),
         }
         let token_env = github_file
             .token_env
@@ -505,7 +575,7 @@ impl Checker<'_> {
                     "the approver's name is empty",
                     "the name is recorded with every decision; write who this is",
                 );
-            } else if !approver_names.insert(approver.name.as_str()) {
+            } else if !approver_names.insert(approver.name.trim()) {
                 self.error(
                     &[&path[..], &[key("name")]].concat(),
                     format!("approver `{}` is listed twice", approver.name),
@@ -516,6 +586,15 @@ impl Checker<'_> {
                 &approver.token_env,
                 &[&path[..], &[key("token_env")]].concat(),
             );
+            if let Some(login) = &approver.github_login
+                && !is_github_login(login)
+            {
+                self.error(
+                    &[&path[..], &[key("github_login")]].concat(),
+                    format!("`{login}` is not a GitHub login"),
+                    "write the user name shown on the approver's GitHub profile, for example `octocat`",
+                );
+            }
         }
         if let Some(name) = &file.metrics_token_env {
             self.env_name(name, &[key("metrics_token_env")]);
@@ -528,6 +607,8 @@ impl Checker<'_> {
             );
         }
         let mut seen = BTreeSet::new();
+        let mut pipeline_approvers: std::collections::BTreeMap<&str, Vec<&str>> =
+            std::collections::BTreeMap::new();
         for (index, repository) in file.repositories.iter().enumerate() {
             let path = [key("repositories"), PathSegment::Index(index)];
             let field = |name: &str| [&path[..], &[key(name)]].concat();
@@ -553,6 +634,54 @@ impl Checker<'_> {
                     format!("`{}` is not a pipeline name", repository.pipeline),
                     "name a file in pipelines/ without `.yaml`, for example `api`",
                 );
+            }
+            if let Some(listed) = &repository.approvers {
+                if listed.is_empty() {
+                    self.error(
+                        &field("approvers"),
+                        "the approver list is empty: nobody could approve this pipeline",
+                        "name at least one approver from `approvers:`, or remove the key to let every approver decide",
+                    );
+                }
+                for (approver_index, name) in listed.iter().enumerate() {
+                    if !approver_names.contains(name.trim()) {
+                        let known = approver_names
+                            .iter()
+                            .map(|name| format!("`{name}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        self.error(
+                            &[
+                                &field("approvers")[..],
+                                &[PathSegment::Index(approver_index)],
+                            ]
+                            .concat(),
+                            format!("`{name}` is not one of the configured approvers"),
+                            &if known.is_empty() {
+                                "add them under the top-level `approvers:` first".to_owned()
+                            } else {
+                                format!("use a name from the top-level `approvers:` ({known})")
+                            },
+                        );
+                    }
+                }
+                let mut sorted: Vec<&str> = listed.iter().map(|name| name.trim()).collect();
+                sorted.sort_unstable();
+                sorted.dedup();
+                match pipeline_approvers.get(repository.pipeline.as_str()) {
+                    Some(other) if *other != sorted => self.error(
+                        &field("approvers"),
+                        format!(
+                            "pipeline `{}` is given different approvers by another repository entry",
+                            repository.pipeline
+                        ),
+                        "approvers belong to the pipeline: list the same names on every entry that names it",
+                    ),
+                    Some(_) => {}
+                    None => {
+                        pipeline_approvers.insert(repository.pipeline.as_str(), sorted);
+                    }
+                }
             }
             for (tag_index, pattern) in repository.tags.iter().flatten().enumerate() {
                 if let Err(error) = globset::Glob::new(pattern) {
@@ -588,11 +717,19 @@ impl Checker<'_> {
             approvers: file
                 .approvers
                 .iter()
-                .map(|approver| ApproverSettings {
+                .enumerate()
+                .map(|(index, approver)| ApproverSettings {
                     name: approver.name.trim().to_owned(),
                     token_env: approver.token_env.clone(),
+                    github_login: approver.github_login.clone(),
+                    token_env_at: self.location(&[
+                        key("approvers"),
+                        PathSegment::Index(index),
+                        key("token_env"),
+                    ]),
                 })
                 .collect(),
+            allow_self_approval: file.allow_self_approval.unwrap_or(false),
             metrics_token_env: file.metrics_token_env.clone(),
             repositories: file
                 .repositories
@@ -602,6 +739,10 @@ impl Checker<'_> {
                     pipeline: repository.pipeline.clone(),
                     tags: repository.tags.clone(),
                     include_prereleases: repository.include_prereleases.unwrap_or(false),
+                    approvers: repository
+                        .approvers
+                        .as_ref()
+                        .map(|names| names.iter().map(|name| name.trim().to_owned()).collect()),
                 })
                 .collect(),
         }
@@ -622,6 +763,16 @@ fn is_github_repository(text: &str) -> bool {
     part(owner) && part(name) && name != "." && name != ".."
 }
 
+/// A GitHub user name: letters, digits and single hyphens, at most 39 characters.
+fn is_github_login(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 39
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+        && !text.contains("--")
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
 /// The secrets the configuration names, read from the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -632,31 +783,41 @@ pub struct Credentials {
     pub metrics_token: Option<Secret>,
 }
 
-/// A secret the configuration names but the environment does not hold.
+/// A secret the configuration names that the environment does not hold, or holds unusably.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{what} is read from the environment variable {variable}, which is not set or empty; export it before starting the agent"
-)]
-pub struct MissingSecret {
-    pub what: String,
-    pub variable: String,
+pub enum SecretError {
+    #[error(
+        "{what} is read from the environment variable {variable}, which is not set or empty; export it before starting the agent"
+    )]
+    Missing { what: String, variable: String },
+    #[error(
+        "{at}: approver {approver}'s token (environment variable {variable}) is {length} characters long; approver tokens need at least {MIN_APPROVER_TOKEN_CHARS}. Generate one with `openssl rand -hex 32`, export it as {variable}, and give it to {approver}"
+    )]
+    ShortToken {
+        /// `file:line:col` of the approver's `token_env`.
+        at: String,
+        approver: String,
+        variable: String,
+        length: usize,
+    },
 }
 
 impl Credentials {
     /// Read every secret `settings` names through `lookup` (the process environment in the
     /// binary). The GitHub token may be missing (public repositories, 60 requests an hour);
-    /// every other named secret must be there.
+    /// every other named secret must be there, and approver tokens must have at least
+    /// [`MIN_APPROVER_TOKEN_CHARS`] characters.
     pub fn from_env(
         settings: &Settings,
         lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Credentials, MissingSecret> {
+    ) -> Result<Credentials, SecretError> {
         let read = |name: &str| {
             lookup(name)
                 .filter(|value| !value.is_empty())
                 .map(Secret::new)
         };
         let required = |what: String, name: &str| {
-            read(name).ok_or_else(|| MissingSecret {
+            read(name).ok_or_else(|| SecretError::Missing {
                 what,
                 variable: name.to_owned(),
             })
@@ -675,6 +836,18 @@ impl Credentials {
                 format!("approver {}'s token", approver.name),
                 &approver.token_env,
             )?;
+            let length = token.expose().chars().count();
+            if length < MIN_APPROVER_TOKEN_CHARS {
+                return Err(SecretError::ShortToken {
+                    at: approver
+                        .token_env_at
+                        .clone()
+                        .unwrap_or_else(|| "the agent configuration".to_owned()),
+                    approver: approver.name.clone(),
+                    variable: approver.token_env.clone(),
+                    length,
+                });
+            }
             approvers.push((approver.name.clone(), token));
         }
         Ok(Credentials {
@@ -786,7 +959,7 @@ mod tests {
         .unwrap();
         let env = |name: &str| match name {
             "HOOK" => Some("s3cret".to_owned()),
-            "ALICE" => Some("alice-token".to_owned()),
+            "ALICE" => Some("alice-token-0123456789abcdef012345".to_owned()),
             _ => None,
         };
         let credentials = Credentials::from_env(&settings, &env).unwrap();
@@ -795,5 +968,67 @@ mod tests {
         assert!(credentials.github_token.is_none());
         let missing = Credentials::from_env(&settings, &|_| None).unwrap_err();
         assert!(missing.to_string().contains("HOOK"), "{missing}");
+    }
+
+    #[test]
+    fn api_url_is_https_except_on_this_machine() {
+        let with = |url: &str| {
+            parse_text(&format!(
+                "github: {{ api_url: \"{url}\" }}\nrepositories: [{{ repository: a/b, pipeline: api }}]\n"
+            ))
+        };
+        for allowed in [
+            "https://api.github.com",
+            "https://github.example.com/api/v3",
+            "http://localhost:8080",
+            "http://127.0.0.1:9000",
+            "http://127.1.2.3",
+            "http://[::1]:9000/api",
+        ] {
+            assert!(with(allowed).is_ok(), "{allowed}: {:?}", with(allowed));
+        }
+        for refused in [
+            "http://api.github.com",
+            "http://10.0.0.5",
+            "http://localhost.example.com",
+            "ftp://api.github.com",
+            "api.github.com",
+        ] {
+            let error = with(refused).unwrap_err();
+            assert!(error.contains("agent.yaml:1:20"), "{refused}: {error}");
+        }
+    }
+
+    #[test]
+    fn pipeline_approvers_name_configured_approvers_and_agree() {
+        let settings = parse_text(concat!(
+            "approvers:\n  - { name: alice, token_env: A, github_login: alice-gh }\n  - { name: bob, token_env: B }\n",
+            "repositories:\n  - { repository: a/b, pipeline: api, approvers: [alice] }\n",
+            "  - { repository: a/c, pipeline: web }\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            settings.pipeline_approvers("api"),
+            Some(&["alice".to_owned()][..])
+        );
+        assert_eq!(settings.pipeline_approvers("web"), None);
+        assert_eq!(settings.approvers[0].login(), "alice-gh");
+        assert_eq!(settings.approvers[1].login(), "bob");
+        assert!(!settings.allow_self_approval);
+        let error = parse_text(concat!(
+            "approvers: [{ name: alice, token_env: A }]\n",
+            "repositories:\n  - { repository: a/b, pipeline: api, approvers: [alcie] }\n",
+            "  - { repository: a/c, pipeline: api, approvers: [alice] }\n",
+        ))
+        .unwrap_err();
+        for expected in [
+            "agent.yaml:3:51",
+            "`alcie` is not one of the configured approvers",
+            "`alice`",
+            "agent.yaml:4:50",
+            "different approvers",
+        ] {
+            assert!(error.contains(expected), "missing {expected:?} in\n{error}");
+        }
     }
 }

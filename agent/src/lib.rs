@@ -6,9 +6,11 @@
 //! serves an approval web UI with `/healthz` and `/metrics`. See ARCHITECTURE.md.
 
 pub mod agent;
+mod approval_rules;
 mod cli;
 pub mod config;
 mod github;
+mod health;
 pub mod metrics;
 mod poller;
 mod rate_limit;

@@ -64,6 +64,8 @@ pub struct Poller {
     by_name: BTreeMap<String, Arc<WatchedEntry>>,
     interval: Duration,
     paused_until: Mutex<Option<DateTime<Utc>>>,
+    /// When GitHub last answered a poll (200 or 304), for `/healthz`.
+    last_answered: Mutex<Option<Instant>>,
 }
 
 impl Poller {
@@ -99,7 +101,18 @@ impl Poller {
             by_name,
             interval,
             paused_until: Mutex::new(None),
+            last_answered: Mutex::new(None),
         }
+    }
+
+    /// When GitHub last answered a poll with a release list (or that it is unchanged).
+    pub fn last_answered(&self) -> Option<Instant> {
+        *lock(&self.last_answered)
+    }
+
+    /// How much longer polling is paused for GitHub's rate limit.
+    pub fn paused_for(&self) -> Option<Duration> {
+        self.pause_remaining()
     }
 
     /// Poll until `stop` is cancelled.
@@ -224,6 +237,7 @@ impl Poller {
     }
 
     fn recovered(&self, state: &mut PollState, repository: &str) {
+        *lock(&self.last_answered) = Some(Instant::now());
         if state.last_error.take().is_some() {
             tracing::info!(repository = %repository, "polling releases of {repository} works again");
         }
@@ -275,8 +289,23 @@ impl Poller {
         let Some(entry) = self.by_name.get(&repository.to_ascii_lowercase()) else {
             return WebhookOffer::NotWatched;
         };
-        // The delivery itself says the release was just published: no `since` check.
-        if let Err(skip) = entry.filter.check(release, None) {
+        // Deliveries can be old or replayed (GitHub's "Redeliver", a captured payload): a
+        // release published before watching began is history here as in polling.
+        let since = match self
+            .scheduler
+            .watching_since(&entry.config.repository)
+            .await
+        {
+            Ok(since) => since,
+            Err(error) => {
+                tracing::warn!(
+                    repository = %repository,
+                    "cannot read when {repository} was first watched: {error}; polling will pick the release up"
+                );
+                return WebhookOffer::Offered(Offer::Busy);
+            }
+        };
+        if let Err(skip) = entry.filter.check(release, Some(since)) {
             return WebhookOffer::Skipped(match skip {
                 Skip::Draft => "a draft",
                 Skip::Prerelease => "a prerelease",

@@ -26,6 +26,15 @@ pub struct Release {
     pub published_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub html_url: Option<String>,
+    /// Who published the release.
+    #[serde(default)]
+    pub author: Option<ReleaseAuthor>,
+}
+
+/// A release's `author`: the GitHub user who published it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ReleaseAuthor {
+    pub login: String,
 }
 
 /// Why a release does not start a run.
@@ -119,6 +128,7 @@ mod tests {
             prerelease,
             published_at: published.map(|t| t.parse().unwrap()),
             html_url: None,
+            author: None,
         }
     }
 
@@ -174,6 +184,7 @@ mod tests {
             "assets":[],"body":"notes","html_url":"https://github.com/o/r/releases/tag/v1.0.0"}"#;
         let release: Release = serde_json::from_str(json).unwrap();
         assert_eq!(release.tag_name, "v1.0.0");
+        assert_eq!(release.author.unwrap().login, "octocat");
         assert_eq!(
             release.published_at.unwrap().to_rfc3339(),
             "2026-11-26T09:01:00+00:00"

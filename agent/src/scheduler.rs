@@ -241,6 +241,7 @@ impl Scheduler {
             kind: TriggerKind::Release {
                 repository: repository.repository.clone(),
                 release_id: release.id,
+                author: release.author.as_ref().map(|author| author.login.clone()),
             },
             git_ref: release.tag_name.clone(),
             sha: None,

@@ -4,7 +4,8 @@
 //! body under the webhook secret; it is checked in constant time before the body is parsed.
 //! Unsigned or wrongly signed deliveries get 401 and a log line naming the delivery, never the
 //! payload. A valid `published` (or `released`) release event goes through the same claim as
-//! polling, so a release seen both ways still starts one run.
+//! polling, so a release seen both ways still starts one run; like polling, it ignores a
+//! release published before the agent began watching the repository.
 
 use std::sync::Arc;
 

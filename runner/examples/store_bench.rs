@@ -280,6 +280,7 @@ fn new_run(pipeline: &str, number: usize) -> RunRecord {
             kind: TriggerKind::Release {
                 repository: format!("envelope/{pipeline}"),
                 release_id: number as u64,
+                author: None,
             },
             git_ref: format!("v1.{number}.0"),
             sha: Some(format!("{number:040x}")),

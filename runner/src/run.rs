@@ -39,7 +39,13 @@ pub enum TriggerKind {
     /// A GitHub Actions job.
     GithubActions { run_id: String, actor: String },
     /// The agent saw a new release.
-    Release { repository: String, release_id: u64 },
+    Release {
+        repository: String,
+        release_id: u64,
+        /// GitHub login of the release's publisher (`author.login`), when GitHub said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
+    },
     /// `rollback` redeploying an earlier run's images.
     Rollback { from_run: RunId },
 }

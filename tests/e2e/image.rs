@@ -179,14 +179,23 @@ async fn runner_image_runs_the_cli_and_the_agent_as_a_non_root_user_with_a_healt
 
 /// `envelope-runner agent` as the container's process: the image's HEALTHCHECK (probed every
 /// second here) must report healthy through GET /healthz. GitHub is an address nothing listens
-/// on, so polls fail while /healthz answers.
+/// on, so polls fail; /healthz stays healthy for the first three poll intervals (3 minutes).
+/// The container has no Docker daemon, so the pipeline watched is one without a build stage
+/// (with one, /healthz rightly answers 503).
 fn agent_turns_healthy(env: &TestEnv, root: &Path, scratch: &Path) {
     let config = scratch.join("agent.yaml");
     std::fs::write(
         &config,
-        "project: /work\nstore: /home/envelope/state.db\nlisten: 127.0.0.1:8080\n\
+        "project: /project\nstore: /home/envelope/state.db\nlisten: 127.0.0.1:8080\n\
          github:\n  api_url: http://127.0.0.1:9\n\
-         repositories:\n  - repository: epactltd/api\n    pipeline: api\n",
+         repositories:\n  - repository: epactltd/api\n    pipeline: gate\n",
+    )
+    .unwrap();
+    let project = scratch.join("project");
+    std::fs::create_dir_all(project.join("pipelines")).unwrap();
+    std::fs::write(
+        project.join("pipelines/gate.yaml"),
+        "description: an approval gate only, needs no Docker\nsource:\n  repository: epactltd/api\n  tags: [\"v*\"]\nstages:\n  - approval:\n      timeout: 1h\n",
     )
     .unwrap();
     readable(scratch);
@@ -200,6 +209,8 @@ fn agent_turns_healthy(env: &TestEnv, root: &Path, scratch: &Path) {
         .arg(format!("{}:/work:ro", root.display()))
         .arg("-v")
         .arg(format!("{}:/etc/envelope-agent.yaml:ro", config.display()))
+        .arg("-v")
+        .arg(format!("{}:/project:ro", project.display()))
         .args(["-e", "GITHUB_TOKEN=not-a-real-token"])
         .args(["--health-interval", "1s", "--health-start-period", "1s"])
         .args([TAG, "agent", "--config", "/etc/envelope-agent.yaml"])

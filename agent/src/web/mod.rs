@@ -6,6 +6,7 @@
 //! a session's CSRF token). `/metrics` also takes the metrics token. Responses carry a strict
 //! Content-Security-Policy; pages are server-rendered HTML without JavaScript.
 
+mod login_backoff;
 pub mod pages;
 mod serve;
 pub mod session;
@@ -13,10 +14,12 @@ pub mod session;
 pub use serve::run;
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, Extension, Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -31,9 +34,12 @@ use envelope_runner::secret::Secret;
 use envelope_runner::store::{ApprovalOutcome, Store};
 use serde::Deserialize;
 
+use crate::approval_rules::ApprovalRules;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::poller::Poller;
 use crate::scheduler::{Scheduler, load_pipeline};
+pub use login_backoff::LoginBackoff;
 use pages::{DeployView, MigrationView, RunView, Viewer};
 use session::{LOGIN_COOKIE, SESSION_COOKIE, Sessions, bearer, cookie, same};
 
@@ -50,6 +56,11 @@ pub struct App {
     pub scheduler: Scheduler,
     pub poller: Arc<Poller>,
     pub sessions: Sessions,
+    /// Failed sign-ins by client address.
+    pub login_backoff: LoginBackoff,
+    /// Who may decide which gate.
+    pub rules: ApprovalRules,
+    pub health: Health,
     pub metrics: Arc<Metrics>,
     pub webhook_secret: Option<Secret>,
     pub project: PathBuf,
@@ -85,7 +96,7 @@ pub fn router(app: Arc<App>) -> Router {
             require_approver,
         ));
     let mut public = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/login", get(login_form).post(login));
     if app.webhook_secret.is_some() {
@@ -221,6 +232,16 @@ fn local_path(next: Option<&str>) -> String {
     }
 }
 
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let report = app.health.report().await;
+    let status = if report.healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(report)).into_response()
+}
+
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let allowed = bearer(&headers).is_some_and(|token| app.sessions.is_metrics_token(token))
         || signed_in(&app, &headers).is_some();
@@ -310,12 +331,41 @@ struct LoginForm {
     next: Option<String>,
 }
 
+/// `Retry-After` seconds: the wait rounded up, at least one.
+fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
 async fn login(
     State(app): State<Arc<App>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = local_path(form.next.as_deref());
+    // Behind a reverse proxy every client has the proxy's address: they share one count.
+    let client = client
+        .map(|Extension(ConnectInfo(address))| address.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if let Some(wait) = app
+        .login_backoff
+        .retry_after(client, std::time::Instant::now())
+    {
+        let seconds = retry_after_seconds(wait);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, seconds.to_string())],
+            Html(pages::message(
+                None,
+                "Too many failed sign-ins",
+                &format!(
+                    "Sign-ins from your address failed too often. Wait {seconds} s, then sign in with the approver token you were given."
+                ),
+                "/login",
+            )),
+        )
+            .into_response();
+    }
     let login_session = cookie(&headers, LOGIN_COOKIE)
         .and_then(|id| app.sessions.get(&id).map(|session| (id, session)))
         .filter(|(_, session)| session.approver.is_none());
@@ -326,8 +376,14 @@ async fn login(
         return forbidden_form(None, "/login");
     }
     let Some(name) = app.sessions.approver_for(form.token.trim()) else {
-        tracing::warn!("a sign-in with an unknown approver token was refused");
-        return (
+        let wait = app.login_backoff.failed(client, std::time::Instant::now());
+        tracing::warn!(
+            client = %client,
+            "a sign-in with an unknown approver token from {client} was refused{}",
+            wait.map(|wait| format!("; that address now waits {} s", retry_after_seconds(wait)))
+                .unwrap_or_default()
+        );
+        let mut response = (
             StatusCode::UNAUTHORIZED,
             Html(pages::login(
                 &login_session.csrf,
@@ -336,7 +392,15 @@ async fn login(
             )),
         )
             .into_response();
+        if let Some(wait) = wait {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(wait)),
+            );
+        }
+        return response;
     };
+    app.login_backoff.succeeded(client);
     app.sessions.remove(&login_id);
     let Some((id, _)) = app.sessions.create(Some(name.clone())) else {
         return busy();
@@ -544,8 +608,20 @@ async fn run_page(
         Some("already") => Some("Someone decided first; their decision is below."),
         _ => None,
     };
+    let cannot_approve = app
+        .rules
+        .check(&signed.name, &record, true)
+        .err()
+        .map(|refusal| refusal.to_string());
+    let cannot_reject = app
+        .rules
+        .check(&signed.name, &record, false)
+        .err()
+        .map(|refusal| refusal.to_string());
     let view = RunView {
         record: &record,
+        cannot_approve,
+        cannot_reject,
         decisions,
         open_gate,
         gate_deadline,
@@ -619,6 +695,19 @@ async fn decide(
                     "Run {id} is not waiting at an approval gate named `{}`.",
                     form.stage
                 ),
+                &back,
+            )),
+        )
+            .into_response();
+    }
+    if let Err(refusal) = app.rules.check(&signed.name, &record, approved) {
+        tracing::warn!(run = %id, approver = %signed.name, "refused a decision on run {id}: {refusal}");
+        return (
+            StatusCode::FORBIDDEN,
+            Html(pages::message(
+                Some(&signed.viewer()),
+                "Not yours to decide",
+                &format!("{refusal}."),
                 &back,
             )),
         )

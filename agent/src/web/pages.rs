@@ -156,6 +156,9 @@ pub struct RunView<'a> {
     pub decisions: Vec<(String, Option<ApprovalRecord>)>,
     /// The gate a person can decide now.
     pub open_gate: Option<String>,
+    /// Why the viewer may not approve or reject it (see the approval rules).
+    pub cannot_approve: Option<String>,
+    pub cannot_reject: Option<String>,
     /// When the open gate fails closed, RFC 3339.
     pub gate_deadline: Option<String>,
     pub migrations: Vec<MigrationView>,
@@ -301,7 +304,15 @@ fn trigger_text(record: &RunRecord) -> String {
         TriggerKind::Release {
             repository,
             release_id,
-        } => format!(" of {} (release id {release_id})", escape(repository)),
+            author,
+        } => format!(
+            " of {} (release id {release_id}{})",
+            escape(repository),
+            author
+                .as_deref()
+                .map(|author| format!(", published by {}", escape(author)))
+                .unwrap_or_default()
+        ),
         TriggerKind::Cli { user } => format!(" · started by {} at a terminal", escape(user)),
         TriggerKind::Local { user } => format!(" · local build by {}", escape(user)),
         TriggerKind::GithubActions { actor, .. } => {
@@ -399,19 +410,33 @@ fn approval_panel(
         }
         body.push_str("</pre>");
     }
+    if let Some(reason) = view.cannot_approve.as_ref().or(view.cannot_reject.as_ref()) {
+        let _ = write!(
+            body,
+            "<p class=\"muted\" id=\"refusal\">{}.</p>",
+            escape(reason)
+        );
+    }
     match viewer.csrf {
+        Some(_) if view.cannot_approve.is_some() && view.cannot_reject.is_some() => {}
         Some(csrf) => {
+            let approve = if view.cannot_approve.is_none() {
+                format!(
+                    "<button id=\"approve\" class=\"approve\" name=\"decision\" value=\"approve\">Approve as {}</button> ",
+                    escape(viewer.name)
+                )
+            } else {
+                String::new()
+            };
             let _ = write!(
                 body,
                 "<form method=\"post\" action=\"/runs/{id}/decision\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"stage\" value=\"{gate}\">\
 <p><label for=\"comment\">Comment (recorded with the decision)</label><br><input id=\"comment\" name=\"comment\" type=\"text\" maxlength=\"500\"></p>\
-<p><button id=\"approve\" class=\"approve\" name=\"decision\" value=\"approve\">Approve as {name}</button> \
-<button id=\"reject\" class=\"reject\" name=\"decision\" value=\"reject\">Reject</button></p></form>",
+<p>{approve}<button id=\"reject\" class=\"reject\" name=\"decision\" value=\"reject\">Reject</button></p></form>",
                 id = escape(&view.record.id.0),
                 csrf = escape(csrf),
                 gate = escape(gate),
-                name = escape(viewer.name),
             );
         }
         None => body.push_str("<p class=\"muted\">Sign in with the form to approve or reject.</p>"),
@@ -464,6 +489,7 @@ mod tests {
                 kind: TriggerKind::Release {
                     repository: "epactltd/api".into(),
                     release_id: 7,
+                    author: Some("<b>octocat</b>".into()),
                 },
                 git_ref: "<script>v1</script>".into(),
                 sha: None,
@@ -494,6 +520,8 @@ mod tests {
             record: &record,
             decisions: vec![("approval".into(), None)],
             open_gate: Some("approval".into()),
+            cannot_approve: None,
+            cannot_reject: None,
             gate_deadline: Some("2026-12-03T09:00:00Z".into()),
             migrations: vec![MigrationView {
                 stage: "migrate".into(),
@@ -533,6 +561,8 @@ mod tests {
             "name=\"csrf\" value=\"tok\"",
             "action=\"/runs/01jrun/decision\"",
             "&lt;script&gt;v1&lt;/script&gt;",
+            "published by &lt;b&gt;octocat&lt;/b&gt;",
+            "id=\"approve\"",
         ] {
             assert!(page.contains(expected), "missing {expected} in\n{page}");
         }

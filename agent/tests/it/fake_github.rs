@@ -40,6 +40,8 @@ pub struct ReleaseSpec {
     pub draft: bool,
     pub prerelease: bool,
     pub published_at: DateTime<Utc>,
+    /// The GitHub login of who published it.
+    pub author: String,
 }
 
 impl ReleaseSpec {
@@ -49,6 +51,7 @@ impl ReleaseSpec {
             draft: false,
             prerelease: false,
             published_at: Utc::now(),
+            author: "release-bot".to_owned(),
         }
     }
 }
@@ -161,10 +164,10 @@ fn release_json(repository: &str, id: u64, spec: &ReleaseSpec) -> Value {
         "html_url": format!("https://github.com/{repository}/releases/tag/{}", spec.tag),
         "id": id,
         "author": {
-            "login": "release-bot", "id": 41898282, "node_id": "MDQ6VXNlcjQxODk4Mjgy",
-            "type": "Bot", "site_admin": false,
-            "url": "https://api.github.com/users/release-bot",
-            "html_url": "https://github.com/release-bot"
+            "login": spec.author, "id": 41898282, "node_id": "MDQ6VXNlcjQxODk4Mjgy",
+            "type": "User", "site_admin": false,
+            "url": format!("https://api.github.com/users/{}", spec.author),
+            "html_url": format!("https://github.com/{}", spec.author)
         },
         "node_id": format!("RE_kwDO{id:08}"),
         "tag_name": spec.tag,

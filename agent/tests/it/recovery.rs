@@ -38,6 +38,7 @@ async fn interrupted_run(store: &dyn Store, release_id: u64, tag: &str) -> RunId
                 kind: TriggerKind::Release {
                     repository: REPOSITORY.into(),
                     release_id,
+                    author: Some("release-bot".into()),
                 },
                 git_ref: tag.into(),
                 sha: None,

@@ -26,8 +26,8 @@ pub const REPOSITORY: &str = "acme/app";
 pub const PIPELINE: &str = "app";
 /// GitHub's documented webhook example secret.
 pub const WEBHOOK_SECRET: &str = "It's a Secret to Everybody";
-pub const ALICE_TOKEN: &str = "alice-approver-token-0123456789";
-pub const BOB_TOKEN: &str = "bob-approver-token-9876543210";
+pub const ALICE_TOKEN: &str = "alice-approver-token-0123456789abcdef";
+pub const BOB_TOKEN: &str = "bob-approver-token-9876543210fedcba";
 pub const METRICS_TOKEN: &str = "prometheus-scrape-token";
 
 /// A project folder: `app/` is a git repository with tagged commits, `pipelines/app.yaml`
@@ -95,6 +95,7 @@ pub fn settings(project: &Project, github: &FakeGithub, agent_id: &str) -> Setti
             pipeline: PIPELINE.into(),
             tags: None,
             include_prereleases: false,
+            approvers: None,
         }],
     );
     settings.store = project.sqlite_url();
@@ -282,12 +283,11 @@ pub async fn runs_for_release(store: &dyn Store, release_id: u64) -> Vec<RunSumm
     let mut found = Vec::new();
     for summary in store.list_runs(None, 100, None).await.unwrap() {
         let record = store.get_run(&summary.id).await.unwrap().unwrap();
-        if record.trigger.kind
-            == (TriggerKind::Release {
-                repository: REPOSITORY.into(),
-                release_id,
-            })
-        {
+        if matches!(
+            &record.trigger.kind,
+            TriggerKind::Release { repository, release_id: id, .. }
+                if repository == REPOSITORY && *id == release_id
+        ) {
             found.push(summary);
         }
     }
@@ -354,7 +354,26 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    http_from(None, address, method, path, headers, body).await
+}
+
+/// [`http`] from the local address `source` (another client: any of 127.0.0.0/8 on Linux).
+pub async fn http_from(
+    source: Option<std::net::IpAddr>,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut stream = match source {
+        None => tokio::net::TcpStream::connect(address).await.unwrap(),
+        Some(source) => {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(source, 0)).unwrap();
+            socket.connect(address).await.unwrap()
+        }
+    };
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -416,6 +435,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 /// A browser-like client: keeps cookies between requests.
 pub struct Browser {
     pub address: SocketAddr,
+    source: Option<std::net::IpAddr>,
     cookies: BTreeMap<String, String>,
 }
 
@@ -423,7 +443,16 @@ impl Browser {
     pub fn new(address: SocketAddr) -> Self {
         Browser {
             address,
+            source: None,
             cookies: BTreeMap::new(),
+        }
+    }
+
+    /// A browser on another machine: its requests come from `source`.
+    pub fn from(source: std::net::IpAddr, address: SocketAddr) -> Self {
+        Browser {
+            source: Some(source),
+            ..Browser::new(address)
         }
     }
 
@@ -454,7 +483,15 @@ impl Browser {
 
     pub async fn get(&mut self, path: &str) -> HttpResponse {
         let cookie = self.cookie_header();
-        let response = http(self.address, "GET", path, &[("Cookie", &cookie)], b"").await;
+        let response = http_from(
+            self.source,
+            self.address,
+            "GET",
+            path,
+            &[("Cookie", &cookie)],
+            b"",
+        )
+        .await;
         self.keep_cookies(&response);
         response
     }
@@ -467,7 +504,8 @@ impl Browser {
             .collect::<Vec<_>>()
             .join("&");
         let cookie = self.cookie_header();
-        let response = http(
+        let response = http_from(
+            self.source,
             self.address,
             "POST",
             path,

@@ -18,12 +18,22 @@ pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
 }
 
 pub(crate) fn release_event(repository: &str, id: u64, tag: &str, action: &str) -> Vec<u8> {
+    release_event_published(repository, id, tag, action, chrono::Utc::now())
+}
+
+pub(crate) fn release_event_published(
+    repository: &str,
+    id: u64,
+    tag: &str,
+    action: &str,
+    published_at: chrono::DateTime<chrono::Utc>,
+) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "action": action,
         "release": {
             "id": id, "tag_name": tag, "target_commitish": "main", "name": tag,
             "draft": false, "prerelease": false,
-            "created_at": "2026-11-26T09:00:00Z", "published_at": chrono::Utc::now().to_rfc3339(),
+            "created_at": "2026-11-26T09:00:00Z", "published_at": published_at.to_rfc3339(),
             "author": {"login": "octocat", "id": 1}, "assets": [], "body": "notes",
             "html_url": format!("https://github.com/{repository}/releases/tag/{tag}")
         },
@@ -178,5 +188,52 @@ async fn without_a_configured_secret_there_is_no_webhook() {
     let body = release_event(REPOSITORY, 1, "v1.0.0", "published");
     let response = deliver(&agent, "release", Some(&sign(WEBHOOK_SECRET, &body)), &body).await;
     assert_ne!(response.status / 100, 2, "{response:?}");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_for_a_release_older_than_the_watch_start_is_ignored() {
+    let project = Project::new();
+    let github = FakeGithub::start().await;
+    github.add_repository(REPOSITORY);
+    let mut settings = settings(&project, &github, "agent-1");
+    settings.github.poll_interval = Duration::from_secs(3600);
+    let store = TestStore::Sqlite(project.sqlite_url());
+    let agent = start_agent(settings, &store).await;
+    project.tag("v2.9.0");
+    project.tag("v3.1.0");
+
+    // A genuine, signed delivery of a release from before this agent watched the repository
+    // (a redelivery, or a captured payload replayed): history, as polling treats it.
+    let old = release_event_published(
+        REPOSITORY,
+        9101,
+        "v2.9.0",
+        "published",
+        chrono::Utc::now() - chrono::Duration::days(30),
+    );
+    let ignored = deliver(&agent, "release", Some(&sign(WEBHOOK_SECRET, &old)), &old).await;
+    assert_eq!(ignored.status, 202, "{}", ignored.body);
+    assert!(
+        ignored
+            .body
+            .contains("published before the agent watched it"),
+        "{}",
+        ignored.body
+    );
+    // A release published now still starts its run.
+    let new = release_event(REPOSITORY, 9102, "v3.1.0", "published");
+    let started = deliver(&agent, "release", Some(&sign(WEBHOOK_SECRET, &new)), &new).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        runs_for_release(agent.store().as_ref(), 9101)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        runs_for_release(agent.store().as_ref(), 9102).await.len(),
+        1
+    );
     agent.shutdown().await;
 }

@@ -535,6 +535,7 @@ fn trigger_text(kind: &TriggerKind) -> String {
         TriggerKind::Release {
             repository,
             release_id,
+            ..
         } => format!("release {release_id} of {repository}"),
         TriggerKind::Rollback { from_run } => format!("rollback of run {from_run}"),
     }

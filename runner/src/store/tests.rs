@@ -39,6 +39,7 @@ fn run_with_id(id: &str, pipeline: &str) -> RunRecord {
             kind: TriggerKind::Release {
                 repository: "envelope/api".into(),
                 release_id: 42,
+                author: None,
             },
             git_ref: "v1.2.3".into(),
             sha: None,
