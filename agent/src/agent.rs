@@ -110,6 +110,14 @@ impl Agent {
                 cache_dir: settings.cache_dir.clone().unwrap_or_else(default_cache_dir),
                 concurrency: settings.concurrency,
                 pipelines,
+                secrets: credentials
+                    .github_token
+                    .iter()
+                    .chain(&credentials.webhook_secret)
+                    .chain(credentials.approvers.iter().map(|(_, token)| token))
+                    .chain(&credentials.metrics_token)
+                    .cloned()
+                    .collect(),
             },
             metrics.clone(),
         );

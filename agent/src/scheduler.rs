@@ -107,6 +107,9 @@ pub struct SchedulerSettings {
     pub concurrency: usize,
     /// Pipelines this agent runs; runs of other pipelines in a shared store are left alone.
     pub pipelines: BTreeSet<String>,
+    /// The agent's own secret values (GitHub token, webhook secret, approver and metrics
+    /// tokens): redacted from every run's output like the run's own secrets.
+    pub secrets: Vec<envelope_runner::secret::Secret>,
 }
 
 /// Starts, executes, parks and resumes runs. Cheap to clone.
@@ -321,6 +324,13 @@ impl Scheduler {
                 run.clone(),
                 record.pipeline.clone(),
             )));
+            events.redactor().add_all(
+                self.inner
+                    .settings
+                    .secrets
+                    .iter()
+                    .map(|secret| secret.expose()),
+            );
             events.start_at(2);
             let driver = Driver::new(
                 compiled,
@@ -461,6 +471,13 @@ impl Scheduler {
             }
         };
         let events = EventSink::new(Box::new(LogReporter::new(run.clone(), pipeline.to_owned())));
+        events.redactor().add_all(
+            self.inner
+                .settings
+                .secrets
+                .iter()
+                .map(|secret| secret.expose()),
+        );
         if let Some(job) = lock(&self.inner.jobs).get_mut(run) {
             job.executing = true;
             job.events = Some(events.clone());
