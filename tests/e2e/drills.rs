@@ -8,7 +8,8 @@
 //! the daemon and every process it started (containerd, runc, the step) get SIGKILL at once,
 //! as when the machine's Docker service is killed. The run must fail as an environment error
 //! (exit 6) that names the daemon; after the daemon is started again on the same data root,
-//! `envelope-runner resume` must finish the run and push the image exactly once.
+//! `envelope-runner resume` points to `retry` (the run failed; it was not interrupted) and
+//! `envelope-runner retry` must finish the run and push the image exactly once.
 //!
 //! `PrivateDaemon`'s drop kills whatever is left of the daemon, unmounts what it left mounted
 //! under its directory, deletes its bridge and removes the directory.
@@ -82,7 +83,17 @@ impl PrivateDaemon {
         self.starts += 1;
         let log =
             std::fs::File::create(self.dir.join(format!("dockerd-{}.log", self.starts))).unwrap();
-        let child = Command::new("/usr/bin/dockerd")
+        // Debian installs dockerd and runc in /usr/sbin, which a test's PATH may lack.
+        let path = format!(
+            "/usr/sbin:/usr/bin:/sbin:/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let dockerd = ["/usr/bin/dockerd", "/usr/sbin/dockerd"]
+            .into_iter()
+            .find(|candidate| Path::new(candidate).is_file())
+            .expect("dockerd is installed in /usr/bin or /usr/sbin");
+        let child = Command::new(dockerd)
+            .env("PATH", path)
             .arg("--host")
             .arg(self.host())
             .arg("--data-root")
@@ -152,6 +163,10 @@ impl PrivateDaemon {
         kill_all(&tree);
         let _ = daemon.wait();
         wait_until_dead(&tree);
+        // The killed containerd is reparented to init, which here may leave it a zombie for a
+        // while; the next dockerd would take that pid for a live containerd and wait for its
+        // socket. A service manager that restarts Docker removes the stale pid file too.
+        let _ = std::fs::remove_file(self.dir.join("exec/containerd/containerd.pid"));
         tree.len()
     }
 }
@@ -327,7 +342,7 @@ fn stage_starts(env: &TestEnv, project: &Path, run: &str, name: &str) -> usize {
 }
 
 #[tokio::test]
-async fn a_docker_daemon_killed_mid_build_is_an_environment_error_and_resume_finishes_the_run() {
+async fn a_docker_daemon_killed_mid_build_is_an_environment_error_and_retry_finishes_the_run() {
     let Some((env, _docker)) = parts("daemon killed mid-build").await else {
         return;
     };
@@ -429,16 +444,29 @@ async fn a_docker_daemon_killed_mid_build_is_an_environment_error_and_resume_fin
     let record = status_json(env, project.path(), &run_id);
     assert_eq!(record["status"], "failed", "{record}");
     assert_eq!(stage(&record, "build")["status"], "failed", "{record}");
-    assert_eq!(stage(&record, "push")["status"], "pending", "{record}");
+    assert_eq!(stage(&record, "push")["status"], "skipped", "{record}");
 
-    // The daemon comes back on the same data root; the run is resumed against it.
+    // The daemon comes back on the same data root. A failed run is not resumed but retried.
     daemon.launch();
     let resumed = runner(env, project.path())
         .env("DOCKER_HOST", daemon.host())
         .args(["resume", &run_id])
         .output()
         .unwrap();
-    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(resumed.status.code(), Some(1), "{}", text(&resumed));
+    assert!(
+        String::from_utf8_lossy(&resumed.stderr).contains(&format!(
+            "`envelope-runner retry {run_id}` runs the failed stage again"
+        )),
+        "{}",
+        text(&resumed)
+    );
+    let retried = runner(env, project.path())
+        .env("DOCKER_HOST", daemon.host())
+        .args(["retry", &run_id])
+        .output()
+        .unwrap();
+    assert_eq!(retried.status.code(), Some(0), "{}", text(&retried));
 
     let record = status_json(env, project.path(), &run_id);
     assert_eq!(record["status"], "succeeded", "{record}");
@@ -458,7 +486,7 @@ async fn a_docker_daemon_killed_mid_build_is_an_environment_error_and_resume_fin
     assert_eq!(
         stage_starts(env, project.path(), &run_id, "build"),
         2,
-        "the killed build, then the build on resume"
+        "the killed build, then the build on retry"
     );
     assert_eq!(
         stage_starts(env, project.path(), &run_id, "push"),
