@@ -777,15 +777,16 @@ async fn cutting_proxy(
                         let chunk = &buffer[..n];
                         if let Some((method, target)) = request_line(chunk) {
                             let mut log = log.lock().unwrap();
-                            if method == "PUT" && target.contains("/blobs/uploads/") {
-                                if let Some(digest) = upload_digest(&target) {
-                                    *log.blob_puts_sent.entry(digest).or_default() += 1;
-                                }
+                            if method == "PUT"
+                                && target.contains("/blobs/uploads/")
+                                && let Some(digest) = upload_digest(&target)
+                            {
+                                *log.blob_puts_sent.entry(digest).or_default() += 1;
                             }
-                            if let Some((_, tag)) = target.split_once("/manifests/") {
-                                if method == "PUT" {
-                                    *log.manifest_puts_sent.entry(tag.to_owned()).or_default() += 1;
-                                }
+                            if method == "PUT"
+                                && let Some((_, tag)) = target.split_once("/manifests/")
+                            {
+                                *log.manifest_puts_sent.entry(tag.to_owned()).or_default() += 1;
                             }
                             *last_request.lock().unwrap() = Some((method, target));
                         }
@@ -829,10 +830,11 @@ async fn cutting_proxy(
                             };
                             if let (201, Some((method, target))) = (status, answered) {
                                 let mut log = log.lock().unwrap();
-                                if method == "PUT" && target.contains("/blobs/uploads/") {
-                                    if let Some(digest) = upload_digest(&target) {
-                                        *log.blob_puts_completed.entry(digest).or_default() += 1;
-                                    }
+                                if method == "PUT"
+                                    && target.contains("/blobs/uploads/")
+                                    && let Some(digest) = upload_digest(&target)
+                                {
+                                    *log.blob_puts_completed.entry(digest).or_default() += 1;
                                 }
                                 if let Some((_, tag)) = target.split_once("/manifests/") {
                                     log.manifests_completed.push((tag.to_owned(), digest));
