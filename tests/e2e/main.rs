@@ -4,6 +4,7 @@
 mod approval;
 mod build;
 mod buildspec;
+mod drills;
 mod ecs;
 mod failures;
 mod fault_proxy;

@@ -4,6 +4,7 @@
 //! Every test skips (with a note on stderr) only when ENVELOPE_TEST_REQUIRE_DOCKER is unset and
 //! Docker cannot be reached; CI sets it, so there they run for real.
 
+use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -676,28 +677,93 @@ fn has_request(chunk: &[u8], method: &str, path_part: &str) -> bool {
     })
 }
 
-/// A TCP proxy in front of `upstream` that drops the first `cuts` connections carrying a
-/// request `method .../path_part...` once `cut_after` bytes of it have passed: a push cut off
-/// midway.
+/// The method and target of the request line a chunk starts with, if it starts one.
+fn request_line(chunk: &[u8]) -> Option<(String, String)> {
+    let head = String::from_utf8_lossy(&chunk[..chunk.len().min(4096)]).into_owned();
+    let line = head.lines().next()?;
+    let mut words = line.split(' ');
+    let (method, target, version) = (words.next()?, words.next()?, words.next()?);
+    (target.starts_with("/v2/") && version == "HTTP/1.1")
+        .then(|| (method.to_owned(), target.to_owned()))
+}
+
+/// The status code and Docker-Content-Digest of the response a chunk starts with, if any.
+fn response_head(chunk: &[u8]) -> Option<(u16, Option<String>)> {
+    let head = String::from_utf8_lossy(&chunk[..chunk.len().min(4096)]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()?
+        .strip_prefix("HTTP/1.1 ")?
+        .get(..3)?
+        .parse()
+        .ok()?;
+    let digest = lines
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("docker-content-digest"))
+        .map(|(_, value)| value.trim().to_owned());
+    Some((status, digest))
+}
+
+/// What went through a [`CuttingProxy`].
+#[derive(Debug, Default)]
+struct ProxyLog {
+    /// Connections reset midway.
+    resets: usize,
+    /// Request bodies and headers sent to the registry, in bytes (retries included).
+    bytes_up: u64,
+    /// `PUT .../blobs/uploads/...?digest=<digest>` requests sent, per digest.
+    blob_puts_sent: HashMap<String, usize>,
+    /// Those the registry answered 201 Created, per digest.
+    blob_puts_completed: HashMap<String, usize>,
+    /// `PUT .../manifests/<tag>` requests sent, per tag.
+    manifest_puts_sent: HashMap<String, usize>,
+    /// The registry's 201 answers to them: the tag and the Docker-Content-Digest it gave.
+    manifests_completed: Vec<(String, Option<String>)>,
+}
+
+/// A TCP proxy in front of a registry that resets (RST, not FIN) the first `cuts` connections
+/// carrying a request `method .../path_part...` once `cut_after` bytes of it have passed — a
+/// push cut off midway — and logs the uploads and manifests that go through it.
+struct CuttingProxy {
+    /// `127.0.0.1:<port>`.
+    address: String,
+    log: Arc<Mutex<ProxyLog>>,
+}
+
+/// The blob digest of `PUT .../blobs/uploads/<id>?...digest=<digest>...`.
+fn upload_digest(target: &str) -> Option<String> {
+    let query = target.split_once('?')?.1;
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("digest="))?;
+    Some(value.replace("%3A", ":").replace("%3a", ":"))
+}
+
 async fn cutting_proxy(
     upstream: String,
     method: &'static str,
     path_part: &'static str,
     cut_after: usize,
     cuts: usize,
-) -> String {
+) -> CuttingProxy {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let cuts_left = Arc::new(AtomicUsize::new(cuts));
+    let log = Arc::new(Mutex::new(ProxyLog::default()));
+    let shared_log = log.clone();
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
             let upstream = upstream.clone();
             let cuts_left = cuts_left.clone();
+            let log = shared_log.clone();
             tokio::spawn(async move {
                 let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
                     return;
                 };
+                // HTTP/1.1 without pipelining: a response answers the last request sent.
+                let last_request: Mutex<Option<(String, String)>> = Mutex::new(None);
                 let (mut client_read, mut client_write) = client.split();
                 let (mut server_read, mut server_write) = server.split();
                 let upload = async {
@@ -705,10 +771,25 @@ async fn cutting_proxy(
                     let mut uploading: Option<usize> = None;
                     loop {
                         let n = match client_read.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
+                            Ok(0) | Err(_) => return false,
                             Ok(n) => n,
                         };
                         let chunk = &buffer[..n];
+                        if let Some((method, target)) = request_line(chunk) {
+                            let mut log = log.lock().unwrap();
+                            if method == "PUT"
+                                && target.contains("/blobs/uploads/")
+                                && let Some(digest) = upload_digest(&target)
+                            {
+                                *log.blob_puts_sent.entry(digest).or_default() += 1;
+                            }
+                            if method == "PUT"
+                                && let Some((_, tag)) = target.split_once("/manifests/")
+                            {
+                                *log.manifest_puts_sent.entry(tag.to_owned()).or_default() += 1;
+                            }
+                            *last_request.lock().unwrap() = Some((method, target));
+                        }
                         if uploading.is_none()
                             && cuts_left.load(Ordering::SeqCst) > 0
                             && has_request(chunk, method, path_part)
@@ -724,33 +805,70 @@ async fn cutting_proxy(
                                     })
                                     .is_ok()
                             {
-                                return; // drop both sides midway through the request
+                                return true; // reset both sides midway through the request
                             }
                         }
                         if server_write.write_all(chunk).await.is_err() {
+                            return false;
+                        }
+                        log.lock().unwrap().bytes_up += n as u64;
+                    }
+                };
+                let download = async {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buffer[..n];
+                        if let Some((status, digest)) = response_head(chunk) {
+                            let answered = if status >= 200 {
+                                last_request.lock().unwrap().take()
+                            } else {
+                                None
+                            };
+                            if let (201, Some((method, target))) = (status, answered) {
+                                let mut log = log.lock().unwrap();
+                                if method == "PUT"
+                                    && target.contains("/blobs/uploads/")
+                                    && let Some(digest) = upload_digest(&target)
+                                {
+                                    *log.blob_puts_completed.entry(digest).or_default() += 1;
+                                }
+                                if let Some((_, tag)) = target.split_once("/manifests/") {
+                                    log.manifests_completed.push((tag.to_owned(), digest));
+                                }
+                            }
+                        }
+                        if client_write.write_all(chunk).await.is_err() {
                             return;
                         }
                     }
                 };
-                let download = async {
-                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                let reset = tokio::select! {
+                    reset = upload => reset,
+                    _ = download => false,
                 };
-                tokio::select! {
-                    _ = upload => {}
-                    _ = download => {}
+                if reset {
+                    // SO_LINGER 0: closing sends RST, as a middlebox that kills a connection does.
+                    let _ = client.set_zero_linger();
+                    let _ = server.set_zero_linger();
+                    log.lock().unwrap().resets += 1;
                 }
             });
         }
     });
-    address
+    CuttingProxy { address, log }
 }
 
 #[tokio::test]
-async fn a_push_cut_off_midway_is_retried_and_completes() {
-    let Some((env, docker)) = parts("cut midway").await else {
+async fn a_push_reset_midway_is_retried_verified_and_pushes_nothing_twice() {
+    let Some((env, docker)) = parts("reset midway").await else {
         return;
     };
-    let image = TestImage::build(env, 2 * 1024 * 1024);
+    const PAYLOAD: usize = 2 * 1024 * 1024;
+    let image = TestImage::build(env, PAYLOAD);
     let proxy = cutting_proxy(
         env.registry().to_string(),
         "PATCH",
@@ -766,14 +884,21 @@ async fn a_push_cut_off_midway_is_retried_and_completes() {
 
     let output = push(
         &docker,
-        &request(&image, &repository, &["v1"], None, Some(proxy)),
+        &request(
+            &image,
+            &repository,
+            &["v1"],
+            None,
+            Some(proxy.address.clone()),
+        ),
         &progress,
     )
     .await
     .unwrap();
 
     assert_eq!(output.image_ref, format!("{repository}@{}", output.digest));
-    assert!(output.bytes_uploaded >= 2 * 1024 * 1024, "{output:?}");
+    assert!(output.bytes_uploaded >= PAYLOAD as u64, "{output:?}");
+    // The digest the registry gives for the tag, asked directly (not through the proxy).
     assert_eq!(
         oci_digest(env.registry(), &path, "v1", &RegistryAuth::Anonymous).await,
         output.digest
@@ -784,7 +909,40 @@ async fn a_push_cut_off_midway_is_retried_and_completes() {
             e,
             PushProgress::LayerRetrying { .. } | PushProgress::Retrying { .. }
         )),
-        "the cut was noticed and retried: {events:?}"
+        "the reset was noticed and retried: {events:?}"
+    );
+
+    let log = proxy.log.lock().unwrap();
+    eprintln!("{log:#?}\npush output: {output:?}");
+    assert_eq!(log.resets, 1, "{log:#?}");
+    // Every blob (the base layer, the payload layer, the config) was completed exactly once:
+    // the upload cut off never was, the retry was.
+    assert!(log.blob_puts_completed.len() >= 2, "{log:#?}");
+    for (digest, count) in &log.blob_puts_completed {
+        assert_sha256(digest);
+        assert_eq!(*count, 1, "blob {digest} completed {count} times: {log:#?}");
+    }
+    assert_eq!(
+        log.blob_puts_sent, log.blob_puts_completed,
+        "every blob PUT sent was completed, none twice"
+    );
+    // One manifest, put once, and the registry named the digest the push reports.
+    assert_eq!(
+        log.manifest_puts_sent,
+        HashMap::from([("v1".to_owned(), 1)]),
+        "{log:#?}"
+    );
+    assert_eq!(
+        log.manifests_completed,
+        [("v1".to_owned(), Some(output.digest.clone()))],
+        "{log:#?}"
+    );
+    // The payload reached the registry through the proxy; the figures show what the reset
+    // cost (the push output counts a retried layer's bytes as the daemon reported them).
+    assert!(log.bytes_up >= PAYLOAD as u64, "{log:#?}");
+    eprintln!(
+        "bytes through the proxy: {}, reported uploaded: {}",
+        log.bytes_up, output.bytes_uploaded
     );
 }
 
@@ -802,7 +960,13 @@ async fn a_manifest_upload_cut_off_is_retried_by_the_push_itself() {
 
     let output = push(
         &docker,
-        &request(&image, &repository, &["v1"], None, Some(proxy)),
+        &request(
+            &image,
+            &repository,
+            &["v1"],
+            None,
+            Some(proxy.address.clone()),
+        ),
         &progress,
     )
     .await
@@ -842,7 +1006,13 @@ async fn a_push_cut_off_every_time_fails_as_interrupted_after_bounded_attempts()
 
     let error = push(
         &docker,
-        &request(&image, &repository, &["v1"], None, Some(proxy.clone())),
+        &request(
+            &image,
+            &repository,
+            &["v1"],
+            None,
+            Some(proxy.address.clone()),
+        ),
         &progress,
     )
     .await
@@ -856,7 +1026,7 @@ async fn a_push_cut_off_every_time_fails_as_interrupted_after_bounded_attempts()
     assert!(error.is_environment());
     let message = error.to_string();
     assert!(message.contains("cut off midway"), "{message}");
-    assert!(message.contains(&proxy), "{message}");
+    assert!(message.contains(&proxy.address), "{message}");
     let attempts = events
         .lock()
         .unwrap()
