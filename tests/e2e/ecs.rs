@@ -390,7 +390,7 @@ async fn http_request(
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-async fn http_get(url: &str) -> Result<(u16, String), String> {
+pub(crate) async fn http_get(url: &str) -> Result<(u16, String), String> {
     tokio::time::timeout(
         Duration::from_secs(5),
         http_request("GET", url, &[], String::new()),
@@ -404,6 +404,8 @@ async fn http_get(url: &str) -> Result<(u16, String), String> {
 /// A cluster like envelope-prod-cluster: four services sharing the app image on awsvpc.
 pub(crate) struct Cluster {
     env: &'static TestEnv,
+    /// The emulator the cluster lives on.
+    endpoint: String,
     pub(crate) name: String,
     log_group: String,
     subnet: String,
@@ -414,7 +416,7 @@ pub(crate) struct Cluster {
 
 /// One call of ministack's EC2 Query API. ministack routes by the SigV4 credential scope and
 /// does not check the signature, so a well-formed header with a dummy signature is enough.
-async fn ec2(env: &TestEnv, params: &[(&str, &str)]) -> String {
+async fn ec2(env: &TestEnv, endpoint: &str, params: &[(&str, &str)]) -> String {
     let mut body = String::from("Version=2016-11-15");
     for (name, value) in params {
         body.push('&');
@@ -435,7 +437,7 @@ async fn ec2(env: &TestEnv, params: &[(&str, &str)]) -> String {
     );
     let (status, text) = http_request(
         "POST",
-        &format!("{}/", env.endpoint()),
+        &format!("{endpoint}/"),
         &[
             (
                 "content-type",
@@ -464,15 +466,21 @@ fn xml_value(xml: &str, tag: &str) -> String {
 impl Cluster {
     /// `breaker`: whether the services use the deployment circuit breaker with rollback.
     pub(crate) async fn create(env: &'static TestEnv, breaker: bool) -> Cluster {
+        Cluster::create_at(env, env.endpoint(), breaker).await
+    }
+
+    /// [`Cluster::create`] on the emulator at `endpoint`.
+    pub(crate) async fn create_at(env: &'static TestEnv, endpoint: &str, breaker: bool) -> Cluster {
         let images = images(env);
         let name = unique("envelope-e2e-cluster");
-        let config = env.sdk_config(env.endpoint()).await;
+        let config = env.sdk_config(endpoint).await;
         let ecs = aws_sdk_ecs::Client::new(&config);
         let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
 
         let vpc = xml_value(
             &ec2(
                 env,
+                endpoint,
                 &[("Action", "CreateVpc"), ("CidrBlock", "10.42.0.0/16")],
             )
             .await,
@@ -481,6 +489,7 @@ impl Cluster {
         let subnet = xml_value(
             &ec2(
                 env,
+                endpoint,
                 &[
                     ("Action", "CreateSubnet"),
                     ("VpcId", &vpc),
@@ -493,6 +502,7 @@ impl Cluster {
         let security_group = xml_value(
             &ec2(
                 env,
+                endpoint,
                 &[
                     ("Action", "CreateSecurityGroup"),
                     ("GroupName", &format!("{name}-laravel")),
@@ -594,6 +604,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             env,
+            endpoint: endpoint.to_owned(),
             name,
             log_group,
             subnet,
@@ -693,7 +704,7 @@ impl Cluster {
     /// The running tasks of `service` once every one of them runs `image` in container
     /// `role`. ECS (and ministack) report a rollout COMPLETED while the replaced tasks are
     /// still being stopped, so this waits a little for them to go.
-    async fn settled_images(
+    pub(crate) async fn settled_images(
         &self,
         service: &str,
         role: &str,
@@ -763,6 +774,7 @@ impl Drop for Cluster {
     /// Deletes the services (their task containers stop) and the cluster.
     fn drop(&mut self) {
         let env = self.env;
+        let endpoint = self.endpoint.clone();
         let name = self.name.clone();
         let services = self.services.clone();
         // A client of its own: the test's runtime may be shutting down.
@@ -772,7 +784,7 @@ impl Drop for Cluster {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(env.endpoint()).await);
+                let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(&endpoint).await);
                 for service in services {
                     let _ = ecs
                         .delete_service()

@@ -2,7 +2,8 @@
 //!
 //! - a kill between an AWS answer and the runner's checkpoint: on the Nth request of a given
 //!   operation it forwards the request, reads the whole answer (the change is made), then
-//!   SIGKILLs the runner process and never returns the answer;
+//!   signals a process (SIGKILL to the runner; or SIGTERM to the emulator itself, which then
+//!   saves its state and stops) and answers 502 instead;
 //! - a throttled service: until a given instant every request is answered, in turn, with a
 //!   `ThrottlingException` (400) or an `InternalServerError` (500), as DynamoDB does when it
 //!   is overwhelmed.
@@ -21,10 +22,12 @@ use hyper_util::rt::TokioIo;
 
 #[derive(Default)]
 struct Armed {
-    /// Operation (the X-Amz-Target suffix), which occurrence, the process to kill.
+    /// Operation (the X-Amz-Target suffix), which occurrence, the process to signal and the
+    /// signal's name (KILL unless armed otherwise).
     operation: String,
     nth: usize,
     pid: Option<u32>,
+    signal: &'static str,
     seen: usize,
     /// Set once the kill was sent.
     fired: bool,
@@ -71,9 +74,15 @@ impl FaultProxy {
 
     /// Kill the process `set_pid` names after AWS answered the `nth` `operation` from now.
     pub(crate) fn arm(&self, operation: &str, nth: usize) {
+        self.arm_signal(operation, nth, "KILL");
+    }
+
+    /// [`FaultProxy::arm`] with another signal (`TERM`, ...).
+    pub(crate) fn arm_signal(&self, operation: &str, nth: usize, signal: &'static str) {
         *self.armed.lock().unwrap() = Armed {
             operation: operation.to_owned(),
             nth,
+            signal,
             ..Armed::default()
         };
     }
@@ -157,9 +166,13 @@ async fn handle(
     if kill {
         // The change is made; the runner never learns it.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let pid = loop {
-            if let Some(pid) = armed.lock().unwrap().pid {
-                break pid;
+        let (pid, signal) = loop {
+            let target = {
+                let armed = armed.lock().unwrap();
+                armed.pid.map(|pid| (pid, armed.signal))
+            };
+            if let Some(target) = target {
+                break target;
             }
             assert!(Instant::now() < deadline, "no process to kill");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -167,10 +180,10 @@ async fn handle(
         // Marked first: the test may reap the process before `kill` returns.
         armed.lock().unwrap().fired = true;
         let status = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
+            .args([&format!("-{signal}"), &pid.to_string()])
             .status()
             .unwrap();
-        assert!(status.success(), "kill -KILL {pid}");
+        assert!(status.success(), "kill -{signal} {pid}");
         return Ok(Response::builder()
             .status(502)
             .body(Full::new(Bytes::from_static(b"killed")))

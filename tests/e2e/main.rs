@@ -11,6 +11,7 @@ mod fault_proxy;
 mod image;
 mod inputs;
 mod lease;
+mod outage;
 mod push;
 mod reattach;
 mod redaction;

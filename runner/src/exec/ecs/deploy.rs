@@ -723,7 +723,8 @@ impl<'a> Deploy<'a> {
 
     /// UpdateService to the new revision, for every service without a recorded deployment.
     /// If one fails, the services already updated are rolled back (per `on_failure`) and the
-    /// error says where everything ended.
+    /// error says where everything ended; if AWS gave no usable answer, nothing is rolled
+    /// back (that would go unanswered too) and the error says which services are updated.
     pub async fn update(&mut self, progress: Progress<'_>) -> Result<(), EcsError> {
         if self.record.task_definitions.len() < self.request.services.len() {
             self.prepare(progress).await?;
@@ -742,6 +743,19 @@ impl<'a> Deploy<'a> {
                         deployment_id: deployment_id.clone(),
                     });
                     self.record.deployments.insert(name, deployment_id);
+                }
+                Err(error) if error.is_unanswered() => {
+                    let (updated, pending) = self
+                        .request
+                        .services
+                        .iter()
+                        .cloned()
+                        .partition(|service| self.record.deployments.contains_key(service));
+                    return Err(EcsError::DeployInterrupted {
+                        error: Box::new(error),
+                        updated,
+                        pending,
+                    });
                 }
                 Err(error) => {
                     failures.push((

@@ -27,6 +27,27 @@ pub enum EcsError {
         environment: bool,
         /// The request may have been carried out (a timeout or a 5xx, not a refusal).
         transient: bool,
+        /// AWS gave no usable answer to the last attempt: no connection, a timeout, a 5xx or
+        /// throttling that outlasted every retry.
+        unanswered: bool,
+    },
+
+    /// UpdateService went unanswered part way through a release. Nothing was rolled back
+    /// (that needs the same AWS), so the release is out on some services and not on others
+    /// until the run is retried.
+    #[error(
+        "{error}\nAWS gave no usable answer, so nothing was rolled back: the release is out on {} \
+         and not yet on {}. Once AWS answers again, retry the run: it re-attaches to the \
+         deployments already started and updates the rest (or roll back to an earlier run).",
+        list_or_none(.updated),
+        list_or_none(.pending)
+    )]
+    DeployInterrupted {
+        error: Box<EcsError>,
+        /// Services whose UpdateService went through, in deploy order.
+        updated: Vec<String>,
+        /// Services not updated yet, the one that failed first.
+        pending: Vec<String>,
     },
 
     #[error(
@@ -149,6 +170,7 @@ impl EcsError {
             EcsError::Aws { environment, .. } => *environment,
             EcsError::MigrationFailedToStart { .. }
             | EcsError::RunTaskRefused { .. }
+            | EcsError::DeployInterrupted { .. }
             | EcsError::Unexpected { .. } => true,
             EcsError::ServiceNotFound { .. }
             | EcsError::ServiceNotActive { .. }
@@ -163,6 +185,18 @@ impl EcsError {
             | EcsError::LeaseLost { .. }
             | EcsError::Deploy(_) => false,
         }
+    }
+
+    /// Whether AWS gave no usable answer (see [`EcsError::Aws`]'s `unanswered`): any other
+    /// change made now would most likely go unanswered too.
+    pub fn is_unanswered(&self) -> bool {
+        matches!(
+            self,
+            EcsError::Aws {
+                unanswered: true,
+                ..
+            }
+        )
     }
 
     /// The AWS error code, when an AWS call failed.
@@ -215,7 +249,17 @@ impl EcsError {
             attempts,
             environment,
             transient: matches!(failure, Failure::Transient),
+            unanswered: matches!(failure, Failure::Transient | Failure::Throttled),
         }
+    }
+}
+
+/// `a, b and c`, or `no service`.
+fn list_or_none(names: &[String]) -> String {
+    match names {
+        [] => "no service".to_owned(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }
 
@@ -254,4 +298,57 @@ fn migration_failed(
     }
     out.push_str("\nThe deploy did not start. Fix the migration and run the pipeline again.");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unanswered() -> EcsError {
+        EcsError::Aws {
+            action: "update the service to the new revision",
+            operation: "ecs:UpdateService",
+            target: "envelope-prod-worker".into(),
+            code: None,
+            message: "no usable answer from AWS: connection refused (after 8 attempts)".into(),
+            attempts: 8,
+            environment: true,
+            transient: true,
+            unanswered: true,
+        }
+    }
+
+    #[test]
+    fn an_interrupted_deploy_names_the_services_on_each_side() {
+        let error = EcsError::DeployInterrupted {
+            error: Box::new(unanswered()),
+            updated: vec!["envelope-prod-api".into()],
+            pending: vec![
+                "envelope-prod-worker".into(),
+                "envelope-prod-scheduler".into(),
+                "envelope-prod-reverb".into(),
+            ],
+        };
+        assert!(error.is_environment());
+        assert!(!error.is_unanswered(), "the stage's error, not a call's");
+        assert_eq!(
+            error.to_string(),
+            "could not update the service to the new revision (ecs:UpdateService on \
+             envelope-prod-worker): no usable answer from AWS: connection refused (after 8 \
+             attempts)\nAWS gave no usable answer, so nothing was rolled back: the release is \
+             out on envelope-prod-api and not yet on envelope-prod-worker, envelope-prod-scheduler \
+             and envelope-prod-reverb. Once AWS answers again, retry the run: it re-attaches to \
+             the deployments already started and updates the rest (or roll back to an earlier \
+             run)."
+        );
+        let none = EcsError::DeployInterrupted {
+            error: Box::new(unanswered()),
+            updated: vec![],
+            pending: vec!["envelope-prod-api".into()],
+        };
+        assert!(
+            none.to_string()
+                .contains("the release is out on no service and not yet on envelope-prod-api.")
+        );
+    }
 }
