@@ -1,0 +1,185 @@
+//! The run's clients, made once and only when a stage needs them: Docker, the AWS config
+//! with its region and account settled, ECS, and registry credentials.
+
+use super::*;
+use crate::exec::{aws_target, ecs, push};
+use crate::plan::{self, PlanContext, Step};
+use crate::secret::Secret;
+
+impl Driver {
+    /// Settle the run's AWS region and account (see `aws_target`) into `context`, so that no
+    /// step reaches Docker, a registry, ECS or SNS with a placeholder in a name. Learns the
+    /// account from STS only when a step that will run names it.
+    pub(super) async fn settle_aws(&self, context: &mut PlanContext) -> Result<(), DriverError> {
+        let local = self.settings.is_local();
+        context.region = aws_target::resolve_region(
+            self.settings.region.as_deref(),
+            context.region.as_deref(),
+            self.compiled.aws.region.as_deref(),
+        )
+        .await;
+        let plan = plan::plan(&self.compiled, context)?;
+        for step in &plan.steps {
+            if let Step::Approval(approval) = step
+                && let Some(url) = &approval.notify_webhook
+            {
+                self.events
+                    .redactor()
+                    .add_all(crate::redact::webhook_secrets(url));
+            }
+        }
+        match &context.region {
+            Some(region) => {
+                let _ = self.region.set(region.clone());
+            }
+            None => {
+                let needs_region = !local
+                    && plan
+                        .steps
+                        .iter()
+                        .any(|step| matches!(step, Step::Migrate(_) | Step::Deploy(_)));
+                if needs_region
+                    || !aws_target::steps_naming(&plan, aws_target::REGION_PLACEHOLDER, local)
+                        .is_empty()
+                {
+                    return Err(aws_target::AwsTargetError::NoRegion {
+                        pipeline: self.compiled.name.clone(),
+                    }
+                    .into());
+                }
+            }
+        }
+        if context.account.is_none()
+            && self.compiled.aws.account.is_none()
+            && !aws_target::steps_naming(&plan, aws_target::ACCOUNT_PLACEHOLDER, local).is_empty()
+        {
+            let config =
+                self.aws()
+                    .await
+                    .map_err(|failure| aws_target::AwsTargetError::Identity {
+                        detail: failure.message,
+                    })?;
+            context.account = Some(aws_target::caller_account(config).await?);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn ecs(&self) -> Result<&ecs::EcsAws, StageFailure> {
+        let config = self.aws().await?.clone();
+        Ok(self
+            .ecs
+            .get_or_init(|| async move { ecs::EcsAws::new(&config) })
+            .await)
+    }
+
+    pub(super) async fn docker(&self) -> Result<bollard::Docker, StageFailure> {
+        self.docker
+            .get_or_try_init(|| async {
+                // DOCKER_HOST as the Docker CLI reads it: unix://, tcp://, https://.
+                let docker = match std::env::var("DOCKER_HOST") {
+                    Ok(host) if !host.is_empty() => bollard::Docker::connect_with_host(&host),
+                    _ => bollard::Docker::connect_with_local_defaults(),
+                }
+                .map_err(docker_unreachable)?;
+                docker.negotiate_version().await.map_err(docker_unreachable)
+            })
+            .await
+            .cloned()
+    }
+
+    pub(super) async fn aws(&self) -> Result<&aws_config::SdkConfig, StageFailure> {
+        self.aws
+            .get_or_try_init(|| async {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(crate::timeouts::aws_config());
+                if let Some(region) = self.region.get().or(self.compiled.aws.region.as_ref()) {
+                    loader = loader.region(aws_config::Region::new(region.clone()));
+                }
+                Ok::<_, StageFailure>(loader.load().await)
+            })
+            .await
+    }
+
+    pub(super) async fn aws_if_needed(
+        &self,
+        spec: &crate::buildspec::Buildspec,
+    ) -> Result<Option<aws_config::SdkConfig>, StageFailure> {
+        let needs = spec
+            .env
+            .as_ref()
+            .is_some_and(|env| !env.secrets_manager.is_empty() || !env.parameter_store.is_empty());
+        Ok(if needs {
+            Some(self.aws().await?.clone())
+        } else {
+            None
+        })
+    }
+
+    /// Registry credentials: ECR's token for an ECR host, else `ENVELOPE_REGISTRY_USERNAME` /
+    /// `ENVELOPE_REGISTRY_PASSWORD` (or `_PASSWORD_FILE`) when set.
+    pub(super) async fn credentials_for(
+        &self,
+        repository: &str,
+    ) -> Result<Option<push::RegistryCredentials>, StageFailure> {
+        let host = repository.split('/').next().unwrap_or("");
+        if push::ecr::parse_ecr_host(host).is_some() {
+            let config = self.aws().await?.clone();
+            let auth = self
+                .ecr_auth
+                .get_or_init(|| async {
+                    push::ecr::EcrAuth::new(aws_sdk_ecr::Client::new(&config))
+                })
+                .await;
+            let mut credentials = auth.credentials().await.map_err(|error| {
+                let environment = error.is_environment();
+                StageFailure::of(error, environment)
+            })?;
+            credentials.server = host.to_owned();
+            self.events
+                .redactor()
+                .add_basic_auth(&credentials.username, credentials.password.expose());
+            return Ok(Some(credentials));
+        }
+        let username = std::env::var("ENVELOPE_REGISTRY_USERNAME").ok();
+        let password = std::env::var("ENVELOPE_REGISTRY_PASSWORD")
+            .ok()
+            .or_else(|| {
+                std::env::var("ENVELOPE_REGISTRY_PASSWORD_FILE")
+                    .ok()
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .map(|text| text.trim_end().to_owned())
+            });
+        if let (Some(username), Some(password)) = (&username, &password) {
+            self.events.redactor().add_basic_auth(username, password);
+        }
+        Ok(match (username, password) {
+            (Some(username), Some(password)) => Some(push::RegistryCredentials {
+                server: host.to_owned(),
+                username,
+                password: Secret::new(password),
+                expires_at: None,
+            }),
+            _ => None,
+        })
+    }
+
+    pub(super) fn endpoint_for(&self, repository: &str) -> Option<String> {
+        let host = repository.split('/').next().unwrap_or("");
+        self.settings
+            .registry_endpoint
+            .clone()
+            .filter(|endpoint| !endpoint.is_empty() && endpoint != host)
+    }
+}
+
+pub(super) fn docker_unreachable(error: bollard::errors::Error) -> StageFailure {
+    let host = std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+    StageFailure::environment(format!(
+        "cannot reach the Docker daemon at {host} ({}); start Docker, or set DOCKER_HOST to a \
+         running daemon, and run again",
+        crate::error_chain(&error)
+    ))
+}

@@ -1,0 +1,451 @@
+//! The run loop: each stage's record before and after its work, the deploy lease at the
+//! gate, stops from outside (superseded, cancelled) and the run's verdict.
+
+use super::state::{build_outputs, restore_state};
+use super::*;
+use crate::event::Event;
+use crate::exec::build_limits;
+use crate::exec::lease::GateLease;
+use crate::plan::{self, Plan, PlanContext, Step};
+use crate::run::{RunId, RunRecord, RunStatus, StageOutputs, StageRecord, StageStatus};
+use std::time::{Duration, Instant};
+
+impl Driver {
+    pub(super) async fn execute(
+        &self,
+        mut record: RunRecord,
+        mut context: PlanContext,
+    ) -> Result<RunOutcome, DriverError> {
+        let started = Instant::now();
+        let mut state = restore_state(&record);
+        if let Some(sha) = &state.sha {
+            context.sha = Some(sha.clone());
+        }
+        if let Err(error) = self.settle_aws(&mut context).await {
+            // The run cannot go on without its account or region: say so in the record too.
+            self.store
+                .set_run_status(&record.id, RunStatus::Failed, Some(&now()))
+                .await?;
+            return Err(error);
+        }
+        record.status = RunStatus::Running;
+        self.store
+            .set_run_status(&record.id, RunStatus::Running, None)
+            .await?;
+        let gate = gate_index(&plan::plan(&self.compiled, &context)?);
+        let mut lease: Option<GateLease> = None;
+        let names: Vec<String> = record.stages.iter().map(|s| s.name.clone()).collect();
+        let mut outcome = None;
+        for (index, name) in names.into_iter().enumerate() {
+            let stage = record.stage(&name).cloned().expect("stage from the record");
+            if stage.status.is_finished() {
+                continue;
+            }
+            // Re-plan with what is known now (the sha after the source step, the images after
+            // the push): pure and cheap.
+            context.outputs = build_outputs(&state);
+            let plan = plan::plan(&self.compiled, &context)?;
+            let Some(step) = plan.steps.iter().find(|s| s.name() == name).cloned() else {
+                continue;
+            };
+            let skip_locally = self.settings.is_local()
+                && (matches!(step, Step::Approval(_) | Step::Migrate(_) | Step::Deploy(_))
+                    || (matches!(step, Step::Push(_)) && self.settings.local_registry.is_none()));
+            if skip_locally {
+                self.finish_stage(
+                    &mut record,
+                    &name,
+                    StageStatus::Skipped,
+                    StageOutputs::default(),
+                    None,
+                    0.0,
+                )
+                .await?;
+                continue;
+            }
+            if let Some(stopped) = self.stopped_from_outside(&record).await? {
+                outcome = Some(stopped);
+                break;
+            }
+            let mut gate_passed_now = false;
+            if index >= gate && lease.is_none() {
+                match self.hold_gate(&record, plan.concurrency).await? {
+                    GateResult::Held(held) => {
+                        *self.gate_lease.lock().expect("gate lease lock") = Some(held.clone());
+                        lease = Some(held);
+                        gate_passed_now = true;
+                    }
+                    GateResult::Stopped(stopped) => {
+                        outcome = Some(stopped);
+                        break;
+                    }
+                }
+            }
+            let stage_started = Instant::now();
+            self.begin_stage(&mut record, &name, step.kind()).await?;
+            // Superseding touches only runs with no stage started past the gate; this run looks
+            // again once its first one is recorded, so the two never both go ahead.
+            if gate_passed_now && let Some(stopped) = self.stopped_from_outside(&record).await? {
+                self.finish_stage(
+                    &mut record,
+                    &name,
+                    StageStatus::Cancelled,
+                    StageOutputs::default(),
+                    stopped.error.clone(),
+                    0.0,
+                )
+                .await?;
+                outcome = Some(stopped);
+                break;
+            }
+            let result = tokio::select! {
+                result = self.run_step(&step, &plan, &mut record, &mut state) => Some(result),
+                () = self.settings.cancel.cancelled() => None,
+            };
+            let seconds = stage_started.elapsed().as_secs_f64();
+            match result {
+                None => {
+                    let message = format!(
+                        "cancelled during `{name}`; `envelope-runner resume {}` continues from this stage",
+                        record.id
+                    );
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Cancelled,
+                        StageOutputs::default(),
+                        Some(message.clone()),
+                        seconds,
+                    )
+                    .await?;
+                    outcome = Some(RunOutcome {
+                        run: record.id.clone(),
+                        status: RunStatus::Cancelled,
+                        stage: Some(name.clone()),
+                        error: Some(message),
+                        environment: false,
+                        lock_lost: false,
+                    });
+                    break;
+                }
+                Some(Ok(StepResult::Done(outputs))) => {
+                    if let Some(sha) = &outputs.sha {
+                        context.sha = Some(sha.clone());
+                    }
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Succeeded,
+                        outputs,
+                        None,
+                        seconds,
+                    )
+                    .await?;
+                }
+                Some(Ok(StepResult::Waiting)) => {
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Waiting,
+                        StageOutputs::default(),
+                        None,
+                        seconds,
+                    )
+                    .await?;
+                    outcome = Some(RunOutcome {
+                        run: record.id.clone(),
+                        status: RunStatus::Waiting,
+                        stage: Some(name.clone()),
+                        error: None,
+                        environment: false,
+                        lock_lost: false,
+                    });
+                    break;
+                }
+                Some(Ok(StepResult::Stopped(stopped))) => {
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Cancelled,
+                        StageOutputs::default(),
+                        stopped.error.clone(),
+                        seconds,
+                    )
+                    .await?;
+                    outcome = Some(stopped);
+                    break;
+                }
+                Some(Err(mut failure)) => {
+                    self.finish_stage(
+                        &mut record,
+                        &name,
+                        StageStatus::Failed,
+                        failure
+                            .outputs
+                            .take()
+                            .map(|outputs| *outputs)
+                            .unwrap_or_default(),
+                        Some(failure.message.clone()),
+                        seconds,
+                    )
+                    .await?;
+                    for later in record
+                        .stages
+                        .iter_mut()
+                        .filter(|s| s.status == StageStatus::Pending)
+                    {
+                        later.status = StageStatus::Skipped;
+                        self.save_stage(&record.id, later).await?;
+                    }
+                    outcome = Some(RunOutcome {
+                        run: record.id.clone(),
+                        status: failure.status,
+                        stage: Some(name.clone()),
+                        error: Some(failure.message),
+                        environment: failure.environment,
+                        lock_lost: lease.as_ref().is_some_and(|l| l.lost().is_some()),
+                    });
+                    break;
+                }
+            }
+            if self
+                .settings
+                .until
+                .as_deref()
+                .is_some_and(|until| until == name || until == step.kind())
+                && record.stages.iter().any(|s| !s.status.is_finished())
+            {
+                outcome = Some(RunOutcome {
+                    run: record.id.clone(),
+                    status: RunStatus::Waiting,
+                    stage: None,
+                    error: None,
+                    environment: false,
+                    lock_lost: false,
+                });
+                break;
+            }
+        }
+        if let Some(lease) = lease {
+            self.gate_lease.lock().expect("gate lease lock").take();
+            lease.release().await;
+        }
+        let outcome = outcome.unwrap_or(RunOutcome {
+            run: record.id.clone(),
+            status: RunStatus::Succeeded,
+            stage: None,
+            error: None,
+            environment: false,
+            lock_lost: false,
+        });
+        let finished_at = (outcome.status != RunStatus::Waiting)
+            .then(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        self.store
+            .set_run_status(&record.id, outcome.status, finished_at.as_deref())
+            .await?;
+        self.events.emit(Event::RunFinished {
+            run: record.id.clone(),
+            status: outcome.status,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        self.flush_events(&record.id).await?;
+        self.events.finish();
+        Ok(outcome)
+    }
+
+    /// A run another process marked superseded or cancelled stops at the next stage boundary.
+    pub(super) async fn stopped_from_outside(
+        &self,
+        record: &RunRecord,
+    ) -> Result<Option<RunOutcome>, DriverError> {
+        let Some(current) = self.store.get_run(&record.id).await? else {
+            return Ok(None);
+        };
+        Ok(match current.status {
+            RunStatus::Superseded | RunStatus::Cancelled => Some(RunOutcome {
+                run: record.id.clone(),
+                status: current.status,
+                stage: record.next_stage().map(|s| s.name.clone()),
+                error: Some(match current.status {
+                    RunStatus::Superseded => {
+                        "superseded by a newer run of this pipeline before the approval gate".into()
+                    }
+                    _ => "cancelled from another process".into(),
+                }),
+                environment: false,
+                lock_lost: false,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Take the pipeline's deploy lease: one run at a time past the approval gate. Queued runs
+    /// wait their turn; the lease expires if its holder dies, and is renewed while it lives.
+    pub(super) async fn hold_gate(
+        &self,
+        record: &RunRecord,
+        concurrency: crate::pipeline::model::Concurrency,
+    ) -> Result<GateResult, DriverError> {
+        let key = format!("pipeline:{}:gate", self.compiled.name);
+        let holder = record.id.0.clone();
+        let mut announced = None;
+        loop {
+            match crate::exec::lease::acquire(
+                self.store.as_ref(),
+                &key,
+                &holder,
+                self.settings.lease_ttl,
+            )
+            .await?
+            {
+                crate::store::LeaseOutcome::Granted { generation, .. } => {
+                    // A newer run may have superseded this one while it waited.
+                    if let Some(stopped) = self.stopped_from_outside(record).await? {
+                        let _ = self.store.release_lease(&key, &holder).await;
+                        return Ok(GateResult::Stopped(stopped));
+                    }
+                    return Ok(GateResult::Held(GateLease::start(
+                        self.store.clone(),
+                        key,
+                        holder,
+                        generation,
+                        self.settings.lease_ttl,
+                    )));
+                }
+                crate::store::LeaseOutcome::Held { by, expires_at } => {
+                    if announced.as_ref() != Some(&by) {
+                        self.events.emit(Event::Notice {
+                            stage: None,
+                            message: format!(
+                                "run {by} of `{}` is past the approval gate; waiting for it to finish ({} mode, its lease expires at {} unless renewed)",
+                                self.compiled.name,
+                                match concurrency {
+                                    crate::pipeline::model::Concurrency::Queued => "queued",
+                                    crate::pipeline::model::Concurrency::Superseded => "superseded",
+                                },
+                                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            ),
+                        });
+                        let _ = self.flush_events(&record.id).await;
+                        announced = Some(by);
+                    }
+                    if let Some(stopped) = self.stopped_from_outside(record).await? {
+                        return Ok(GateResult::Stopped(stopped));
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(self.settings.approval_poll) => {}
+                        () = self.settings.cancel.cancelled() => {
+                            return Ok(GateResult::Stopped(RunOutcome {
+                                run: record.id.clone(),
+                                status: RunStatus::Cancelled,
+                                stage: record.next_stage().map(|s| s.name.clone()),
+                                error: Some("cancelled while waiting for the pipeline's lock".into()),
+                                environment: false,
+                                lock_lost: false,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) async fn begin_stage(
+        &self,
+        record: &mut RunRecord,
+        name: &str,
+        kind: &str,
+    ) -> Result<(), DriverError> {
+        let stage = record.stage_mut(name).expect("stage exists");
+        stage.status = StageStatus::Running;
+        if stage.started_at.is_none() {
+            stage.started_at = Some(now());
+        }
+        stage.error = None;
+        let stage = stage.clone();
+        self.save_stage(&record.id, &stage).await?;
+        self.events.emit(Event::StageStarted {
+            stage: name.to_owned(),
+            kind: kind.to_owned(),
+        });
+        Ok(())
+    }
+
+    pub(super) async fn finish_stage(
+        &self,
+        record: &mut RunRecord,
+        name: &str,
+        status: StageStatus,
+        outputs: StageOutputs,
+        error: Option<String>,
+        seconds: f64,
+    ) -> Result<(), DriverError> {
+        let stage = record.stage_mut(name).expect("stage exists");
+        stage.status = status;
+        if status != StageStatus::Waiting {
+            stage.finished_at = Some(now());
+        }
+        if outputs != StageOutputs::default() {
+            stage.outputs = outputs;
+        }
+        stage.error = error.clone();
+        let stage = stage.clone();
+        self.save_stage(&record.id, &stage).await?;
+        self.events.emit(Event::StageFinished {
+            stage: name.to_owned(),
+            status,
+            seconds,
+            error,
+        });
+        self.flush_events(&record.id).await
+    }
+
+    /// Save a stage's record with the run's secrets redacted from its error and outputs.
+    pub(super) async fn save_stage(
+        &self,
+        run: &RunId,
+        stage: &StageRecord,
+    ) -> Result<(), crate::store::StoreError> {
+        let redacted = self.events.redactor().redact_texts(stage);
+        let stage = redacted.as_ref().unwrap_or(stage);
+        self.store.save_stage(run, stage).await
+    }
+
+    pub(super) async fn flush_events(&self, run: &RunId) -> Result<(), DriverError> {
+        let events = self.events.take_unsaved();
+        if !events.is_empty() {
+            self.store.append_events(run, &events).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn run_step(
+        &self,
+        step: &Step,
+        plan: &Plan,
+        record: &mut RunRecord,
+        state: &mut RunState,
+    ) -> Result<StepResult, StageFailure> {
+        match step {
+            Step::Source(source) => self.source(source, record, state).await,
+            Step::Build(build) => {
+                self.ensure_checkout(plan, record, state).await?;
+                let limit = Duration::from_secs(build.timeout_seconds);
+                tokio::time::timeout(limit, self.build(build, plan, record, state))
+                    .await
+                    .unwrap_or_else(|_| {
+                        let history = self.events.history();
+                        Err(StageFailure::environment(build_limits::timed_out(
+                            &build.name,
+                            limit,
+                            &history,
+                        )))
+                    })
+            }
+            Step::Push(push) => self.push(push, state).await,
+            Step::Approval(approval) => self.approval(approval, plan, record, state).await,
+            Step::Migrate(migrate) => self.migrate(migrate, plan, record, state).await,
+            Step::Deploy(deploy) => self.deploy(deploy, record, state).await,
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The driver takes a run through its steps: it records every stage transition in the store
+//! before and after the work, skips stages a resumed run already finished, and turns each
+//! stage's outcome into the run's verdict.
+//!
+//! This file holds the run-lifecycle API the CLI and the agent use (start, resume, retry,
+//! roll back, supersede) and the types the parts share; `execute` is the run loop, `steps`
+//! one module per stage kind, `clients`/`secrets` what stages need from outside,
+//! `progress` the stages' events and `state` the pure bookkeeping.
+
+mod clients;
+mod execute;
+mod progress;
+mod secrets;
+mod state;
+mod steps;
+
+pub use state::{context_record, gate_index, pending_stages};
+use state::{now, plan_context};
+
+use crate::event::Event;
+use crate::exec::lease::GateLease;
+use crate::exec::{aws_target, ecs, push};
+use crate::pipeline::CompiledPipeline;
+use crate::plan::{self, PlanContext, Step};
+use crate::report::EventSink;
+use crate::run::{RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord, StageStatus};
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// How a run is executed, beyond what the pipeline says.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Mirrors, checkouts and other reusable state (`~/.cache/envelope-runner` by default).
+    pub cache_dir: PathBuf,
+    /// Stop after this step (name or kind), leaving the rest for `resume`.
+    pub until: Option<String>,
+    /// Build from this working tree instead of cloning; skip approval, migrate and deploy.
+    pub local_source: Option<PathBuf>,
+    /// With `local_source`: push to this registry host instead of only tagging locally.
+    pub local_registry: Option<String>,
+    /// Contact this `host:port` instead of the registry host the pipeline names (mirrors,
+    /// VPC endpoints, a local emulator).
+    pub registry_endpoint: Option<String>,
+    /// Who started the run, recorded with it.
+    pub user: String,
+    /// How often a waiting approval gate (or a queued run) looks again.
+    pub approval_poll: Duration,
+    /// How long the pipeline's deploy lease lives without a heartbeat.
+    pub lease_ttl: Duration,
+    /// Cancelled on Ctrl-C / SIGTERM: the current stage is checkpointed and the run stops.
+    pub cancel: tokio_util::sync::CancellationToken,
+    /// `--region`: beats every region a file or the environment names (see `aws_target`).
+    pub region: Option<String>,
+}
+
+impl RunSettings {
+    pub fn is_local(&self) -> bool {
+        self.local_source.is_some()
+    }
+}
+
+/// How a run ended, for the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub run: RunId,
+    pub status: RunStatus,
+    /// The stage that failed or is waiting, if any.
+    pub stage: Option<String>,
+    pub error: Option<String>,
+    /// The failure lies with the environment (Docker, registry, network, credentials).
+    pub environment: bool,
+    /// The run lost its pipeline's deploy lease and stopped before its next AWS change.
+    pub lock_lost: bool,
+}
+
+/// Errors that stop a run before or outside its stages.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("no run {0} in the store")]
+    UnknownRun(RunId),
+    #[error(
+        "run {0} pushed no image, so there is nothing to roll back to; pick a run that succeeded"
+    )]
+    NothingToRollBackTo(RunId),
+    #[error("run {run} belongs to pipeline `{found}`, not `{expected}`")]
+    WrongPipeline {
+        run: RunId,
+        found: String,
+        expected: String,
+    },
+    #[error(transparent)]
+    AwsTarget(#[from] aws_target::AwsTargetError),
+}
+
+/// A failed stage: what to tell people, and whether the environment (not the input) is at fault.
+#[derive(Debug)]
+struct StageFailure {
+    message: String,
+    status: RunStatus,
+    environment: bool,
+    /// What the stage did before it failed (a migration task, deployments, rollbacks).
+    outputs: Option<Box<StageOutputs>>,
+}
+
+impl StageFailure {
+    fn new(message: impl Into<String>) -> Self {
+        StageFailure {
+            message: message.into(),
+            status: RunStatus::Failed,
+            environment: false,
+            outputs: None,
+        }
+    }
+
+    /// A failure of the machine, network or credentials rather than of the pipeline or code.
+    fn environment(message: impl Into<String>) -> Self {
+        StageFailure {
+            environment: true,
+            ..StageFailure::new(message)
+        }
+    }
+
+    fn of(message: impl ToString, environment: bool) -> Self {
+        StageFailure {
+            environment,
+            ..StageFailure::new(message.to_string())
+        }
+    }
+}
+
+/// What earlier steps produced, for later ones.
+#[derive(Debug, Default, Clone)]
+struct RunState {
+    sha: Option<String>,
+    checkout: Option<PathBuf>,
+    image_ids: BTreeMap<String, String>,
+    images: BTreeMap<String, String>,
+    exported: BTreeMap<String, String>,
+}
+
+/// Executes runs of one pipeline.
+pub struct Driver {
+    pub compiled: CompiledPipeline,
+    pub store: Arc<dyn Store>,
+    pub settings: RunSettings,
+    pub events: EventSink,
+    docker: OnceCell<bollard::Docker>,
+    aws: OnceCell<aws_config::SdkConfig>,
+    ecr_auth: OnceCell<push::ecr::EcrAuth>,
+    ecs: OnceCell<ecs::EcsAws>,
+    /// The region `settle_aws` chose, for every AWS client of the run.
+    region: std::sync::OnceLock<String>,
+    /// The deploy lease while the run holds it: every ECS change passes it first.
+    gate_lease: std::sync::Mutex<Option<GateLease>>,
+}
+
+impl Driver {
+    pub fn new(
+        compiled: CompiledPipeline,
+        store: Arc<dyn Store>,
+        settings: RunSettings,
+        events: EventSink,
+    ) -> Self {
+        // Secrets the run can know before it starts; those it fetches are added as it does.
+        events
+            .redactor()
+            .add_all(crate::redact::environment_secrets());
+        events
+            .redactor()
+            .add_all(crate::redact::pipeline_secrets(&compiled));
+        Driver {
+            compiled,
+            store,
+            settings,
+            events,
+            docker: OnceCell::new(),
+            aws: OnceCell::new(),
+            ecr_auth: OnceCell::new(),
+            ecs: OnceCell::new(),
+            region: std::sync::OnceLock::new(),
+            gate_lease: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Create a run record for this trigger and execute it.
+    pub async fn start(
+        &self,
+        trigger: RunTrigger,
+        mut context: PlanContext,
+    ) -> Result<RunOutcome, DriverError> {
+        let id = RunId::new();
+        context.run_id = Some(id.0.clone());
+        let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        context.created.get_or_insert(created.clone());
+        self.settle_aws(&mut context).await?;
+        // Planning first rejects a trigger the pipeline cannot run before anything is recorded.
+        let plan = plan::plan(&self.compiled, &context)?;
+        let record = RunRecord {
+            id: id.clone(),
+            pipeline: self.compiled.name.clone(),
+            status: RunStatus::Running,
+            trigger,
+            created_at: created,
+            finished_at: None,
+            context: context_record(&context),
+            stages: pending_stages(&plan),
+        };
+        self.store.create_run(&record).await?;
+        if plan.concurrency == crate::pipeline::model::Concurrency::Superseded {
+            self.supersede_older_runs(&record, gate_index(&plan))
+                .await?;
+        }
+        self.events.emit(Event::RunStarted {
+            run: id.clone(),
+            pipeline: record.pipeline.clone(),
+            git_ref: record.trigger.git_ref.clone(),
+        });
+        self.execute(record, context).await
+    }
+
+    /// Mark older runs of this pipeline that have not passed the approval gate superseded;
+    /// they stop at their next stage boundary or while waiting for approval. Each is one
+    /// conditional write that leaves a run already past its gate alone.
+    pub async fn supersede_older_runs(
+        &self,
+        newer: &RunRecord,
+        gate: usize,
+    ) -> Result<(), DriverError> {
+        let older = self
+            .store
+            .list_runs(Some(&self.compiled.name), 200, Some(&newer.id))
+            .await?;
+        for summary in older {
+            if !matches!(
+                summary.status,
+                RunStatus::Running | RunStatus::Waiting | RunStatus::Queued
+            ) {
+                continue;
+            }
+            if self.store.supersede_run(&summary.id, gate, &now()).await? {
+                self.events.emit(Event::Notice {
+                    stage: None,
+                    message: format!("run {} superseded by this newer run", summary.id),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Redeploy an earlier run's images without building: a new run whose source and push
+    /// stages carry the earlier run's results and whose only work is the deploy stages.
+    pub async fn rollback(&self, from: &RunRecord) -> Result<RunOutcome, DriverError> {
+        let id = RunId::new();
+        let mut context = plan_context(from);
+        context.run_id = Some(id.0.clone());
+        self.settle_aws(&mut context).await?;
+        let plan = plan::plan(&self.compiled, &context)?;
+        let created = now();
+        let stages = plan
+            .steps
+            .iter()
+            .map(|step| {
+                let earlier = from.stage(step.name());
+                let (status, outputs, error) = match step {
+                    Step::Source(_) | Step::Push(_) => match earlier {
+                        Some(stage) if stage.status == StageStatus::Succeeded => (
+                            StageStatus::Succeeded,
+                            stage.outputs.clone(),
+                            Some(format!("taken from run {}", from.id)),
+                        ),
+                        _ => (StageStatus::Skipped, StageOutputs::default(), None),
+                    },
+                    Step::Deploy(_) => (StageStatus::Pending, StageOutputs::default(), None),
+                    _ => (StageStatus::Skipped, StageOutputs::default(), None),
+                };
+                StageRecord {
+                    name: step.name().to_owned(),
+                    kind: step.kind().to_owned(),
+                    status,
+                    started_at: None,
+                    finished_at: None,
+                    outputs,
+                    error,
+                }
+            })
+            .collect::<Vec<_>>();
+        if !stages
+            .iter()
+            .any(|s| s.kind == "push" && s.status == StageStatus::Succeeded)
+        {
+            return Err(DriverError::NothingToRollBackTo(from.id.clone()));
+        }
+        let record = RunRecord {
+            id: id.clone(),
+            pipeline: self.compiled.name.clone(),
+            status: RunStatus::Running,
+            trigger: RunTrigger {
+                kind: crate::run::TriggerKind::Rollback {
+                    from_run: from.id.clone(),
+                },
+                git_ref: from.trigger.git_ref.clone(),
+                sha: from.trigger.sha.clone(),
+                tag: from.trigger.tag.clone(),
+            },
+            created_at: created,
+            finished_at: None,
+            context: context_record(&context),
+            stages,
+        };
+        self.store.create_run(&record).await?;
+        self.events.emit(Event::RunStarted {
+            run: id,
+            pipeline: record.pipeline.clone(),
+            git_ref: format!("rollback to run {}", from.id),
+        });
+        self.execute(record, context).await
+    }
+
+    /// Re-run a failed (or rejected) run's failed stage and everything after it.
+    pub async fn retry(&self, id: &RunId) -> Result<RunOutcome, DriverError> {
+        let mut record = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| DriverError::UnknownRun(id.clone()))?;
+        if let Some(failed) = record
+            .stages
+            .iter()
+            .position(|s| s.status == StageStatus::Failed)
+        {
+            for stage in record.stages.iter_mut().skip(failed) {
+                if matches!(
+                    stage.status,
+                    StageStatus::Failed | StageStatus::Skipped | StageStatus::Cancelled
+                ) {
+                    stage.status = StageStatus::Pending;
+                    stage.error = None;
+                    stage.finished_at = None;
+                    self.save_stage(id, stage).await?;
+                }
+            }
+        }
+        self.resume(id).await
+    }
+
+    /// Continue a run from its first unfinished stage.
+    pub async fn resume(&self, id: &RunId) -> Result<RunOutcome, DriverError> {
+        let record = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| DriverError::UnknownRun(id.clone()))?;
+        if record.pipeline != self.compiled.name {
+            return Err(DriverError::WrongPipeline {
+                run: id.clone(),
+                found: record.pipeline,
+                expected: self.compiled.name.clone(),
+            });
+        }
+        let context = plan_context(&record);
+        let seen = self.store.events(id, None, usize::MAX).await?;
+        self.events
+            .start_at(seen.last().map(|(seq, _)| seq + 1).unwrap_or(1));
+        self.events.emit(Event::Notice {
+            stage: None,
+            message: format!(
+                "resuming run {id} at stage `{}`",
+                record.next_stage().map(|s| s.name.as_str()).unwrap_or("-")
+            ),
+        });
+        self.execute(record, context).await
+    }
+}
+
+enum StepResult {
+    Done(StageOutputs),
+    Waiting,
+    /// Stopped from outside (superseded or cancelled by another process) while waiting.
+    Stopped(RunOutcome),
+}
+
+enum GateResult {
+    Held(GateLease),
+    Stopped(RunOutcome),
+}

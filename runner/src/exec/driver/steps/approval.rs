@@ -1,0 +1,312 @@
+//! The approval stage: wait for a decision until the gate's deadline, and tell the
+//! approvers what they are asked to approve.
+
+use crate::event::Event;
+use crate::exec::driver::*;
+use crate::exec::{ecs, notify};
+use crate::plan::{self, Plan, Step};
+use crate::report::EventSink;
+use crate::run::{ApprovalRecord, RunRecord, RunStatus, StageOutputs, StageStatus};
+use std::time::Duration;
+
+impl Driver {
+    pub(in crate::exec::driver) async fn approval(
+        &self,
+        step: &plan::ApprovalStep,
+        plan: &Plan,
+        record: &mut RunRecord,
+        state: &RunState,
+    ) -> Result<StepResult, StageFailure> {
+        let run = record.id.clone();
+        let started = record
+            .stage(&step.name)
+            .and_then(|s| s.started_at.clone())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(chrono::Utc::now);
+        let deadline = started + chrono::Duration::seconds(step.timeout_seconds as i64);
+        let mut announced = false;
+        loop {
+            let decision = self
+                .store
+                .approval(&run, &step.name)
+                .await
+                .map_err(|error| StageFailure::new(error.to_string()))?;
+            if let Some(decision) = decision {
+                return approval_verdict(&step.name, decision, &self.events);
+            }
+            if let Ok(Some(stopped)) = self.stopped_from_outside(record).await {
+                return Ok(StepResult::Stopped(stopped));
+            }
+            if chrono::Utc::now() >= deadline {
+                return Err(StageFailure {
+                    status: RunStatus::Rejected,
+                    ..StageFailure::new(format!(
+                        "approval timed out after {}: nothing after the gate ran",
+                        step.timeout
+                    ))
+                });
+            }
+            if !announced {
+                announced = true;
+                let stage = record.stage_mut(&step.name).expect("stage exists");
+                stage.status = StageStatus::Waiting;
+                let stage = stage.clone();
+                self.save_stage(&run, &stage)
+                    .await
+                    .map_err(|error| StageFailure::new(error.to_string()))?;
+                self.events.emit(Event::AwaitingApproval {
+                    stage: step.name.clone(),
+                    run: run.clone(),
+                });
+                if stage.outputs.notified.is_none() {
+                    let mut notice = self.approval_notice(step, plan, record, state, deadline);
+                    if step.notify_sns.is_some() || step.notify_webhook.is_some() {
+                        self.task_definition_changes(step, plan, state, &mut notice)
+                            .await;
+                    }
+                    let (sent, warnings) = self.notify(step, &notice).await;
+                    if !sent.is_empty() || !warnings.is_empty() {
+                        let stage = record.stage_mut(&step.name).expect("stage exists");
+                        if !sent.is_empty() {
+                            stage.outputs.notified =
+                                Some(format!("{} at {}", sent.join(", "), now()));
+                        }
+                        stage.outputs.warnings.extend(warnings);
+                        let stage = stage.clone();
+                        self.save_stage(&run, &stage)
+                            .await
+                            .map_err(|error| StageFailure::new(error.to_string()))?;
+                    }
+                }
+                let _ = self.flush_events(&run).await;
+                if self
+                    .settings
+                    .until
+                    .as_deref()
+                    .is_some_and(|u| u == step.name || u == "approval")
+                {
+                    return Ok(StepResult::Waiting);
+                }
+            }
+            let remaining = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(
+                self.settings
+                    .approval_poll
+                    .min(remaining.max(Duration::from_millis(10))),
+            )
+            .await;
+        }
+    }
+
+    /// What the approver is asked to approve: release, images, migration, service changes.
+    pub(in crate::exec::driver) fn approval_notice(
+        &self,
+        step: &plan::ApprovalStep,
+        plan: &Plan,
+        record: &RunRecord,
+        state: &RunState,
+        deadline: chrono::DateTime<chrono::Utc>,
+    ) -> notify::ApprovalNotice {
+        let after_gate = plan
+            .steps
+            .iter()
+            .skip_while(|s| s.name() != step.name)
+            .skip(1);
+        let mut migration = None;
+        let mut services = Vec::new();
+        for later in after_gate {
+            match later {
+                Step::Migrate(m) if migration.is_none() => migration = Some(m.command.clone()),
+                Step::Deploy(d) => {
+                    for service in &d.services {
+                        services.push(notify::ServiceChange {
+                            service: service.clone(),
+                            changes: state
+                                .images
+                                .values()
+                                .map(|image| format!("image → {image}"))
+                                .collect(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        notify::ApprovalNotice {
+            pipeline: plan.pipeline.clone(),
+            run: record.id.0.clone(),
+            stage: step.name.clone(),
+            git_ref: plan.trigger.git_ref.clone(),
+            release: plan.trigger.tag.clone(),
+            commit: plan.trigger.sha.clone(),
+            images: state.images.values().cloned().collect(),
+            migration,
+            services,
+            approve_with: format!("envelope-runner approve {}", record.id),
+            expires_at: deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }
+    }
+
+    /// Replace the notice's per-service changes with the real task definition diff of each
+    /// service the release deploys (image before → after, anything else that changes). When
+    /// ECS cannot be asked, the planned image change stays and a notice says why.
+    pub(in crate::exec::driver) async fn task_definition_changes(
+        &self,
+        step: &plan::ApprovalStep,
+        plan: &Plan,
+        state: &RunState,
+        notice: &mut notify::ApprovalNotice,
+    ) {
+        let images: Vec<String> = state.images.values().cloned().collect();
+        let deploys = plan
+            .steps
+            .iter()
+            .skip_while(|s| s.name() != step.name)
+            .filter_map(|s| match s {
+                Step::Deploy(deploy) => Some(deploy.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        if deploys.is_empty() || images.is_empty() {
+            return;
+        }
+        let aws = match self.ecs().await {
+            Ok(aws) => aws,
+            Err(_) => return,
+        };
+        let mut services = Vec::new();
+        for deploy in deploys {
+            match ecs::deploy::preview(aws, &deploy.cluster, &deploy.services, &images).await {
+                Ok(diffs) => {
+                    for (service, diff) in diffs {
+                        let mut changes: Vec<String> = diff
+                            .images
+                            .iter()
+                            .map(|c| {
+                                format!(
+                                    "container {}: image {} → {}",
+                                    c.container, c.before, c.after
+                                )
+                            })
+                            .collect();
+                        changes.extend(
+                            diff.other
+                                .iter()
+                                .map(|c| format!("{}: {} → {}", c.field, c.before, c.after)),
+                        );
+                        if changes.is_empty() {
+                            changes.push("no change".into());
+                        }
+                        services.push(notify::ServiceChange { service, changes });
+                    }
+                }
+                Err(error) => {
+                    self.events.emit(Event::Notice {
+                        stage: Some(step.name.clone()),
+                        message: format!(
+                            "the approval notice shows planned image changes only: {error}"
+                        ),
+                    });
+                    return;
+                }
+            }
+        }
+        notice.services = services;
+    }
+
+    /// Send the gate's notifications: where they went, and a warning line for each that could
+    /// not be sent. A failure is loud (a warning in every output mode and in the stage's
+    /// record) but never fatal: the gate still works.
+    pub(in crate::exec::driver) async fn notify(
+        &self,
+        step: &plan::ApprovalStep,
+        notice: &notify::ApprovalNotice,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut sent = Vec::new();
+        let mut warnings = Vec::new();
+        // Approvers read the notice outside the run: it carries no secret either.
+        let Some(notice) = self.events.redactor().redact_texts(notice) else {
+            let message =
+                "approvers were not told: the approval notice could not be checked for secrets"
+                    .to_owned();
+            self.events.emit(Event::Warning {
+                stage: Some(step.name.clone()),
+                message: message.clone(),
+            });
+            return (sent, vec![message]);
+        };
+        let notice = &notice;
+        let mut warn = |error: notify::NotifyError| {
+            let message = error.to_string();
+            self.events.emit(Event::Warning {
+                stage: Some(step.name.clone()),
+                message: message.clone(),
+            });
+            warnings.push(message);
+        };
+        if let Some(topic) = &step.notify_sns {
+            let result = match self.aws().await {
+                Ok(config) => notify::publish_sns(config, topic, notice).await,
+                Err(failure) => Err(notify::NotifyError::Sns {
+                    topic: topic.clone(),
+                    detail: failure.message,
+                }),
+            };
+            match result {
+                Ok(message) => {
+                    self.events.emit(Event::Log {
+                        stage: step.name.clone(),
+                        line: format!("notified SNS topic {topic} (message {message})"),
+                    });
+                    sent.push(format!("sns:{topic}"));
+                }
+                Err(error) => warn(error),
+            }
+        }
+        if let Some(url) = &step.notify_webhook {
+            match notify::post_webhook(url, notice).await {
+                Ok(()) => {
+                    self.events.emit(Event::Log {
+                        stage: step.name.clone(),
+                        line: format!("notified the webhook at {}", crate::redact::url_origin(url)),
+                    });
+                    sent.push(format!("webhook:{}", crate::redact::url_origin(url)));
+                }
+                Err(error) => warn(error),
+            }
+        }
+        (sent, warnings)
+    }
+}
+
+pub(in crate::exec::driver) fn approval_verdict(
+    stage: &str,
+    decision: ApprovalRecord,
+    events: &EventSink,
+) -> Result<StepResult, StageFailure> {
+    let comment = decision
+        .comment
+        .as_deref()
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    if decision.approved {
+        events.emit(Event::Output {
+            stage: stage.to_owned(),
+            key: "approved".into(),
+            value: format!("by {} at {}{comment}", decision.by, decision.at),
+        });
+        Ok(StepResult::Done(StageOutputs {
+            approval: Some(decision),
+            ..StageOutputs::default()
+        }))
+    } else {
+        Err(StageFailure {
+            status: RunStatus::Rejected,
+            ..StageFailure::new(format!(
+                "rejected by {} at {}{comment}; nothing after the gate ran",
+                decision.by, decision.at
+            ))
+        })
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per stage kind: what `Driver::run_step` runs for each step of the plan.
+
+mod approval;
+mod build;
+mod ecs;
+mod push;
+mod source;

@@ -1,0 +1,98 @@
+//! The push stage: the built image to its registry under every tag.
+
+use crate::event::Event;
+use crate::exec::driver::progress::push_event;
+use crate::exec::driver::*;
+use crate::exec::push;
+use crate::plan;
+use crate::run::StageOutputs;
+
+impl Driver {
+    pub(in crate::exec::driver) async fn push(
+        &self,
+        step: &plan::PushStep,
+        state: &mut RunState,
+    ) -> Result<StepResult, StageFailure> {
+        let docker = self.docker().await?;
+        let image_id = state.image_ids.get(&step.build).cloned().ok_or_else(|| {
+            StageFailure::new(format!(
+                "no image from stage `{}`: it did not run",
+                step.build
+            ))
+        })?;
+        let image_name = step
+            .repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&step.repository);
+        let repository = self.repository_of(&step.repository, image_name);
+        if !self.settings.is_local()
+            && let Some(host) =
+                push::ecr::parse_ecr_host(repository.split('/').next().unwrap_or(""))
+        {
+            let create = self.compiled.pipeline.stages.iter().any(|stage| {
+                matches!(stage, crate::pipeline::model::Stage::Build(b) if b.create_repository == Some(true) && stage.name() == step.build)
+            });
+            let client = aws_sdk_ecr::Client::new(self.aws().await?);
+            let path = repository
+                .split_once('/')
+                .map(|(_, p)| p)
+                .unwrap_or(&repository);
+            push::ecr::ensure_repository(
+                &client,
+                path,
+                &push::ecr::RepositoryOptions {
+                    registry_id: Some(host.account_id.clone()),
+                    create_if_missing: create,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| {
+                let environment = error.is_environment();
+                StageFailure::of(error, environment)
+            })?;
+        }
+        let request = push::PushRequest {
+            local_image: image_id,
+            repository: repository.clone(),
+            tags: step.tags.clone(),
+            credentials: self.credentials_for(&repository).await?,
+            endpoint_override: self.endpoint_for(&repository),
+        };
+        let stage = step.name.clone();
+        let events = self.events.clone();
+        let progress = move |progress: push::PushProgress| {
+            if let Some(event) = push_event(&stage, progress) {
+                events.emit(event);
+            }
+        };
+        let output = push::push(&docker, &request, &progress)
+            .await
+            .map_err(|error| {
+                let environment = error.is_environment();
+                StageFailure::of(error, environment)
+            })?;
+        self.events.emit(Event::Output {
+            stage: step.name.clone(),
+            key: "image".into(),
+            value: output.image_ref.clone(),
+        });
+        self.events.emit(Event::Output {
+            stage: step.name.clone(),
+            key: "layers".into(),
+            value: format!(
+                "{} uploaded ({} bytes), {} already in the registry",
+                output.layers_uploaded, output.bytes_uploaded, output.layers_skipped
+            ),
+        });
+        state
+            .images
+            .insert(step.build.clone(), output.image_ref.clone());
+        Ok(StepResult::Done(StageOutputs {
+            digest: Some(output.digest),
+            image: Some(output.image_ref),
+            ..StageOutputs::default()
+        }))
+    }
+}
