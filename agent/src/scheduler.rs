@@ -17,6 +17,7 @@
 //!   futures are dropped. The store already has each stage's state, so a stopped stage simply
 //!   runs again when the run is resumed.
 
+use envelope_runner::run::StageKind;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -553,7 +554,7 @@ impl Scheduler {
             .position(|stage| !stage.status.is_finished())
             .unwrap_or(record.stages.len());
         for stage in &record.stages[from..] {
-            if stage.kind == "approval"
+            if stage.kind == StageKind::Approval
                 && self
                     .inner
                     .store
@@ -667,7 +668,7 @@ impl Scheduler {
                 let Some(stage) = record.next_stage() else {
                     return Ok(true);
                 };
-                if stage.kind != "approval" || stage.status != StageStatus::Waiting {
+                if stage.kind != StageKind::Approval || stage.status != StageStatus::Waiting {
                     return Ok(true);
                 }
                 if self

@@ -293,7 +293,7 @@ fn new_run(pipeline: &str, number: usize) -> RunRecord {
             .into_iter()
             .map(|name| StageRecord {
                 name: name.into(),
-                kind: name.into(),
+                kind: name.parse().expect("a stage kind"),
                 status: StageStatus::Pending,
                 started_at: Some(now()),
                 finished_at: None,

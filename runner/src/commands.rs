@@ -7,6 +7,7 @@ use crate::exit_codes;
 use crate::pipeline;
 use crate::plan::PlanContext;
 use crate::report::{EventSink, JsonReporter, PlainReporter, Reporter, TerminalReporter};
+use crate::run::StageKind;
 use crate::run::{ApprovalRecord, RunId, RunStatus, RunTrigger, StageStatus, TriggerKind};
 
 use crate::store::{self, Store};
@@ -232,7 +233,7 @@ async fn run(
             .pipeline
             .stages
             .iter()
-            .any(|s| s.name() == until || s.kind() == until)
+            .any(|s| s.name() == until || s.kind().as_str() == until)
         && !["source", "push"].contains(&until.as_str())
     {
         eprintln!("error: --until {until}: the pipeline has no such stage");
@@ -469,7 +470,7 @@ async fn rollback(
                     && record
                         .stages
                         .iter()
-                        .any(|s| s.kind == "deploy" && s.status == StageStatus::Succeeded)
+                        .any(|s| s.kind == StageKind::Deploy && s.status == StageStatus::Succeeded)
                 {
                     successful.push(record);
                 }
@@ -596,7 +597,7 @@ async fn approve(
     let gates: Vec<_> = record
         .stages
         .iter()
-        .filter(|s| s.kind == "approval")
+        .filter(|s| s.kind == StageKind::Approval)
         .collect();
     let gate = match (&stage, gates.as_slice()) {
         (Some(name), _) => gates.iter().find(|s| &s.name == name).copied(),

@@ -17,7 +17,7 @@ pub enum Event {
     },
     StageStarted {
         stage: String,
-        kind: String,
+        kind: crate::run::StageKind,
     },
     StageFinished {
         stage: String,
@@ -26,10 +26,7 @@ pub enum Event {
         error: Option<String>,
     },
     /// A line of output from a stage (buildspec command, build step, migration task log).
-    Log {
-        stage: String,
-        line: String,
-    },
+    Log { stage: String, line: String },
     /// A build step (BuildKit vertex) changed state.
     BuildStep {
         stage: String,
@@ -54,10 +51,7 @@ pub enum Event {
         value: String,
     },
     /// The run is paused at an approval gate.
-    AwaitingApproval {
-        stage: String,
-        run: RunId,
-    },
+    AwaitingApproval { stage: String, run: RunId },
     /// Rollout progress of one ECS service.
     ServiceProgress {
         stage: String,

@@ -6,6 +6,7 @@
 
 use crate::pipeline::model::{Concurrency, OnFailure, Stage};
 use crate::pipeline::{CompiledPipeline, duration, names, template, untrusted};
+use crate::run::StageKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,7 +19,7 @@ pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_TOKEN_ENV: &str = "GITHUB_TOKEN";
 
 /// What triggered the run: everything plan may not look up itself.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PlanContext {
     /// Branch, tag, full ref or sha to build.
     pub git_ref: String,
@@ -201,14 +202,14 @@ impl Step {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> StageKind {
         match self {
-            Step::Source(_) => "source",
-            Step::Build(_) => "build",
-            Step::Push(_) => "push",
-            Step::Approval(_) => "approval",
-            Step::Migrate(_) => "migrate",
-            Step::Deploy(_) => "deploy",
+            Step::Source(_) => StageKind::Source,
+            Step::Build(_) => StageKind::Build,
+            Step::Push(_) => StageKind::Push,
+            Step::Approval(_) => StageKind::Approval,
+            Step::Migrate(_) => StageKind::Migrate,
+            Step::Deploy(_) => StageKind::Deploy,
         }
     }
 }
@@ -248,6 +249,11 @@ pub fn push_step_name(build: &str) -> String {
     } else {
         format!("{build}-push")
     }
+}
+
+/// The build stage whose push step is named `push_step`: the inverse of [`push_step_name`].
+pub fn build_of_push_step(push_step: &str) -> &str {
+    push_step.strip_suffix("-push").unwrap_or("build")
 }
 
 /// Make the plan. Pure.

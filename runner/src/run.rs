@@ -188,11 +188,64 @@ pub struct ApprovalRecord {
     pub comment: Option<String>,
 }
 
+/// What a stage does: one per step kind of the plan. Stored as its lower-case name, the same
+/// text records held when kinds were plain strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Source,
+    Build,
+    Push,
+    Approval,
+    Migrate,
+    Deploy,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 6] = [
+        StageKind::Source,
+        StageKind::Build,
+        StageKind::Push,
+        StageKind::Approval,
+        StageKind::Migrate,
+        StageKind::Deploy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Source => "source",
+            StageKind::Build => "build",
+            StageKind::Push => "push",
+            StageKind::Approval => "approval",
+            StageKind::Migrate => "migrate",
+            StageKind::Deploy => "deploy",
+        }
+    }
+}
+
+impl std::str::FromStr for StageKind {
+    type Err = String;
+
+    /// A kind by its name, as `--until` and records spell it.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        StageKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| format!("no stage kind `{text}`"))
+    }
+}
+
+impl fmt::Display for StageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One stage of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageRecord {
     pub name: String,
-    pub kind: String,
+    pub kind: StageKind,
     pub status: StageStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
@@ -282,10 +335,26 @@ mod tests {
     }
 
     #[test]
+    fn stage_kinds_are_stored_as_the_names_records_always_held() {
+        for kind in StageKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+            assert_eq!(serde_json::from_str::<StageKind>(&json).unwrap(), kind);
+            assert_eq!(kind.as_str().parse::<StageKind>(), Ok(kind));
+        }
+        // A stage record as the stores wrote it before kinds were an enum.
+        let old = r#"{"name":"api-push","kind":"push","status":"succeeded","outputs":{}}"#;
+        let stage: StageRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(stage.kind, StageKind::Push);
+        assert_eq!(serde_json::to_string(&stage).unwrap(), old);
+        assert!("notify".parse::<StageKind>().is_err());
+    }
+
+    #[test]
     fn finished_stages_are_skipped_on_resume() {
         let stage = |name: &str, status| StageRecord {
             name: name.into(),
-            kind: name.into(),
+            kind: name.parse().unwrap(),
             status,
             started_at: None,
             finished_at: None,

@@ -13,6 +13,7 @@ pub mod session;
 
 pub use serve::run;
 
+use envelope_runner::run::StageKind;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -517,7 +518,7 @@ async fn run_page(
     for stage in record
         .stages
         .iter()
-        .filter(|stage| stage.kind == "approval")
+        .filter(|stage| stage.kind == StageKind::Approval)
     {
         let decision = match app.store.approval(&id, &stage.name).await {
             Ok(decision) => decision,
@@ -529,7 +530,7 @@ async fn run_page(
         .stages
         .iter()
         .find(|stage| {
-            stage.kind == "approval"
+            stage.kind == StageKind::Approval
                 && stage.status == StageStatus::Waiting
                 && decisions
                     .iter()
@@ -683,7 +684,9 @@ async fn decide(
         Err(error) => return store_error(&signed, &error),
     };
     let waiting = record.stages.iter().any(|stage| {
-        stage.name == form.stage && stage.kind == "approval" && stage.status == StageStatus::Waiting
+        stage.name == form.stage
+            && stage.kind == StageKind::Approval
+            && stage.status == StageStatus::Waiting
     });
     if !waiting {
         return (

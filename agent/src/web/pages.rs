@@ -250,7 +250,7 @@ pub fn run(viewer: &Viewer, view: &RunView) -> String {
             body,
             "<tr id=\"stage-{name}\"><td>{name}</td><td>{kind}</td><td>{status}</td><td>{started}</td><td>{finished}</td><td>{detail}</td></tr>",
             name = escape(&stage.name),
-            kind = escape(&stage.kind),
+            kind = stage.kind,
             status = status_badge(stage.status.as_str()),
             started = escape(stage.started_at.as_deref().unwrap_or("")),
             finished = escape(stage.finished_at.as_deref().unwrap_or("")),
@@ -474,7 +474,7 @@ mod tests {
         };
         let stage = |name: &str, kind: &str, status, outputs| StageRecord {
             name: name.into(),
-            kind: kind.into(),
+            kind: kind.parse().unwrap(),
             status,
             started_at: Some("2026-11-26T09:00:00Z".into()),
             finished_at: None,

@@ -18,7 +18,7 @@ async fn interrupted_run(store: &dyn Store, release_id: u64, tag: &str) -> RunId
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let stage = |name: &str, status| StageRecord {
         name: name.into(),
-        kind: name.into(),
+        kind: name.parse().unwrap(),
         status,
         started_at: (status == StageStatus::Running).then(|| now.clone()),
         finished_at: None,

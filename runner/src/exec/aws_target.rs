@@ -98,13 +98,7 @@ mod tests {
         let text = format!(
             "source:\n  repository: acme/app\n  tags: [\"v*\"]\n{aws}stages:\n  - build:\n      image: app\n{stages}"
         );
-        let sources = Sources {
-            pipeline: SourceFile::new("pipelines/app.yaml", text),
-            defaults: None,
-            buildspecs: BTreeMap::new(),
-            project_root: ".".into(),
-        };
-        pipeline::compile(&sources).expect("the pipeline compiles")
+        pipeline::compile_text(text)
     }
 
     fn context() -> PlanContext {

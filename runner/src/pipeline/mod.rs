@@ -50,6 +50,18 @@ pub struct Sources {
     pub project_root: PathBuf,
 }
 
+/// A pipeline compiled from `text` alone (no defaults file, no buildspecs), for unit tests.
+#[cfg(test)]
+pub(crate) fn compile_text(text: impl Into<String>) -> CompiledPipeline {
+    let sources = Sources {
+        pipeline: diagnostic::SourceFile::new("pipelines/app.yaml", text.into()),
+        defaults: None,
+        buildspecs: BTreeMap::new(),
+        project_root: ".".into(),
+    };
+    compile(&sources).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render(false)))
+}
+
 /// JSON Schema of pipeline files.
 pub fn schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Pipeline)).expect("schema serializes")

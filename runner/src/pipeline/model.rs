@@ -5,6 +5,7 @@
 //! typed value is decoded from the same tree. Strings may hold `${...}` variables (see
 //! `template`); durations are strings like `30m` or `7d` (see `duration`).
 
+pub use crate::run::StageKind;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -255,12 +256,12 @@ pub struct ProjectDefaults {
 }
 
 impl Stage {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> StageKind {
         match self {
-            Stage::Build(_) => "build",
-            Stage::Approval(_) => "approval",
-            Stage::Migrate(_) => "migrate",
-            Stage::Deploy(_) => "deploy",
+            Stage::Build(_) => StageKind::Build,
+            Stage::Approval(_) => StageKind::Approval,
+            Stage::Migrate(_) => StageKind::Migrate,
+            Stage::Deploy(_) => StageKind::Deploy,
         }
     }
 
@@ -272,6 +273,6 @@ impl Stage {
             Stage::Migrate(stage) => &stage.name,
             Stage::Deploy(stage) => &stage.name,
         };
-        name.as_deref().unwrap_or(self.kind())
+        name.as_deref().unwrap_or(self.kind().as_str())
     }
 }

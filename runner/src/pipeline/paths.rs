@@ -258,7 +258,7 @@ fn stage_key_location(compiled: &CompiledPipeline, stage: &str, keys: &[&str]) -
         .pipeline
         .stages
         .get(index)
-        .map_or("build", |s| s.kind());
+        .map_or("build", |s| s.kind().as_str());
     let mut path = vec![
         PathSegment::Key("stages".into()),
         PathSegment::Index(index),

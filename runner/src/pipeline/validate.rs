@@ -169,13 +169,13 @@ fn check_stages(checker: &mut Checker, pipeline: &Pipeline) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut build_seen = false;
     for (index, stage) in pipeline.stages.iter().enumerate() {
-        let kind = stage.kind();
+        let kind = stage.kind().as_str();
         let path = stage_path(index, kind);
         let name = stage.name();
         if let Some(first) = seen.insert(name, index) {
             let position = checker.key_position(&path);
             let first_line = checker
-                .key_position(&stage_path(first, pipeline.stages[first].kind()))
+                .key_position(&stage_path(first, pipeline.stages[first].kind().as_str()))
                 .line;
             let diagnostic = checker.error(position, format!("duplicate stage `{name}`"));
             diagnostic.label = Some(format!(

@@ -22,6 +22,7 @@
 use crate::event::Event;
 use crate::pipeline::diagnostic::{Diagnostic, Severity};
 use crate::report::{Reporter, describe};
+use crate::run::StageKind;
 use crate::run::{ApprovalRecord, RunRecord, RunStatus, StageStatus, TriggerKind};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -284,7 +285,7 @@ pub fn run_outputs(record: &RunRecord) -> Vec<(String, String)> {
     let pushes: Vec<_> = record
         .stages
         .iter()
-        .filter(|stage| stage.kind == "push" && stage.status == StageStatus::Succeeded)
+        .filter(|stage| stage.kind == StageKind::Push && stage.status == StageStatus::Succeeded)
         .collect();
     for (index, stage) in pushes.iter().enumerate() {
         let build = stage
@@ -308,7 +309,11 @@ pub fn run_outputs(record: &RunRecord) -> Vec<(String, String)> {
             }
         }
     }
-    for stage in record.stages.iter().filter(|stage| stage.kind == "deploy") {
+    for stage in record
+        .stages
+        .iter()
+        .filter(|stage| stage.kind == StageKind::Deploy)
+    {
         for (service, arn) in &stage.outputs.task_definitions {
             outputs.push((
                 format!("task-definition-{}", output_name(service)),
@@ -427,7 +432,7 @@ pub fn job_summary(
     let images: Vec<_> = record
         .stages
         .iter()
-        .filter(|stage| stage.kind == "push")
+        .filter(|stage| stage.kind == StageKind::Push)
         .filter_map(|stage| stage.outputs.image.as_ref().map(|image| (stage, image)))
         .collect();
     if !images.is_empty() {
@@ -444,7 +449,7 @@ pub fn job_summary(
     let deployed: Vec<(&str, &String, &String)> = record
         .stages
         .iter()
-        .filter(|stage| stage.kind == "deploy")
+        .filter(|stage| stage.kind == StageKind::Deploy)
         .flat_map(|stage| {
             stage
                 .outputs
@@ -471,7 +476,7 @@ pub fn job_summary(
     for gate in record
         .stages
         .iter()
-        .filter(|stage| stage.kind == "approval")
+        .filter(|stage| stage.kind == StageKind::Approval)
     {
         match approvals.get(&gate.name).or(gate.outputs.approval.as_ref()) {
             Some(decision) => {

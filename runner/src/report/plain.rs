@@ -27,7 +27,9 @@ pub fn describe(event: &Event) -> Option<String> {
         } => {
             format!("run {run} of pipeline `{pipeline}` at {git_ref}")
         }
-        Event::StageStarted { stage, kind } if stage == kind => format!("[{stage}] started"),
+        Event::StageStarted { stage, kind } if stage == kind.as_str() => {
+            format!("[{stage}] started")
+        }
         Event::StageStarted { stage, kind } => format!("[{stage}] started ({kind})"),
         Event::StageFinished {
             stage,

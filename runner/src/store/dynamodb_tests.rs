@@ -400,7 +400,7 @@ fn stage_with_output(name: &str, bytes: usize) -> StageRecord {
     outputs.exported.insert("LARGE".into(), "x".repeat(bytes));
     StageRecord {
         name: name.into(),
-        kind: name.into(),
+        kind: crate::run::StageKind::Build,
         status: StageStatus::Succeeded,
         started_at: None,
         finished_at: None,

@@ -21,7 +21,7 @@ use crate::run::{
 fn stage(name: &str, status: StageStatus) -> StageRecord {
     StageRecord {
         name: name.into(),
-        kind: name.into(),
+        kind: crate::run::StageKind::Build,
         status,
         started_at: None,
         finished_at: None,

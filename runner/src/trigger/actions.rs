@@ -18,6 +18,7 @@ use crate::report::{
     CommandToken, GithubActionsReporter, Reporter, SummaryLinks, diagnostic_annotation,
     job_summary, output_entry, run_outputs, workflow_command,
 };
+use crate::run::StageKind;
 
 use crate::run::{RunId, RunStatus, TriggerKind};
 use crate::store::Store;
@@ -443,7 +444,7 @@ impl ActionsMode {
             for gate in record
                 .stages
                 .iter()
-                .filter(|stage| stage.kind == "approval")
+                .filter(|stage| stage.kind == StageKind::Approval)
             {
                 if let Ok(Some(decision)) = store.approval(run, &gate.name).await {
                     approvals.insert(gate.name.clone(), decision);
@@ -509,7 +510,7 @@ fn paused_as_asked(outcome: &RunOutcome, until: Option<&str>, compiled: &Compile
     compiled.pipeline.stages.iter().any(|candidate| {
         matches!(candidate, Stage::Approval(_))
             && candidate.name() == stage
-            && (until == stage || until == candidate.kind())
+            && (until == stage || until == candidate.kind().as_str())
     })
 }
 

@@ -355,7 +355,7 @@ fn the_reporter_keeps_stage_output_from_issuing_workflow_commands() {
     for event in [
         Event::StageStarted {
             stage: "build".into(),
-            kind: "build".into(),
+            kind: envelope_runner::run::StageKind::Build,
         },
         log("::add-mask::x"),
         log("   ::set-output name=digest::sha256:forged"),
@@ -634,7 +634,7 @@ fn release_repository(path: &Path, tag: &str) -> String {
 fn deployed_record() -> RunRecord {
     let stage = |name: &str, kind: &str, started: &str, finished: &str, outputs| StageRecord {
         name: name.into(),
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
         status: StageStatus::Succeeded,
         started_at: Some(format!("2026-11-26T09:{started}Z")),
         finished_at: Some(format!("2026-11-26T09:{finished}Z")),

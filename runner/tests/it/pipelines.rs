@@ -105,7 +105,7 @@ fn a_branch_run_of_the_api_builds_and_pushes_only() {
         ..PlanContext::default()
     };
     let plan = plan::plan(&compiled, &context).unwrap();
-    let kinds: Vec<&str> = plan.steps.iter().map(|step| step.kind()).collect();
+    let kinds: Vec<&str> = plan.steps.iter().map(|step| step.kind().as_str()).collect();
     assert_eq!(kinds, ["source", "build", "push"]);
     assert_eq!(plan.left_out, ["approval", "migrate", "deploy"]);
     let Step::Build(build) = &plan.steps[1] else {

@@ -7,6 +7,7 @@ use crate::event::Event;
 use crate::exec::build_limits;
 use crate::exec::lease::GateLease;
 use crate::plan::{self, Plan, PlanContext, Step};
+use crate::run::StageKind;
 use crate::run::{RunId, RunRecord, RunStatus, StageOutputs, StageRecord, StageStatus};
 use std::time::{Duration, Instant};
 
@@ -212,7 +213,7 @@ impl Driver {
                 .settings
                 .until
                 .as_deref()
-                .is_some_and(|until| until == name || until == step.kind())
+                .is_some_and(|until| until == name || until == step.kind().as_str())
                 && record.stages.iter().any(|s| !s.status.is_finished())
             {
                 outcome = Some(RunOutcome {
@@ -354,7 +355,7 @@ impl Driver {
         &self,
         record: &mut RunRecord,
         name: &str,
-        kind: &str,
+        kind: StageKind,
     ) -> Result<(), DriverError> {
         let stage = record.stage_mut(name).expect("stage exists");
         stage.status = StageStatus::Running;
@@ -366,7 +367,7 @@ impl Driver {
         self.save_stage(&record.id, &stage).await?;
         self.events.emit(Event::StageStarted {
             stage: name.to_owned(),
-            kind: kind.to_owned(),
+            kind,
         });
         Ok(())
     }

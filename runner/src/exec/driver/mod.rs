@@ -14,6 +14,7 @@ mod secrets;
 mod state;
 mod steps;
 
+use crate::run::StageKind;
 pub use state::{context_record, gate_index, pending_stages};
 use state::{now, plan_context};
 
@@ -283,7 +284,7 @@ impl Driver {
                 };
                 StageRecord {
                     name: step.name().to_owned(),
-                    kind: step.kind().to_owned(),
+                    kind: step.kind(),
                     status,
                     started_at: None,
                     finished_at: None,
@@ -294,7 +295,7 @@ impl Driver {
             .collect::<Vec<_>>();
         if !stages
             .iter()
-            .any(|s| s.kind == "push" && s.status == StageStatus::Succeeded)
+            .any(|s| s.kind == StageKind::Push && s.status == StageStatus::Succeeded)
         {
             return Err(DriverError::NothingToRollBackTo(from.id.clone()));
         }

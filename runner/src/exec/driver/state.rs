@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::plan::{Plan, PlanContext, Step};
+use crate::run::StageKind;
 use crate::run::{RunRecord, StageOutputs, StageRecord, StageStatus};
 use std::collections::BTreeMap;
 
@@ -28,7 +29,7 @@ pub fn pending_stages(plan: &Plan) -> Vec<StageRecord> {
         .iter()
         .map(|step| StageRecord {
             name: step.name().to_owned(),
-            kind: step.kind().to_owned(),
+            kind: step.kind(),
             status: StageStatus::Pending,
             started_at: None,
             finished_at: None,
@@ -113,14 +114,10 @@ pub(super) fn restore_state(record: &RunRecord) -> RunState {
     for stage in record
         .stages
         .iter()
-        .filter(|s| s.status == StageStatus::Succeeded && s.kind == "push")
+        .filter(|s| s.status == StageStatus::Succeeded && s.kind == StageKind::Push)
     {
         if let Some(image) = &stage.outputs.image {
-            let build = stage
-                .name
-                .strip_suffix("-push")
-                .unwrap_or("build")
-                .to_owned();
+            let build = crate::plan::build_of_push_step(&stage.name).to_owned();
             state.images.insert(build, image.clone());
         }
     }
@@ -129,4 +126,158 @@ pub(super) fn restore_state(record: &RunRecord) -> RunState {
 
 pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::compile_text;
+    use crate::plan::plan;
+    use crate::run::{RunId, RunTrigger, TriggerKind};
+
+    const SOURCE: &str = "source:\n  repository: acme/app\n  tags: [\"v*\"]\naws:\n  region: eu-west-2\n  account: \"123456789012\"\n";
+
+    fn planned(stages: &str) -> Plan {
+        let compiled = compile_text(format!("{SOURCE}stages:\n{stages}"));
+        let context = PlanContext {
+            git_ref: "v1.2.3".into(),
+            sha: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            ..PlanContext::default()
+        };
+        plan(&compiled, &context).unwrap()
+    }
+
+    const RELEASE: &str = "  - build:\n      image: app\n  - approval: {}\n  - migrate:\n      cluster: c\n      service: s\n      container: app\n      command: [migrate]\n  - deploy:\n      cluster: c\n      services: [s]\n";
+
+    #[test]
+    fn the_lease_starts_after_the_last_gate_or_at_the_first_ecs_change() {
+        let gated = planned(RELEASE);
+        let names: Vec<&str> = gated.steps.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            ["source", "build", "push", "approval", "migrate", "deploy"]
+        );
+        assert_eq!(gate_index(&gated), 4, "the migration after the gate");
+        let ungated = planned(&RELEASE.replace("  - approval: {}\n", ""));
+        assert_eq!(gate_index(&ungated), 3, "the migration itself");
+        let build_only = planned("  - build:\n      image: app\n");
+        assert_eq!(gate_index(&build_only), build_only.steps.len(), "never");
+    }
+
+    #[test]
+    fn a_new_run_has_one_pending_stage_of_its_kind_per_step() {
+        let stages = pending_stages(&planned(RELEASE));
+        let kinds: Vec<StageKind> = stages.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, StageKind::ALL);
+        assert!(stages.iter().all(|s| s.status == StageStatus::Pending
+            && s.started_at.is_none()
+            && s.outputs == StageOutputs::default()));
+    }
+
+    fn record(stages: Vec<StageRecord>, context: BTreeMap<String, String>) -> RunRecord {
+        RunRecord {
+            id: RunId("01jd0000000000000000000000".into()),
+            pipeline: "app".into(),
+            status: RunStatus::Running,
+            trigger: RunTrigger {
+                kind: TriggerKind::Cli { user: "ci".into() },
+                git_ref: "v1.2.3".into(),
+                sha: None,
+                tag: Some("v1.2.3".into()),
+            },
+            created_at: "2026-12-01T09:00:00Z".into(),
+            finished_at: None,
+            context,
+            stages,
+        }
+    }
+
+    #[test]
+    fn the_recorded_context_plans_the_run_again_exactly() {
+        let context = PlanContext {
+            git_ref: "v1.2.3".into(),
+            sha: Some("abc".into()),
+            run_id: Some("01jd0000000000000000000000".into()),
+            created: Some("2026-12-01T09:00:00Z".into()),
+            account: Some("123456789012".into()),
+            region: Some("eu-west-2".into()),
+            env: [("APP_ENV".to_owned(), "prod".to_owned())].into(),
+            outputs: BTreeMap::new(),
+        };
+        let back = plan_context(&record(Vec::new(), context_record(&context)));
+        assert_eq!(back, context);
+        // A record written before the context was kept falls back to its trigger.
+        let old = plan_context(&record(Vec::new(), BTreeMap::new()));
+        assert_eq!(old.git_ref, "v1.2.3");
+        assert_eq!(old.created.as_deref(), Some("2026-12-01T09:00:00Z"));
+        assert_eq!(old.account, None);
+    }
+
+    #[test]
+    fn finished_stages_leave_their_results_for_later_ones() {
+        let stage = |name: &str, kind, status, outputs| StageRecord {
+            name: name.into(),
+            kind,
+            status,
+            started_at: None,
+            finished_at: None,
+            outputs,
+            error: None,
+        };
+        let record = record(
+            vec![
+                stage(
+                    "source",
+                    StageKind::Source,
+                    StageStatus::Succeeded,
+                    StageOutputs {
+                        sha: Some("abc".into()),
+                        ..StageOutputs::default()
+                    },
+                ),
+                stage(
+                    "push",
+                    StageKind::Push,
+                    StageStatus::Succeeded,
+                    StageOutputs {
+                        image: Some("r/app@sha256:1".into()),
+                        ..StageOutputs::default()
+                    },
+                ),
+                stage(
+                    "worker-push",
+                    StageKind::Push,
+                    StageStatus::Succeeded,
+                    StageOutputs {
+                        image: Some("r/worker@sha256:2".into()),
+                        ..StageOutputs::default()
+                    },
+                ),
+                stage(
+                    "sidecar-push",
+                    StageKind::Push,
+                    StageStatus::Failed,
+                    StageOutputs {
+                        image: Some("r/sidecar@sha256:3".into()),
+                        ..StageOutputs::default()
+                    },
+                ),
+            ],
+            BTreeMap::new(),
+        );
+        let state = restore_state(&record);
+        assert_eq!(state.sha.as_deref(), Some("abc"));
+        assert_eq!(
+            state.images,
+            BTreeMap::from([
+                ("build".to_owned(), "r/app@sha256:1".to_owned()),
+                ("worker".to_owned(), "r/worker@sha256:2".to_owned()),
+            ]),
+            "keyed by the build each push belongs to; a failed push left nothing"
+        );
+        let outputs = build_outputs(&state);
+        assert_eq!(outputs["worker.image"], "r/worker@sha256:2");
+        assert_eq!(outputs["worker.repository"], "r/worker");
+        assert_eq!(outputs["worker.digest"], "sha256:2");
+    }
 }
