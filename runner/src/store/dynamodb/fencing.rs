@@ -10,10 +10,12 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::super::clock::{duration_millis, from_millis};
 use super::super::{LeaseOutcome, StoreError};
-use super::{
-    DynamoDbStore, LEASE_SORT_KEY, MAX_ATTEMPTS, PARTITION_KEY, RUN_SORT_KEY, backoff, enum_name,
-    is_stage, item_key, lease_partition, number, optional_string, run_partition, string,
+use super::item::{
+    LEASE_SORT_KEY, RUN_SORT_KEY, enum_name, is_stage, item_key, lease_partition, number,
+    optional_string, run_partition, string,
 };
+use super::request::backoff;
+use super::{DynamoDbStore, MAX_ATTEMPTS, PARTITION_KEY};
 use crate::run::{RunId, RunStatus, StageStatus};
 
 impl DynamoDbStore {

@@ -1,0 +1,579 @@
+//! The `Store` contract on the DynamoDB table: runs, stages, listings, events, approvals,
+//! leases and trigger claims, each as the conditional write or consistent read it needs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update, WriteRequest,
+};
+use serde_json::Value;
+
+use super::super::clock::duration_millis;
+use super::super::{ApprovalOutcome, LeaseOutcome, RunSummary, Store, StoreError};
+use super::item::{
+    Item, LEASE_SORT_KEY, RUN_SORT_KEY, STAGE_PREFIX, TRIGGER_SORT_KEY, approval_sort_key,
+    enum_name, event_seq, event_sort_key, events_partition, is_stage, item_key, lease_partition,
+    number, optional_string, run_partition, run_record_json, string, to_json, trigger_partition,
+};
+use super::request::{backoff, condition_failed, required};
+use super::{
+    DynamoDbStore, LISTING, LISTING_RUNS, MAX_ATTEMPTS, MAX_BATCH_ITEMS, MAX_TRANSACTION_ITEMS,
+    PARTITION_KEY, RUNS_BY_ID, RUNS_BY_PIPELINE, SORT_KEY,
+};
+use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
+
+#[async_trait::async_trait]
+impl Store for DynamoDbStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        if run.stages.len() >= MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::OutOfRange {
+                what: format!(
+                    "run {} with {} stages (a DynamoDB store keeps runs of up to {} stages)",
+                    run.id,
+                    run.stages.len(),
+                    MAX_TRANSACTION_ITEMS - 1
+                ),
+            });
+        }
+        let sha = run.trigger.sha.clone().or_else(|| {
+            run.stages
+                .iter()
+                .find_map(|stage| stage.outputs.sha.clone())
+        });
+        let mut item = Item::from([
+            (PARTITION_KEY.into(), string(run_partition(&run.id))),
+            (SORT_KEY.into(), string(RUN_SORT_KEY)),
+            ("run_id".into(), string(&run.id.0)),
+            ("pipeline".into(), string(&run.pipeline)),
+            (LISTING.into(), string(LISTING_RUNS)),
+            ("status".into(), string(enum_name(&run.status))),
+            ("created_at".into(), string(&run.created_at)),
+            ("git_ref".into(), string(&run.trigger.git_ref)),
+            ("revision".into(), number(0)),
+            ("record".into(), string(run_record_json(run))),
+        ]);
+        let optional = [
+            ("finished_at", run.finished_at.clone()),
+            ("sha", sha),
+            ("tag", run.trigger.tag.clone()),
+            (
+                "current_stage",
+                run.next_stage().map(|stage| stage.name.clone()),
+            ),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                item.insert(name.into(), string(value));
+            }
+        }
+        self.check_size(&item, || format!("run {}", run.id))?;
+        let put_run = required(
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PARTITION_KEY)
+                .build(),
+        );
+        let mut items = vec![TransactWriteItem::builder().put(put_run).build()];
+        for (position, stage) in run.stages.iter().enumerate() {
+            let position = i64::try_from(position).unwrap_or(i64::MAX);
+            let put = self.put(self.stage_item(&run.id, position, stage)?);
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        match self.transact("creating a run", items).await? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::RunExists { id: run.id.clone() }),
+        }
+    }
+
+    async fn get_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        let items = self.partition(&run_partition(id), "reading a run").await?;
+        let Some(run_item) = items
+            .iter()
+            .find(|item| optional_string(item, SORT_KEY) == Some(RUN_SORT_KEY))
+        else {
+            return Ok(None);
+        };
+        let what = format!("run {id}");
+        let mut value: Value = self.parse_json(self.string(run_item, "record", &what)?, &what)?;
+        if let Some(object) = value.as_object_mut() {
+            let status = self.string(run_item, "status", &what)?;
+            object.insert("status".into(), Value::String(status.to_owned()));
+            object.insert("stages".into(), Value::Array(Vec::new()));
+        }
+        let mut run: RunRecord = serde_json::from_value(value)
+            .map_err(|error| self.unreadable(&what, error.to_string()))?;
+        run.finished_at = optional_string(run_item, "finished_at").map(str::to_owned);
+        let mut stages = items
+            .iter()
+            .filter(|item| is_stage(item))
+            .map(|item| self.stage_from_item(id, item))
+            .collect::<Result<Vec<_>, _>>()?;
+        stages.sort_by_key(|(position, _)| *position);
+        run.stages = stages.into_iter().map(|(_, stage)| stage).collect();
+        Ok(Some(run))
+    }
+
+    async fn save_stage(&self, id: &RunId, stage: &StageRecord) -> Result<(), StoreError> {
+        const OPERATION: &str = "recording a stage transition";
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let items = self.partition(&run_partition(id), OPERATION).await?;
+            let Some(run_item) = items
+                .iter()
+                .find(|item| optional_string(item, SORT_KEY) == Some(RUN_SORT_KEY))
+            else {
+                return Err(StoreError::RunNotFound { id: id.clone() });
+            };
+            let revision = self.number(run_item, "revision", &format!("run {id}"))?;
+            // (position, name, finished) of every stage, with this one replaced or appended.
+            let mut stages = Vec::new();
+            for item in items.iter().filter(|item| is_stage(item)) {
+                let what = format!("a stage of run {id}");
+                let sort = self.string(item, SORT_KEY, &what)?;
+                let name = &sort[STAGE_PREFIX.len()..];
+                let finished = matches!(item.get("finished"), Some(AttributeValue::Bool(true)));
+                stages.push((self.number(item, "position", &what)?, name, finished));
+            }
+            let position = match stages.iter().find(|(_, name, _)| *name == stage.name) {
+                Some((position, _, _)) => *position,
+                None => stages
+                    .iter()
+                    .map(|(position, _, _)| position + 1)
+                    .max()
+                    .unwrap_or(0),
+            };
+            stages.retain(|(_, name, _)| *name != stage.name);
+            stages.push((position, stage.name.as_str(), stage.status.is_finished()));
+            stages.sort_by_key(|(position, _, _)| *position);
+            let current_stage = stages
+                .iter()
+                .find(|(_, _, finished)| !finished)
+                .map(|(_, name, _)| (*name).to_owned());
+
+            let put_stage = self.put(self.stage_item(id, position, stage)?);
+            let mut set = vec!["#revision = :next"];
+            let mut remove = Vec::new();
+            let mut names = HashMap::from([("#revision".to_owned(), "revision".to_owned())]);
+            let mut values = HashMap::from([
+                (":next".to_owned(), number(revision + 1)),
+                (":revision".to_owned(), number(revision)),
+            ]);
+            names.insert("#current".into(), "current_stage".into());
+            match current_stage {
+                Some(current) => {
+                    set.push("#current = :current");
+                    values.insert(":current".into(), string(current));
+                }
+                None => remove.push("#current"),
+            }
+            if let Some(sha) = &stage.outputs.sha {
+                set.push("#sha = if_not_exists(#sha, :sha)");
+                names.insert("#sha".into(), "sha".into());
+                values.insert(":sha".into(), string(sha));
+            }
+            let mut expression = format!("SET {}", set.join(", "));
+            if !remove.is_empty() {
+                expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+            }
+            let update_run = required(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(item_key(&run_partition(id), RUN_SORT_KEY)))
+                    .update_expression(expression)
+                    .condition_expression("#revision = :revision")
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .build(),
+            );
+            let items = vec![
+                TransactWriteItem::builder().put(put_stage).build(),
+                TransactWriteItem::builder().update(update_run).build(),
+            ];
+            // A failed condition means another process recorded a stage of this run since the
+            // read: read again and recompute.
+            if self.transact(OPERATION, items).await?.is_ok() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::DynamoDb {
+            table: self.table.clone(),
+            operation: OPERATION,
+            detail: format!(
+                "other processes kept recording stages of run {id} at the same time; retry"
+            ),
+        })
+    }
+
+    async fn set_run_status(
+        &self,
+        id: &RunId,
+        status: RunStatus,
+        finished_at: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(&run_partition(id), RUN_SORT_KEY)))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#finished", "finished_at")
+            .expression_attribute_values(":status", string(enum_name(&status)));
+        update = match finished_at {
+            Some(finished_at) => update
+                .update_expression("SET #status = :status, #finished = :finished")
+                .expression_attribute_values(":finished", string(finished_at)),
+            None => update.update_expression("SET #status = :status REMOVE #finished"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Err(StoreError::RunNotFound { id: id.clone() })
+            }
+            Err(error) => Err(self.sdk_error("setting a run's status", error)),
+        }
+    }
+
+    async fn list_runs(
+        &self,
+        pipeline: Option<&str>,
+        limit: usize,
+        before: Option<&RunId>,
+    ) -> Result<Vec<RunSummary>, StoreError> {
+        let mut summaries = Vec::new();
+        if limit == 0 {
+            return Ok(summaries);
+        }
+        let (index, partition_name, partition) = match pipeline {
+            Some(pipeline) => (RUNS_BY_PIPELINE, "pipeline", pipeline),
+            None => (RUNS_BY_ID, LISTING, LISTING_RUNS),
+        };
+        let mut condition = "#partition = :partition".to_owned();
+        if before.is_some() {
+            condition.push_str(" AND #run_id < :before");
+        }
+        let mut start = None;
+        loop {
+            // DynamoDB ends a page at 1 MB whatever the limit says.
+            let page_size = limit - summaries.len();
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression(&condition)
+                .scan_index_forward(false)
+                .limit(i32::try_from(page_size).unwrap_or(i32::MAX))
+                .expression_attribute_names("#partition", partition_name)
+                .expression_attribute_values(":partition", string(partition))
+                .set_exclusive_start_key(start);
+            if let Some(before) = before {
+                query = query
+                    .expression_attribute_names("#run_id", "run_id")
+                    .expression_attribute_values(":before", string(&before.0));
+            }
+            let page = query
+                .send()
+                .await
+                .map_err(|error| self.sdk_error("listing runs", error))?;
+            for item in page.items() {
+                summaries.push(self.summary_from_item(item)?);
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() || summaries.len() >= limit {
+                summaries.truncate(limit);
+                return Ok(summaries);
+            }
+        }
+    }
+
+    async fn append_events(&self, id: &RunId, events: &[(u64, String)]) -> Result<(), StoreError> {
+        const OPERATION: &str = "recording events";
+        // One put per sequence number: the last line given for it, as a rewrite would leave it
+        // (a batch may not name one item twice).
+        let mut latest = BTreeMap::new();
+        for (seq, line) in events {
+            event_seq(*seq)?;
+            latest.insert(*seq, line);
+        }
+        let mut requests = Vec::with_capacity(latest.len());
+        for (seq, line) in latest {
+            let item = Item::from([
+                (PARTITION_KEY.into(), string(events_partition(id))),
+                (SORT_KEY.into(), string(event_sort_key(seq))),
+                ("line".into(), string(line.as_str())),
+            ]);
+            self.check_size(&item, || format!("event {seq} of run {id}"))?;
+            let put = required(PutRequest::builder().set_item(Some(item)).build());
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        for chunk in requests.chunks(MAX_BATCH_ITEMS) {
+            let mut pending = chunk.to_vec();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                if attempt > 0 {
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(StoreError::Throttled {
+                            table: self.table.clone(),
+                            operation: OPERATION,
+                        });
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                attempt += 1;
+                let written = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(|error| self.sdk_error(OPERATION, error))?;
+                // DynamoDB hands back what it did not write (throttled partitions): retry that.
+                pending = written
+                    .unprocessed_items()
+                    .and_then(|unprocessed| unprocessed.get(&self.table))
+                    .cloned()
+                    .unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+
+    async fn events(
+        &self,
+        id: &RunId,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let after = after_seq.map(event_seq).transpose()?;
+        let mut events = Vec::new();
+        if limit == 0 {
+            return Ok(events);
+        }
+        let mut condition = "#pk = :pk".to_owned();
+        if after.is_some() {
+            condition.push_str(" AND #sk > :after");
+        }
+        let mut start = None;
+        loop {
+            let page_size = limit - events.len();
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression(&condition)
+                .limit(i32::try_from(page_size).unwrap_or(i32::MAX))
+                .expression_attribute_names("#pk", PARTITION_KEY)
+                .expression_attribute_values(":pk", string(events_partition(id)))
+                .set_exclusive_start_key(start);
+            if let Some(after) = after {
+                query = query
+                    .expression_attribute_names("#sk", SORT_KEY)
+                    .expression_attribute_values(":after", string(event_sort_key(after)));
+            }
+            let page = query
+                .send()
+                .await
+                .map_err(|error| self.sdk_error("reading events", error))?;
+            for item in page.items() {
+                let what = format!("an event of run {id}");
+                let sort = self.string(item, SORT_KEY, &what)?;
+                let seq = sort
+                    .parse()
+                    .map_err(|_| self.unreadable(&what, format!("sequence number `{sort}`")))?;
+                events.push((seq, self.string(item, "line", &what)?.to_owned()));
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() || events.len() >= limit {
+                events.truncate(limit);
+                return Ok(events);
+            }
+        }
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &RunId,
+        stage: &str,
+        decision: &ApprovalRecord,
+    ) -> Result<ApprovalOutcome, StoreError> {
+        const OPERATION: &str = "recording an approval";
+        let partition = run_partition(id);
+        // Runs are never deleted, so a run seen here still exists at the write.
+        if self
+            .item(&partition, RUN_SORT_KEY, OPERATION)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::RunNotFound { id: id.clone() });
+        }
+        let sort = approval_sort_key(stage);
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Item::from([
+                (PARTITION_KEY.into(), string(&partition)),
+                (SORT_KEY.into(), string(&sort)),
+                ("record".into(), string(to_json(decision))),
+            ])))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let returned = match written {
+            Ok(_) => return Ok(ApprovalOutcome::Recorded),
+            Err(error) => match condition_failed(&error) {
+                Some(existing) => existing,
+                None => return Err(self.sdk_error(OPERATION, error)),
+            },
+        };
+        // Decisions are never deleted, so the one that won is there.
+        let existing = self
+            .conflicting_item(returned.as_ref(), &partition, &sort, OPERATION)
+            .await?
+            .ok_or_else(|| {
+                self.unreadable(
+                    format!("the approval of stage `{stage}` of run {id}"),
+                    "it disappeared",
+                )
+            })?;
+        let what = format!("the approval of stage `{stage}` of run {id}");
+        let record = self.parse_json(self.string(&existing, "record", &what)?, &what)?;
+        Ok(ApprovalOutcome::AlreadyDecided(record))
+    }
+
+    async fn approval(
+        &self,
+        id: &RunId,
+        stage: &str,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        let item = self
+            .item(
+                &run_partition(id),
+                &approval_sort_key(stage),
+                "reading an approval",
+            )
+            .await?;
+        let what = format!("the approval of stage `{stage}` of run {id}");
+        item.map(|item| self.parse_json(self.string(&item, "record", &what)?, &what))
+            .transpose()
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.acquire_generation(key, holder, ttl).await
+    }
+
+    async fn renew_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let expires = self.clock.now_millis().saturating_add(duration_millis(ttl));
+        let renewed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(&lease_partition(key), LEASE_SORT_KEY)))
+            .update_expression("SET #expires = :expires")
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#expires", "expires_at_ms")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":expires", number(expires))
+            .expression_attribute_values(":holder", string(holder))
+            .send()
+            .await;
+        match renewed {
+            Ok(_) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(self.sdk_error("renewing a lease", error)),
+        }
+    }
+
+    async fn confirm_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        generation: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.confirm_generation(key, holder, generation, ttl).await
+    }
+
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        self.release_keeping_generation(key, holder).await
+    }
+
+    async fn supersede_run(
+        &self,
+        id: &RunId,
+        gate: usize,
+        finished_at: &str,
+    ) -> Result<bool, StoreError> {
+        self.supersede_before_gate(id, gate, finished_at).await
+    }
+
+    async fn claim_trigger(&self, key: &str, run: &RunId) -> Result<Option<RunId>, StoreError> {
+        const OPERATION: &str = "claiming a trigger";
+        let partition = trigger_partition(key);
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Item::from([
+                (PARTITION_KEY.into(), string(&partition)),
+                (SORT_KEY.into(), string(TRIGGER_SORT_KEY)),
+                ("first_run".into(), string(&run.0)),
+                ("claimed_at_ms".into(), number(self.clock.now_millis())),
+            ])))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let returned = match written {
+            Ok(_) => return Ok(None),
+            Err(error) => match condition_failed(&error) {
+                Some(existing) => existing,
+                None => return Err(self.sdk_error(OPERATION, error)),
+            },
+        };
+        let what = format!("the claim of trigger `{key}`");
+        // Claims are never deleted, so the first one is there.
+        let existing = self
+            .conflicting_item(returned.as_ref(), &partition, TRIGGER_SORT_KEY, OPERATION)
+            .await?
+            .ok_or_else(|| self.unreadable(&what, "it disappeared"))?;
+        Ok(Some(RunId(
+            self.string(&existing, "first_run", &what)?.to_owned(),
+        )))
+    }
+}
