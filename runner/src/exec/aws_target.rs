@@ -89,10 +89,8 @@ pub async fn caller_account(config: &aws_config::SdkConfig) -> Result<String, Aw
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::diagnostic::SourceFile;
-    use crate::pipeline::{self, Sources};
+    use crate::pipeline;
     use crate::plan::{PlanContext, plan};
-    use std::collections::BTreeMap;
 
     fn compiled(aws: &str, stages: &str) -> pipeline::CompiledPipeline {
         let text = format!(
