@@ -24,12 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use envelope_runner::event::Event;
 use envelope_runner::exec::driver::{
-    Driver, DriverError, RunOutcome, RunSettings, context_record, gate_index, pending_stages,
+    Driver, DriverError, RunOutcome, RunSettings, approval_deadline,
 };
-use envelope_runner::pipeline::model::Concurrency;
-use envelope_runner::pipeline::{self, CompiledPipeline, duration, model::Stage};
+use envelope_runner::pipeline::{self, CompiledPipeline};
 use envelope_runner::plan::{self, PlanContext};
 use envelope_runner::report::EventSink;
 use envelope_runner::run::{RunId, RunRecord, RunStatus, RunTrigger, StageStatus, TriggerKind};
@@ -293,60 +291,36 @@ impl Scheduler {
             LeaseOutcome::Granted { .. } => {}
             LeaseOutcome::Held { .. } => return Ok(Offer::Busy),
         }
-        let (record, plan) = match new_record(&compiled, &run, trigger, context) {
-            Ok(created) => created,
+        // The record, older runs superseded, `run_started`: the runner's lifecycle API, with
+        // the events going to this agent's log.
+        let events = EventSink::new(Box::new(LogReporter::new(
+            run.clone(),
+            compiled.name.clone(),
+        )));
+        events.redactor().add_all(
+            self.inner
+                .settings
+                .secrets
+                .iter()
+                .map(|secret| secret.expose()),
+        );
+        let driver = Driver::new(compiled, store.clone(), self.run_settings(None), events);
+        let record = match driver
+            .create(run.clone(), trigger, context, RunStatus::Queued)
+            .await
+        {
+            Ok(record) => record,
             Err(error) => {
                 let _ = store.release_lease(&lease_key(&run), agent).await;
-                return Ok(Offer::NotStartable(error.to_string()));
+                return match error {
+                    DriverError::Store(StoreError::RunExists { .. }) => {
+                        Ok(Offer::AlreadyStarted(run))
+                    }
+                    DriverError::Store(error) => Err(error),
+                    error => Ok(Offer::NotStartable(error.to_string())),
+                };
             }
         };
-        match store.create_run(&record).await {
-            Ok(()) => {}
-            Err(StoreError::RunExists { .. }) => {
-                let _ = store.release_lease(&lease_key(&run), agent).await;
-                return Ok(Offer::AlreadyStarted(run));
-            }
-            Err(error) => {
-                let _ = store.release_lease(&lease_key(&run), agent).await;
-                return Err(error);
-            }
-        }
-        let started = Event::RunStarted {
-            run: run.clone(),
-            pipeline: record.pipeline.clone(),
-            git_ref: record.trigger.git_ref.clone(),
-        };
-        if let Ok(json) = serde_json::to_string(&started) {
-            store.append_events(&run, &[(1, json)]).await?;
-        }
-        if plan.concurrency == Concurrency::Superseded {
-            // What `Driver::start` does for a new run in `superseded` mode.
-            let events = EventSink::new(Box::new(LogReporter::new(
-                run.clone(),
-                record.pipeline.clone(),
-            )));
-            events.redactor().add_all(
-                self.inner
-                    .settings
-                    .secrets
-                    .iter()
-                    .map(|secret| secret.expose()),
-            );
-            events.start_at(2);
-            let driver = Driver::new(
-                compiled,
-                store.clone(),
-                self.run_settings(None),
-                events.clone(),
-            );
-            let superseded = driver
-                .supersede_older_runs(&record, gate_index(&plan))
-                .await;
-            flush_events(store.as_ref(), &run, &events).await;
-            if let Err(error) = superseded {
-                tracing::warn!(run = %run, "cannot supersede older runs of `{}`: {error}", record.pipeline);
-            }
-        }
         tracing::info!(
             run = %run,
             pipeline = %record.pipeline,
@@ -680,17 +654,8 @@ impl Scheduler {
                 {
                     return Ok(true);
                 }
-                let timeout = compiled
-                    .map(|compiled| approval_timeout(compiled, &stage.name))
-                    .unwrap_or(plan::DEFAULT_APPROVAL_TIMEOUT);
-                let started = stage
-                    .started_at
-                    .as_deref()
-                    .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-                    .map(|time| time.with_timezone(&Utc));
-                Ok(started.is_some_and(|started| {
-                    Utc::now() >= started + chrono::Duration::from_std(timeout).unwrap_or_default()
-                }))
+                Ok(approval_deadline(compiled, record, &stage.name)
+                    .is_some_and(|deadline| Utc::now() >= deadline))
             }
             _ => Ok(false),
         }
@@ -773,31 +738,6 @@ pub fn load_pipeline(project: &std::path::Path, name: &str) -> Result<CompiledPi
     pipeline::load(&path).map_err(|diagnostics| diagnostics.render(false))
 }
 
-/// The run record `Driver::start` would write, under a chosen id (the claimed one), and its
-/// plan.
-fn new_record(
-    compiled: &CompiledPipeline,
-    run: &RunId,
-    trigger: RunTrigger,
-    mut context: PlanContext,
-) -> Result<(RunRecord, plan::Plan), plan::PlanError> {
-    let created = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    context.run_id = Some(run.0.clone());
-    context.created = Some(created.clone());
-    let plan = plan::plan(compiled, &context)?;
-    let record = RunRecord {
-        id: run.clone(),
-        pipeline: compiled.name.clone(),
-        status: RunStatus::Queued,
-        trigger,
-        created_at: created,
-        finished_at: None,
-        context: context_record(&context),
-        stages: pending_stages(&plan),
-    };
-    Ok((record, plan))
-}
-
 /// Values of the environment variables the pipeline declares.
 fn declared_env(compiled: &CompiledPipeline) -> BTreeMap<String, String> {
     compiled
@@ -806,22 +746,6 @@ fn declared_env(compiled: &CompiledPipeline) -> BTreeMap<String, String> {
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
         .collect()
-}
-
-/// How long the gate `stage` waits before failing closed.
-fn approval_timeout(compiled: &CompiledPipeline, stage: &str) -> Duration {
-    compiled
-        .pipeline
-        .stages
-        .iter()
-        .find_map(|candidate| match candidate {
-            Stage::Approval(approval) if candidate.name() == stage => approval
-                .timeout
-                .as_deref()
-                .and_then(|text| duration::parse(text).ok()),
-            _ => None,
-        })
-        .unwrap_or(plan::DEFAULT_APPROVAL_TIMEOUT)
 }
 
 /// When a run id (a ULID) was made.

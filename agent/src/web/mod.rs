@@ -13,6 +13,7 @@ pub mod session;
 
 pub use serve::run;
 
+use envelope_runner::exec::driver::{approval_deadline, gate_to_decide};
 use envelope_runner::run::StageKind;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,7 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{SecondsFormat, Utc};
 use envelope_runner::event::Event;
 use envelope_runner::pipeline::model::Stage;
 use envelope_runner::report::describe;
@@ -556,22 +557,8 @@ async fn run_page(
                     cluster: deploy.cluster.clone(),
                     services: deploy.services.clone(),
                 }),
-                Stage::Approval(approval) if Some(stage.name()) == open_gate.as_deref() => {
-                    let timeout = approval
-                        .timeout
-                        .as_deref()
-                        .and_then(|text| envelope_runner::pipeline::duration::parse(text).ok())
-                        .unwrap_or(envelope_runner::plan::DEFAULT_APPROVAL_TIMEOUT);
-                    gate_deadline = record
-                        .stage(stage.name())
-                        .and_then(|gate| gate.started_at.as_deref())
-                        .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-                        .and_then(|started| {
-                            Some(
-                                started.with_timezone(&Utc)
-                                    + chrono::Duration::from_std(timeout).ok()?,
-                            )
-                        })
+                Stage::Approval(_) if Some(stage.name()) == open_gate.as_deref() => {
+                    gate_deadline = approval_deadline(Some(compiled), &record, stage.name())
                         .map(|deadline| deadline.to_rfc3339_opts(SecondsFormat::Secs, true));
                 }
                 _ => {}
@@ -683,12 +670,7 @@ async fn decide(
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(error) => return store_error(&signed, &error),
     };
-    let waiting = record.stages.iter().any(|stage| {
-        stage.name == form.stage
-            && stage.kind == StageKind::Approval
-            && stage.status == StageStatus::Waiting
-    });
-    if !waiting {
+    if gate_to_decide(&record, Some(&form.stage)).is_err() {
         return (
             StatusCode::CONFLICT,
             Html(pages::message(

@@ -9,14 +9,17 @@
 
 mod clients;
 mod execute;
+mod gate;
 mod progress;
 mod secrets;
 mod state;
 mod steps;
 
 use crate::run::StageKind;
-pub use state::{context_record, gate_index, pending_stages};
+pub use gate::{GateRefusal, gate_to_decide};
+use state::{context_record, gate_index, pending_stages};
 use state::{now, plan_context};
+pub use steps::approval_deadline;
 
 use crate::event::Event;
 use crate::exec::lease::GateLease;
@@ -199,15 +202,35 @@ impl Driver {
     ) -> Result<RunOutcome, DriverError> {
         let id = RunId::new();
         context.run_id = Some(id.0.clone());
-        let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        context.created.get_or_insert(created.clone());
+        context.created.get_or_insert_with(now);
         self.settle_aws(&mut context).await?;
-        // Planning first rejects a trigger the pipeline cannot run before anything is recorded.
+        let record = self
+            .create(id, trigger, context.clone(), RunStatus::Running)
+            .await?;
+        self.execute(record, context).await
+    }
+
+    /// Write a new run under `id` without executing it (the agent queues runs this way and
+    /// executes them with [`Driver::resume`]). The trigger is planned first, so one the
+    /// pipeline cannot run is refused ([`DriverError::Plan`]) before anything is written; an
+    /// id already in the store is [`crate::store::StoreError::RunExists`]. Then the record
+    /// (with `status`), in `superseded` mode older runs marked superseded (a store that fails
+    /// at that is a notice, not an error: the deploy lease still keeps runs apart), and the
+    /// `run_started` event, written to the store at once.
+    pub async fn create(
+        &self,
+        id: RunId,
+        trigger: RunTrigger,
+        mut context: PlanContext,
+        status: RunStatus,
+    ) -> Result<RunRecord, DriverError> {
+        context.run_id = Some(id.0.clone());
+        let created = context.created.get_or_insert_with(now).clone();
         let plan = plan::plan(&self.compiled, &context)?;
         let record = RunRecord {
             id: id.clone(),
             pipeline: self.compiled.name.clone(),
-            status: RunStatus::Running,
+            status,
             trigger,
             created_at: created,
             finished_at: None,
@@ -215,22 +238,30 @@ impl Driver {
             stages: pending_stages(&plan),
         };
         self.store.create_run(&record).await?;
-        if plan.concurrency == crate::pipeline::model::Concurrency::Superseded {
-            self.supersede_older_runs(&record, gate_index(&plan))
-                .await?;
+        if plan.concurrency == crate::pipeline::model::Concurrency::Superseded
+            && let Err(error) = self.supersede_older_runs(&record, gate_index(&plan)).await
+        {
+            self.events.emit(Event::Notice {
+                stage: None,
+                message: format!(
+                    "cannot mark older runs of `{}` superseded: {error}",
+                    record.pipeline
+                ),
+            });
         }
         self.events.emit(Event::RunStarted {
-            run: id.clone(),
+            run: id,
             pipeline: record.pipeline.clone(),
             git_ref: record.trigger.git_ref.clone(),
         });
-        self.execute(record, context).await
+        self.flush_events(&record.id).await?;
+        Ok(record)
     }
 
     /// Mark older runs of this pipeline that have not passed the approval gate superseded;
     /// they stop at their next stage boundary or while waiting for approval. Each is one
     /// conditional write that leaves a run already past its gate alone.
-    pub async fn supersede_older_runs(
+    async fn supersede_older_runs(
         &self,
         newer: &RunRecord,
         gate: usize,

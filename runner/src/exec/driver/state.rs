@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 /// The index of the first step that needs the pipeline's deploy lease: the step after the
 /// last approval gate, or the first migrate or deploy step when there is no gate.
-pub fn gate_index(plan: &Plan) -> usize {
+pub(super) fn gate_index(plan: &Plan) -> usize {
     if let Some(last_gate) = plan
         .steps
         .iter()
@@ -24,7 +24,7 @@ pub fn gate_index(plan: &Plan) -> usize {
 }
 
 /// One pending stage record per step of a plan: a new run's stages.
-pub fn pending_stages(plan: &Plan) -> Vec<StageRecord> {
+pub(super) fn pending_stages(plan: &Plan) -> Vec<StageRecord> {
     plan.steps
         .iter()
         .map(|step| StageRecord {
@@ -41,7 +41,7 @@ pub fn pending_stages(plan: &Plan) -> Vec<StageRecord> {
 
 /// What resuming needs to re-plan a run exactly: the record's `context` (read back by
 /// `plan_context`). Anything that creates run records writes it with this.
-pub fn context_record(context: &PlanContext) -> BTreeMap<String, String> {
+pub(super) fn context_record(context: &PlanContext) -> BTreeMap<String, String> {
     let mut record = BTreeMap::new();
     record.insert("git_ref".to_owned(), context.git_ref.clone());
     for (key, value) in [

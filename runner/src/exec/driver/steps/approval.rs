@@ -4,10 +4,50 @@
 use crate::event::Event;
 use crate::exec::driver::*;
 use crate::exec::{ecs, notify};
+use crate::pipeline::CompiledPipeline;
 use crate::plan::{self, Plan, Step};
 use crate::report::EventSink;
-use crate::run::{ApprovalRecord, RunRecord, RunStatus, StageOutputs, StageStatus};
+use crate::run::{ApprovalRecord, RunRecord, RunStatus, StageOutputs, StageRecord, StageStatus};
+use chrono::{DateTime, Utc};
 use std::time::Duration;
+
+/// When the approval gate `stage` of `record` fails closed: when it started plus the gate's
+/// timeout in the plan, or [`plan::DEFAULT_APPROVAL_TIMEOUT`] when `compiled` is missing or no
+/// longer plans that gate. `None` until the gate has started.
+pub fn approval_deadline(
+    compiled: Option<&CompiledPipeline>,
+    record: &RunRecord,
+    stage: &str,
+) -> Option<DateTime<Utc>> {
+    let gate = record.stage(stage)?;
+    let planned = compiled
+        .and_then(|compiled| plan::plan(compiled, &plan_context(record)).ok())
+        .and_then(|plan| {
+            plan.steps.into_iter().find_map(|step| match step {
+                Step::Approval(approval) if approval.name == stage => Some(approval),
+                _ => None,
+            })
+        });
+    match planned {
+        Some(step) => gate_deadline(gate, &step),
+        None => Some(started_at(gate)? + plan::DEFAULT_APPROVAL_TIMEOUT),
+    }
+}
+
+/// The deadline of a gate that started: its start plus the planned timeout.
+fn gate_deadline(gate: &StageRecord, step: &plan::ApprovalStep) -> Option<DateTime<Utc>> {
+    Some(started_at(gate)? + timeout_of(step))
+}
+
+fn timeout_of(step: &plan::ApprovalStep) -> Duration {
+    Duration::from_secs(step.timeout_seconds)
+}
+
+fn started_at(stage: &StageRecord) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(stage.started_at.as_deref()?)
+        .ok()
+        .map(|time| time.with_timezone(&Utc))
+}
 
 impl Driver {
     pub(in crate::exec::driver) async fn approval(
@@ -18,13 +58,11 @@ impl Driver {
         state: &RunState,
     ) -> Result<StepResult, StageFailure> {
         let run = record.id.clone();
-        let started = record
+        // `begin_stage` recorded the start; a record without one waits from now.
+        let deadline = record
             .stage(&step.name)
-            .and_then(|s| s.started_at.clone())
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(chrono::Utc::now);
-        let deadline = started + chrono::Duration::seconds(step.timeout_seconds as i64);
+            .and_then(|stage| gate_deadline(stage, step))
+            .unwrap_or_else(|| chrono::Utc::now() + timeout_of(step));
         let mut announced = false;
         loop {
             let decision = self

@@ -5,3 +5,5 @@ mod build;
 mod ecs;
 mod push;
 mod source;
+
+pub use approval::approval_deadline;
