@@ -5,6 +5,7 @@
 //! outside world and emits `event`s that `report` renders. See ARCHITECTURE.md.
 
 pub mod aws_error;
+pub mod backoff;
 pub mod buildspec;
 mod error_chain;
 pub use error_chain::error_chain;

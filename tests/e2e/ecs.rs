@@ -1421,11 +1421,11 @@ async fn throttling_that_never_stops_fails_as_an_environment_problem() {
     let proxy = Proxy::start(env.endpoint()).await;
     proxy.throttle("DescribeServices", usize::MAX);
     let aws = EcsAws::new(&env.sdk_config(&proxy.url).await).with_backoff(
-        envelope_runner::exec::ecs::Backoff {
-            max_attempts: 4,
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(50),
-        },
+        envelope_runner::backoff::Backoff::full(
+            4,
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+        ),
     );
     let request = DeployRequest {
         cluster: "envelope-e2e-no-such-cluster".into(),

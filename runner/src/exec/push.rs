@@ -29,7 +29,7 @@ pub use reference::{ReferenceError, RegistryEndpoint, Repository};
 pub use stream::PushProgress;
 
 use error::{FailureKind, classify, redact};
-use retry::Backoff;
+
 use stream::{DaemonMessage, LayerSizes, LayerTally, interpret};
 
 use crate::secret::Secret;
@@ -372,9 +372,9 @@ async fn push_tag(
                 return Ok(digest);
             }
             Err(AttemptError::Registry(kind, detail))
-                if kind.is_retryable() && Backoff::PUSH.allows_another(attempt) =>
+                if kind.is_retryable() && retry::PUSH.allows_another(attempt) =>
             {
-                let delay = Backoff::PUSH.delay(attempt, &mut rand::rng());
+                let delay = retry::PUSH.delay(attempt, &mut rand::rng());
                 tracing::debug!(%target, attempt, ?delay, "push attempt failed; retrying");
                 progress(PushProgress::Retrying {
                     target: target.clone(),
@@ -524,9 +524,9 @@ async fn verify_tags(
                         actual: found,
                     });
                 }
-                Err((kind, _)) if kind.is_retryable() && Backoff::PUSH.allows_another(attempt) => {
+                Err((kind, _)) if kind.is_retryable() && retry::PUSH.allows_another(attempt) => {
                     // Not inside the awaited expression: the thread-local RNG is not Send.
-                    let delay = Backoff::PUSH.delay(attempt, &mut rand::rng());
+                    let delay = retry::PUSH.delay(attempt, &mut rand::rng());
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }

@@ -77,7 +77,7 @@ impl EcsAws {
             sdk_config: sdk_config.clone(),
             ecs,
             logs: Mutex::new(HashMap::new()),
-            backoff: Backoff::default(),
+            backoff: retry::ECS_BACKOFF,
             register_limiter: RateLimiter::new(REGISTER_INTERVAL),
             calls: Mutex::new(BTreeMap::new()),
         }

@@ -1,5 +1,5 @@
-//! AWS call hygiene: which failures another attempt can cure, exponential backoff with full
-//! jitter between attempts, and a limiter that holds RegisterTaskDefinition to its sustained
+//! AWS call hygiene: which failures another attempt can cure, the backoff between attempts
+//! (full jitter), and a limiter that holds RegisterTaskDefinition to its sustained
 //! rate of one call per second however many services deploy at once.
 
 use std::time::Duration;
@@ -7,7 +7,6 @@ use std::time::Duration;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use rand::Rng;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -71,45 +70,13 @@ pub fn is_throttling_code(code: Option<&str>) -> bool {
     code.is_some_and(|code| THROTTLING_CODES.contains(&code))
 }
 
-/// How many attempts a call makes and how long it waits in between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-    /// The ceiling of the first wait.
-    pub base: Duration,
-    /// No wait is longer than this.
-    pub cap: Duration,
-}
+pub use crate::backoff::Backoff;
 
-impl Default for Backoff {
-    /// Eight attempts whose ceilings grow 0.2, 0.4, 0.8 … 12.8 s (about 25 s in all at
-    /// worst): enough to ride out a burst of throttling from several pipelines deploying at
-    /// once, short enough that a broken endpoint fails the stage within a minute.
-    fn default() -> Self {
-        Backoff {
-            max_attempts: 8,
-            base: Duration::from_millis(200),
-            cap: Duration::from_secs(20),
-        }
-    }
-}
-
-impl Backoff {
-    /// The wait after attempt number `failed_attempt` (1-based) failed: "full jitter", a
-    /// uniformly random time between zero and `min(cap, base * 2^(n-1))`, so that many
-    /// clients throttled together do not come back together.
-    pub fn delay(&self, failed_attempt: u32, rng: &mut impl Rng) -> Duration {
-        let exponent = failed_attempt.saturating_sub(1).min(20);
-        let ceiling = self.base.saturating_mul(1u32 << exponent).min(self.cap);
-        ceiling.mul_f64(rng.random::<f64>())
-    }
-
-    /// Whether another attempt may follow attempt number `attempt` (1-based).
-    pub fn allows_another(&self, attempt: u32) -> bool {
-        attempt < self.max_attempts
-    }
-}
+/// Eight attempts whose ceilings grow 0.2, 0.4, 0.8 … 12.8 s with full jitter (about 25 s in
+/// all at worst): enough to ride out a burst of throttling from several pipelines deploying
+/// at once, short enough that a broken endpoint fails the stage within a minute.
+pub const ECS_BACKOFF: Backoff =
+    Backoff::full(8, Duration::from_millis(200), Duration::from_secs(20));
 
 /// Spaces calls at least `interval` apart, across every task that shares it.
 #[derive(Debug)]
@@ -143,49 +110,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
     use std::sync::Arc;
-
-    #[test]
-    fn full_jitter_stays_under_the_growing_ceiling_and_uses_the_whole_range() {
-        let backoff = Backoff {
-            max_attempts: 10,
-            base: Duration::from_millis(100),
-            cap: Duration::from_millis(1000),
-        };
-        let mut rng = StdRng::seed_from_u64(7);
-        // (failed attempt, ceiling in ms)
-        for (attempt, ceiling) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (9, 1000)] {
-            let delays: Vec<_> = (0..500).map(|_| backoff.delay(attempt, &mut rng)).collect();
-            assert!(
-                delays.iter().all(|d| *d <= Duration::from_millis(ceiling)),
-                "attempt {attempt}"
-            );
-            // Full jitter: some waits are near zero, some near the ceiling.
-            assert!(
-                delays
-                    .iter()
-                    .any(|d| *d < Duration::from_millis(ceiling / 10)),
-                "attempt {attempt}"
-            );
-            assert!(
-                delays
-                    .iter()
-                    .any(|d| *d > Duration::from_millis(ceiling * 9 / 10)),
-                "attempt {attempt}"
-            );
-        }
-    }
-
-    #[test]
-    fn attempts_are_bounded_and_huge_attempt_numbers_do_not_overflow() {
-        let backoff = Backoff::default();
-        assert!(backoff.allows_another(1));
-        assert!(!backoff.allows_another(backoff.max_attempts));
-        let mut rng = StdRng::seed_from_u64(3);
-        assert!(backoff.delay(u32::MAX, &mut rng) <= backoff.cap);
-    }
 
     #[test]
     fn throttling_is_recognised_by_code_alone() {

@@ -7,11 +7,11 @@ use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{CancellationReason, Put, TransactWriteItem};
-use rand::Rng;
 
 use super::super::error::StoreError;
 use super::item::{Item, item_key, string};
-use super::{DynamoDbStore, INITIAL_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, PARTITION_KEY};
+use super::{DynamoDbStore, MAX_ATTEMPTS, MAX_BACKOFF, PARTITION_KEY};
+use crate::backoff::Backoff;
 use crate::error_chain;
 
 impl DynamoDbStore {
@@ -244,13 +244,11 @@ fn is_throttling(code: &str) -> bool {
     )
 }
 
-/// Exponential backoff with full jitter for this module's own retries.
+/// The wait before this module's own retry number `attempt` (1-based): exponential from
+/// 100 ms up to [`MAX_BACKOFF`], with equal jitter.
 pub(super) fn backoff(attempt: u32) -> Duration {
-    let ceiling = INITIAL_BACKOFF
-        .saturating_mul(2u32.saturating_pow(attempt))
-        .min(MAX_BACKOFF);
-    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+    const RETRY: Backoff = Backoff::equal(MAX_ATTEMPTS, Duration::from_millis(100), MAX_BACKOFF);
+    RETRY.delay(attempt, &mut rand::rng())
 }
 
 /// The item a conditional put ran into when its condition failed (`Some(None)` when DynamoDB

@@ -156,7 +156,7 @@ impl Driver {
     }
 }
 
-/// The commit of a local working tree, marked `-dirty` when it has changes.
+/// The commit at HEAD of a local working tree; uncommitted changes are built but not marked.
 pub(in crate::exec::driver) fn local_head(path: &std::path::Path) -> Option<String> {
     let repository = git2::Repository::discover(path).ok()?;
     let sha = repository
