@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use envelope_runner::exit_codes;
+use envelope_runner::{bootstrap, exit_codes};
 
 use crate::agent::Agent;
 use crate::config::{self, Credentials};
@@ -50,17 +50,9 @@ pub enum LogFormat {
 
 /// Run the agent as the command line says; returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match bootstrap::parse_args(args) {
         Ok(cli) => cli,
-        Err(error) => {
-            let _ = error.print();
-            return match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    exit_codes::OK
-                }
-                _ => exit_codes::INVALID_INPUT,
-            };
-        }
+        Err(code) => return code,
     };
     if cli.schema {
         println!(
@@ -85,16 +77,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return exit_codes::ENVIRONMENT;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match bootstrap::runtime(Some(2)) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return exit_codes::ENVIRONMENT;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         if cli.check {
@@ -107,7 +92,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
                 return error.exit_code();
             }
         };
-        shutdown_signal().await;
+        bootstrap::stop_signal().await;
         agent.shutdown().await;
         exit_codes::OK
     })
@@ -136,28 +121,6 @@ async fn check(settings: config::Settings) -> i32 {
         code = exit_codes::INVALID_INPUT;
     }
     code
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -251,7 +251,7 @@ impl Scheduler {
         };
         let context = PlanContext {
             git_ref: release.tag_name.clone(),
-            env: declared_env(&compiled),
+            env: compiled.declared_env(),
             ..PlanContext::default()
         };
         // A release the pipeline cannot plan is refused before anything is claimed.
@@ -736,16 +736,6 @@ impl Scheduler {
 pub fn load_pipeline(project: &std::path::Path, name: &str) -> Result<CompiledPipeline, String> {
     let path = pipeline::find(project, name)?;
     pipeline::load(&path).map_err(|diagnostics| diagnostics.render(false))
-}
-
-/// Values of the environment variables the pipeline declares.
-fn declared_env(compiled: &CompiledPipeline) -> BTreeMap<String, String> {
-    compiled
-        .pipeline
-        .env
-        .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
-        .collect()
 }
 
 /// When a run id (a ULID) was made.

@@ -6,6 +6,7 @@
 
 pub mod aws_error;
 pub mod backoff;
+pub mod bootstrap;
 pub mod buildspec;
 mod error_chain;
 pub use error_chain::error_chain;

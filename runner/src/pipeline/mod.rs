@@ -446,4 +446,14 @@ impl CompiledPipeline {
             .map(|node| node.position)
             .unwrap_or(self.tree.position)
     }
+
+    /// The values this process's environment gives the variables the pipeline declares in
+    /// `env:` (unset ones are left out): what a run's templates may read as `${env.NAME}`.
+    pub fn declared_env(&self) -> BTreeMap<String, String> {
+        self.pipeline
+            .env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
+            .collect()
+    }
 }
