@@ -29,6 +29,7 @@
 //! Lease times come from the store's [`Clock`], never from the database's own clock.
 
 mod clock;
+mod codec;
 mod dynamodb;
 mod error;
 mod schema;

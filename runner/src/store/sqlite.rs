@@ -13,21 +13,17 @@ use std::time::Duration;
 
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::clock::{Clock, duration_millis};
+use super::codec::{self, enum_name, run_record_json, to_json};
 use super::error::StoreError;
 use super::schema::{self, BUSY_TIMEOUT_SECONDS, sqlite_error};
 use super::{ApprovalOutcome, LeaseOutcome, RunSummary, Store};
 use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
 
 mod fencing;
-
-/// Run record fields kept in columns of `runs` (they change after creation) or in `stages`,
-/// and therefore left out of the row's JSON so that there is one copy of each.
-const FIELDS_OUTSIDE_RECORD_JSON: [&str; 3] = ["status", "finished_at", "stages"];
 
 /// Prepared statements kept per connection; every statement below fits.
 const STATEMENT_CACHE: usize = 32;
@@ -592,42 +588,18 @@ fn read_approval(
         .transpose()
 }
 
-/// The run as JSON without the fields kept elsewhere (see [`FIELDS_OUTSIDE_RECORD_JSON`]).
-fn run_record_json(run: &RunRecord) -> String {
-    let mut value = serde_json::to_value(run).expect("run records serialize to JSON");
-    if let Some(object) = value.as_object_mut() {
-        for field in FIELDS_OUTSIDE_RECORD_JSON {
-            object.remove(field);
-        }
-    }
-    value.to_string()
-}
-
-/// Records are plain data with string keys, which serde_json always serializes.
-fn to_json(value: &impl Serialize) -> String {
-    serde_json::to_string(value).expect("store records serialize to JSON")
-}
-
 fn from_json<T: DeserializeOwned>(json: &str, what: impl FnOnce() -> String) -> Result<T, Failure> {
-    serde_json::from_str(json).map_err(|error| Failure::Unreadable {
+    codec::from_json(json).map_err(|detail| Failure::Unreadable {
         what: what(),
-        detail: error.to_string(),
+        detail,
     })
-}
-
-/// A status enum's name as it appears in JSON output, which is also how columns store it.
-fn enum_name(value: &impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::String(name)) => name,
-        _ => unreachable!("status enums serialize to their snake_case name"),
-    }
 }
 
 fn enum_from_name<T: DeserializeOwned>(
     name: &str,
     what: impl FnOnce() -> String,
 ) -> Result<T, Failure> {
-    serde_json::from_value(Value::String(name.to_owned())).map_err(|_| Failure::Unreadable {
+    codec::enum_from_name(name).ok_or_else(|| Failure::Unreadable {
         what: what(),
         detail: format!("unknown status `{name}`"),
     })

@@ -5,14 +5,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::super::RunSummary;
 use super::super::error::StoreError;
-use super::{DynamoDbStore, FIELDS_OUTSIDE_RECORD_JSON, MAX_ITEM_BYTES, PARTITION_KEY, SORT_KEY};
-use crate::run::{RunId, RunRecord, RunStatus, StageRecord};
+use super::{DynamoDbStore, MAX_ITEM_BYTES, PARTITION_KEY, SORT_KEY};
+use crate::run::{RunId, RunStatus, StageRecord};
 
 impl DynamoDbStore {
     fn store_name(&self) -> PathBuf {
@@ -36,7 +35,7 @@ impl DynamoDbStore {
         json: &str,
         what: &str,
     ) -> Result<T, StoreError> {
-        serde_json::from_str(json).map_err(|error| self.unreadable(what, error.to_string()))
+        crate::store::codec::from_json(json).map_err(|detail| self.unreadable(what, detail))
     }
 
     pub(super) fn string<'a>(
@@ -210,29 +209,7 @@ fn item_size(item: &Item) -> usize {
         .sum()
 }
 
-/// The run as JSON without the fields kept elsewhere (see [`FIELDS_OUTSIDE_RECORD_JSON`]).
-pub(super) fn run_record_json(run: &RunRecord) -> String {
-    let mut value = serde_json::to_value(run).expect("run records serialize to JSON");
-    if let Some(object) = value.as_object_mut() {
-        for field in FIELDS_OUTSIDE_RECORD_JSON {
-            object.remove(field);
-        }
-    }
-    value.to_string()
-}
-
-/// Records are plain data with string keys, which serde_json always serializes.
-pub(super) fn to_json(value: &impl Serialize) -> String {
-    serde_json::to_string(value).expect("store records serialize to JSON")
-}
-
-/// A status enum's name as it appears in JSON output, which is also how items store it.
-pub(super) fn enum_name(value: &impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::String(name)) => name,
-        _ => unreachable!("status enums serialize to their snake_case name"),
-    }
-}
+pub(super) use crate::store::codec::{enum_name, run_record_json, to_json};
 
 /// Sequence numbers are limited to the SQLite store's range, so both stores accept the same.
 pub(super) fn event_seq(seq: u64) -> Result<u64, StoreError> {

@@ -104,10 +104,6 @@ const LISTED_ATTRIBUTES: [&str; 8] = [
     "current_stage",
 ];
 
-/// Run record fields kept in attributes of the run item (they change after creation) or in
-/// stage items, and therefore left out of the run's JSON so that there is one copy of each.
-const FIELDS_OUTSIDE_RECORD_JSON: [&str; 3] = ["status", "finished_at", "stages"];
-
 /// DynamoDB's item size limit. Items are checked against it before they are sent, so that an
 /// oversized record is reported as what it is rather than as a validation error.
 const MAX_ITEM_BYTES: usize = 400 * 1024;
