@@ -71,8 +71,9 @@ const DENIED_CODES: &[&str] = &[
     "AuthorizationError",
 ];
 
-/// Error codes AWS services use for "slow down".
-const THROTTLING_CODES: &[&str] = &[
+/// Error codes AWS services use for "slow down". ECS does not model ThrottlingException as an
+/// error type, so the code is what has to be matched, never the Rust variant.
+pub const THROTTLING_CODES: &[&str] = &[
     "ThrottlingException",
     "Throttling",
     "TooManyRequestsException",

@@ -290,6 +290,42 @@ impl RunRecord {
     }
 }
 
+/// Records for unit tests: a CLI run of release `v1.2.3` of pipeline `api`, and a stage.
+#[cfg(test)]
+pub(crate) mod sample {
+    use super::*;
+
+    pub(crate) fn run(status: RunStatus, stages: Vec<StageRecord>) -> RunRecord {
+        RunRecord {
+            id: RunId("01jd0000000000000000000000".into()),
+            pipeline: "api".into(),
+            status,
+            trigger: RunTrigger {
+                kind: TriggerKind::Cli { user: "ci".into() },
+                git_ref: "v1.2.3".into(),
+                sha: None,
+                tag: Some("v1.2.3".into()),
+            },
+            created_at: "2026-11-26T09:00:00Z".into(),
+            finished_at: None,
+            context: BTreeMap::new(),
+            stages,
+        }
+    }
+
+    pub(crate) fn stage(name: &str, kind: StageKind, status: StageStatus) -> StageRecord {
+        StageRecord {
+            name: name.into(),
+            kind,
+            status,
+            started_at: None,
+            finished_at: None,
+            outputs: StageOutputs::default(),
+            error: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,35 +388,16 @@ mod tests {
 
     #[test]
     fn finished_stages_are_skipped_on_resume() {
-        let stage = |name: &str, status| StageRecord {
-            name: name.into(),
-            kind: name.parse().unwrap(),
-            status,
-            started_at: None,
-            finished_at: None,
-            outputs: StageOutputs::default(),
-            error: None,
-        };
-        let run = RunRecord {
-            id: RunId::new(),
-            pipeline: "api".into(),
-            status: RunStatus::Waiting,
-            trigger: RunTrigger {
-                kind: TriggerKind::Cli { user: "ci".into() },
-                git_ref: "v1.2.3".into(),
-                sha: None,
-                tag: Some("v1.2.3".into()),
-            },
-            created_at: "2026-11-26T09:00:00Z".into(),
-            finished_at: None,
-            context: BTreeMap::new(),
-            stages: vec![
+        let stage = |name: &str, status| sample::stage(name, name.parse().unwrap(), status);
+        let run = sample::run(
+            RunStatus::Waiting,
+            vec![
                 stage("source", StageStatus::Succeeded),
                 stage("build", StageStatus::Succeeded),
                 stage("approval", StageStatus::Waiting),
                 stage("deploy", StageStatus::Pending),
             ],
-        };
+        );
         assert_eq!(run.next_stage().unwrap().name, "approval");
     }
 }

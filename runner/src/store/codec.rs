@@ -49,25 +49,12 @@ pub(super) fn enum_from_name<T: DeserializeOwned>(name: &str) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{RunId, RunStatus, RunTrigger, TriggerKind};
+    use crate::run::{RunStatus, sample};
 
     #[test]
     fn the_run_json_leaves_out_what_is_kept_elsewhere_and_names_read_back() {
-        let run = RunRecord {
-            id: RunId("01run".into()),
-            pipeline: "api".into(),
-            status: RunStatus::Waiting,
-            trigger: RunTrigger {
-                kind: TriggerKind::Cli { user: "ci".into() },
-                git_ref: "v1".into(),
-                sha: None,
-                tag: None,
-            },
-            created_at: "2026-12-01T09:00:00Z".into(),
-            finished_at: Some("2026-12-01T09:10:00Z".into()),
-            context: Default::default(),
-            stages: Vec::new(),
-        };
+        let mut run = sample::run(RunStatus::Waiting, Vec::new());
+        run.finished_at = Some("2026-12-01T09:10:00Z".into());
         let json: Value = serde_json::from_str(&run_record_json(&run)).unwrap();
         for field in FIELDS_OUTSIDE_RECORD_JSON {
             assert!(json.get(field).is_none(), "{field} in {json}");

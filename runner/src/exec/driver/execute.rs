@@ -119,14 +119,12 @@ impl Driver {
                         seconds,
                     )
                     .await?;
-                    outcome = Some(RunOutcome {
-                        run: record.id.clone(),
-                        status: RunStatus::Cancelled,
-                        stage: Some(name.clone()),
-                        error: Some(message),
-                        environment: false,
-                        lock_lost: false,
-                    });
+                    outcome = Some(RunOutcome::of(
+                        record.id.clone(),
+                        RunStatus::Cancelled,
+                        Some(name.clone()),
+                        Some(message),
+                    ));
                     break;
                 }
                 Some(Ok(StepResult::Done(outputs))) => {
@@ -153,14 +151,12 @@ impl Driver {
                         seconds,
                     )
                     .await?;
-                    outcome = Some(RunOutcome {
-                        run: record.id.clone(),
-                        status: RunStatus::Waiting,
-                        stage: Some(name.clone()),
-                        error: None,
-                        environment: false,
-                        lock_lost: false,
-                    });
+                    outcome = Some(RunOutcome::of(
+                        record.id.clone(),
+                        RunStatus::Waiting,
+                        Some(name.clone()),
+                        None,
+                    ));
                     break;
                 }
                 Some(Ok(StepResult::Stopped(stopped))) => {
@@ -216,14 +212,12 @@ impl Driver {
                 .is_some_and(|until| until == name || until == step.kind().as_str())
                 && record.stages.iter().any(|s| !s.status.is_finished())
             {
-                outcome = Some(RunOutcome {
-                    run: record.id.clone(),
-                    status: RunStatus::Waiting,
-                    stage: None,
-                    error: None,
-                    environment: false,
-                    lock_lost: false,
-                });
+                outcome = Some(RunOutcome::of(
+                    record.id.clone(),
+                    RunStatus::Waiting,
+                    None,
+                    None,
+                ));
                 break;
             }
         }
@@ -231,14 +225,12 @@ impl Driver {
             self.gate_lease.lock().expect("gate lease lock").take();
             lease.release().await;
         }
-        let outcome = outcome.unwrap_or(RunOutcome {
-            run: record.id.clone(),
-            status: RunStatus::Succeeded,
-            stage: None,
-            error: None,
-            environment: false,
-            lock_lost: false,
-        });
+        let outcome = outcome.unwrap_or(RunOutcome::of(
+            record.id.clone(),
+            RunStatus::Succeeded,
+            None,
+            None,
+        ));
         let finished_at = (outcome.status != RunStatus::Waiting)
             .then(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         self.store
@@ -336,14 +328,7 @@ impl Driver {
                     tokio::select! {
                         () = tokio::time::sleep(self.settings.approval_poll) => {}
                         () = self.settings.cancel.cancelled() => {
-                            return Ok(GateResult::Stopped(RunOutcome {
-                                run: record.id.clone(),
-                                status: RunStatus::Cancelled,
-                                stage: record.next_stage().map(|s| s.name.clone()),
-                                error: Some("cancelled while waiting for the pipeline's lock".into()),
-                                environment: false,
-                                lock_lost: false,
-                            }));
+                            return Ok(GateResult::Stopped(RunOutcome::of(record.id.clone(), RunStatus::Cancelled, record.next_stage().map(|s| s.name.clone()), Some("cancelled while waiting for the pipeline's lock".into()))));
                         }
                     }
                 }

@@ -89,39 +89,20 @@ pub fn gate_to_decide<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{RunId, RunTrigger, StageOutputs, TriggerKind};
+    use crate::run::sample;
 
     fn run(status: RunStatus, gates: &[(&str, StageStatus)]) -> RunRecord {
-        let stage = |name: &str, kind, status| StageRecord {
-            name: name.into(),
-            kind,
-            status,
-            started_at: None,
-            finished_at: None,
-            outputs: StageOutputs::default(),
-            error: None,
-        };
-        let mut stages = vec![stage("build", StageKind::Build, StageStatus::Succeeded)];
+        let mut stages = vec![sample::stage(
+            "build",
+            StageKind::Build,
+            StageStatus::Succeeded,
+        )];
         stages.extend(
             gates
                 .iter()
-                .map(|(name, status)| stage(name, StageKind::Approval, *status)),
+                .map(|(name, status)| sample::stage(name, StageKind::Approval, *status)),
         );
-        RunRecord {
-            id: RunId("01run".into()),
-            pipeline: "api".into(),
-            status,
-            trigger: RunTrigger {
-                kind: TriggerKind::Cli { user: "ci".into() },
-                git_ref: "v1".into(),
-                sha: None,
-                tag: None,
-            },
-            created_at: "2026-12-01T09:00:00Z".into(),
-            finished_at: None,
-            context: Default::default(),
-            stages,
-        }
+        sample::run(status, stages)
     }
 
     #[test]
@@ -149,8 +130,8 @@ mod tests {
         let early = run(RunStatus::Running, &[("approval", StageStatus::Pending)]);
         assert_eq!(
             gate_to_decide(&early, None).unwrap_err().to_string(),
-            "the approval `approval` of run 01run is not waiting for a decision (the run has \
-             not reached it yet); `envelope-runner status 01run` shows where the run is"
+            "the approval `approval` of run 01jd0000000000000000000000 is not waiting for a decision (the run has \
+             not reached it yet); `envelope-runner status 01jd0000000000000000000000` shows where the run is"
         );
         let passed = run(
             RunStatus::Waiting,
@@ -176,12 +157,12 @@ mod tests {
             gate_to_decide(&passed, Some("staging"))
                 .unwrap_err()
                 .to_string(),
-            "run 01run has no approval stage named `staging`"
+            "run 01jd0000000000000000000000 has no approval stage named `staging`"
         );
         let none = run(RunStatus::Running, &[]);
         assert_eq!(
             gate_to_decide(&none, None).unwrap_err().to_string(),
-            "run 01run has no approval stage"
+            "run 01jd0000000000000000000000 has no approval stage"
         );
     }
 }

@@ -81,6 +81,20 @@ pub struct RunOutcome {
     pub lock_lost: bool,
 }
 
+impl RunOutcome {
+    /// An outcome that is neither the environment's fault nor a lost lock.
+    fn of(run: RunId, status: RunStatus, stage: Option<String>, error: Option<String>) -> Self {
+        RunOutcome {
+            run,
+            status,
+            stage,
+            error,
+            environment: false,
+            lock_lost: false,
+        }
+    }
+}
+
 /// Errors that stop a run before or outside its stages.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {

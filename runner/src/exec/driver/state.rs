@@ -133,7 +133,7 @@ mod tests {
     use super::*;
     use crate::pipeline::compile_text;
     use crate::plan::plan;
-    use crate::run::{RunId, RunTrigger, TriggerKind};
+    use crate::run::sample;
 
     const SOURCE: &str = "source:\n  repository: acme/app\n  tags: [\"v*\"]\naws:\n  region: eu-west-2\n  account: \"123456789012\"\n";
 
@@ -176,19 +176,8 @@ mod tests {
 
     fn record(stages: Vec<StageRecord>, context: BTreeMap<String, String>) -> RunRecord {
         RunRecord {
-            id: RunId("01jd0000000000000000000000".into()),
-            pipeline: "app".into(),
-            status: RunStatus::Running,
-            trigger: RunTrigger {
-                kind: TriggerKind::Cli { user: "ci".into() },
-                git_ref: "v1.2.3".into(),
-                sha: None,
-                tag: Some("v1.2.3".into()),
-            },
-            created_at: "2026-12-01T09:00:00Z".into(),
-            finished_at: None,
             context,
-            stages,
+            ..sample::run(RunStatus::Running, stages)
         }
     }
 
@@ -198,7 +187,7 @@ mod tests {
             git_ref: "v1.2.3".into(),
             sha: Some("abc".into()),
             run_id: Some("01jd0000000000000000000000".into()),
-            created: Some("2026-12-01T09:00:00Z".into()),
+            created: Some("2026-11-26T09:00:00Z".into()),
             account: Some("123456789012".into()),
             region: Some("eu-west-2".into()),
             env: [("APP_ENV".to_owned(), "prod".to_owned())].into(),
@@ -209,20 +198,15 @@ mod tests {
         // A record written before the context was kept falls back to its trigger.
         let old = plan_context(&record(Vec::new(), BTreeMap::new()));
         assert_eq!(old.git_ref, "v1.2.3");
-        assert_eq!(old.created.as_deref(), Some("2026-12-01T09:00:00Z"));
+        assert_eq!(old.created.as_deref(), Some("2026-11-26T09:00:00Z"));
         assert_eq!(old.account, None);
     }
 
     #[test]
     fn finished_stages_leave_their_results_for_later_ones() {
         let stage = |name: &str, kind, status, outputs| StageRecord {
-            name: name.into(),
-            kind,
-            status,
-            started_at: None,
-            finished_at: None,
             outputs,
-            error: None,
+            ..sample::stage(name, kind, status)
         };
         let record = record(
             vec![

@@ -10,18 +10,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-/// Error codes AWS services use for "slow down". ECS does not model ThrottlingException as an
-/// error type, so the code is what has to be matched, never the Rust variant.
-pub const THROTTLING_CODES: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "SlowDown",
-];
+pub use crate::aws_error::THROTTLING_CODES;
 
 /// What another attempt of a failed call can achieve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
