@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, PutRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
     Update, WriteRequest,
@@ -233,17 +232,10 @@ impl Store for DynamoDbStore {
                 .expression_attribute_values(":finished", string(finished_at)),
             None => update.update_expression("SET #status = :status REMOVE #finished"),
         };
-        match update.send().await {
-            Ok(_) => Ok(()),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Err(StoreError::RunNotFound { id: id.clone() })
-            }
-            Err(error) => Err(self.sdk_error("setting a run's status", error)),
+        if self.condition_held("setting a run's status", update.send().await)? {
+            Ok(())
+        } else {
+            Err(StoreError::RunNotFound { id: id.clone() })
         }
     }
 
@@ -504,18 +496,7 @@ impl Store for DynamoDbStore {
             .expression_attribute_values(":holder", string(holder))
             .send()
             .await;
-        match renewed {
-            Ok(_) => Ok(true),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(self.sdk_error("renewing a lease", error)),
-        }
+        self.condition_held("renewing a lease", renewed)
     }
 
     async fn confirm_lease(

@@ -123,18 +123,7 @@ impl DynamoDbStore {
             )
             .send()
             .await;
-        match confirmed {
-            Ok(_) => Ok(true),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(self.sdk_error("confirming a lease", error)),
-        }
+        self.condition_held("confirming a lease", confirmed)
     }
 
     /// Frees the lease if `holder` has it: the holder goes, the generation stays.
@@ -156,18 +145,9 @@ impl DynamoDbStore {
             .expression_attribute_values(":holder", string(holder))
             .send()
             .await;
-        match released {
-            Err(error)
-                if !matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Err(self.sdk_error("releasing a lease", error))
-            }
-            // Released, or not ours (any more): either way it is not held by `holder` now.
-            _ => Ok(()),
-        }
+        // Released, or not ours (any more): either way it is not held by `holder` now.
+        self.condition_held("releasing a lease", released)
+            .map(|_| ())
     }
 
     pub(super) async fn supersede_before_gate(
@@ -228,14 +208,8 @@ impl DynamoDbStore {
                 .expression_attribute_values(":waiting", string(&open[2]))
                 .send()
                 .await;
-            match written {
-                Ok(_) => return Ok(true),
-                Err(error)
-                    if matches!(
-                        error.as_service_error(),
-                        Some(UpdateItemError::ConditionalCheckFailedException(_))
-                    ) => {}
-                Err(error) => return Err(self.sdk_error(OPERATION, error)),
+            if self.condition_held(OPERATION, written)? {
+                return Ok(true);
             }
         }
         Err(StoreError::DynamoDb {

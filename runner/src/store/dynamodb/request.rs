@@ -6,6 +6,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{CancellationReason, Put, TransactWriteItem};
 
 use super::super::error::StoreError;
@@ -27,6 +28,30 @@ impl DynamoDbStore {
     }
 
     /// What a failed request means for the person running envelope-runner.
+    /// An UpdateItem's result as whether its condition held: `true` when the update was made,
+    /// `false` when DynamoDB refused it for its condition, or the error.
+    pub(super) fn condition_held<O, R>(
+        &self,
+        operation: &'static str,
+        result: Result<O, SdkError<UpdateItemError, R>>,
+    ) -> Result<bool, StoreError>
+    where
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(self.sdk_error(operation, error)),
+        }
+    }
+
     pub(super) fn sdk_error<E, R>(
         &self,
         operation: &'static str,
