@@ -407,6 +407,7 @@ pub(crate) struct Cluster {
     /// The emulator the cluster lives on.
     endpoint: String,
     pub(crate) name: String,
+    arn: String,
     log_group: String,
     subnet: String,
     /// Service names in ROLES order.
@@ -514,11 +515,15 @@ impl Cluster {
             "groupId",
         );
 
-        ecs.create_cluster()
+        let arn = ecs
+            .create_cluster()
             .cluster_name(&name)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+            .cluster
+            .and_then(|cluster| cluster.cluster_arn)
+            .expect("CreateCluster returns the cluster's ARN");
         let log_group = format!("/ecs/{name}");
         logs.create_log_group()
             .log_group_name(&log_group)
@@ -606,6 +611,7 @@ impl Cluster {
             env,
             endpoint: endpoint.to_owned(),
             name,
+            arn,
             log_group,
             subnet,
             services,
@@ -798,6 +804,12 @@ impl Drop for Cluster {
             });
         })
         .join();
+        // The emulator stops a deleted service's essential containers but leaves the others
+        // (the api's log-router sidecar) running: remove every container of the cluster.
+        crate::support::remove_containers(
+            self.env.docker_cli(),
+            &format!("label=com.amazonaws.ecs.cluster={}", self.arn),
+        );
     }
 }
 

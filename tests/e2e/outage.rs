@@ -28,7 +28,7 @@ use crate::ecs::{
 };
 use crate::fault_proxy::FaultProxy;
 use crate::reattach::revisions_of;
-use crate::support::{run_id, text};
+use crate::support::{remove_containers, run_id, text};
 use envelope_tests::env::TestEnv;
 
 /// The host part of the instance label ministack puts on the containers it starts.
@@ -42,6 +42,7 @@ struct PrivateMinistack {
     port: u16,
     region: String,
     python: PathBuf,
+    docker_cli: String,
     process: Option<Child>,
     /// How many times it was started (each start logs to its own file).
     starts: usize,
@@ -66,6 +67,7 @@ impl PrivateMinistack {
             port,
             region: env.region().to_owned(),
             python,
+            docker_cli: env.docker_cli().to_owned(),
             process: None,
             starts: 0,
         };
@@ -177,22 +179,10 @@ impl Drop for PrivateMinistack {
             let _ = child.wait();
         }
         // Whatever it could not remove (a kill, a daemon that was slow to answer).
-        let label = format!("label=ministack.instance={HOSTNAME}:{}", self.port);
-        if let Ok(listed) = Command::new("/usr/bin/docker")
-            .args(["ps", "-aq", "--filter", &label])
-            .output()
-        {
-            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("/usr/bin/docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
-        }
+        remove_containers(
+            &self.docker_cli,
+            &format!("label=ministack.instance={HOSTNAME}:{}", self.port),
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

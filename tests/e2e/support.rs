@@ -155,3 +155,24 @@ pub(crate) fn status_json_with_store(
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// Removes (forcibly) every container the daemon lists for a `docker ps --filter` value, e.g.
+/// `label=KEY=VALUE`: what a fixture started and must not leave running.
+pub(crate) fn remove_containers(docker_cli: &str, filter: &str) {
+    let Ok(listed) = Command::new(docker_cli)
+        .args(["ps", "-aq", "--filter", filter])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new(docker_cli)
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
