@@ -1,3 +1,5 @@
 //! Shared helpers for end-to-end tests.
+// Test code: a failed `unwrap` is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
 pub mod env;
 pub mod git_fixture;

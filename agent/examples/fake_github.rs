@@ -3,6 +3,8 @@
 //! `GET /_stats` with the number of requests answered, by status.
 //!
 //!     fake_github --listen 127.0.0.1:8900 --repositories 100
+// A benchmark or development tool, not product code: it may panic on a broken set-up.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../tests/it/fake_github.rs"]
 mod fake_github;

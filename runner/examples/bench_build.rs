@@ -2,6 +2,8 @@
 //! time in milliseconds and how many Dockerfile steps came from the cache.
 //!
 //!     bench_build <context-dir> <tag> [cache-from-ref]
+// A benchmark or development tool, not product code: it may panic on a broken set-up.
+#![allow(clippy::unwrap_used)]
 
 use envelope_runner::exec::build::{BuildProgress, BuildRequest, build};
 use std::path::PathBuf;

@@ -11,6 +11,8 @@
 //! cargo run -p envelope-runner --example bench_push -- [--runs 5] [--payload-mb 16]
 //!     [--registry 127.0.0.1:5000] [--base-image envelope-test/busybox:1] [--docker /usr/bin/docker]
 //! ```
+// A benchmark or development tool, not product code: it may panic on a broken set-up.
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -14,6 +14,8 @@
 //! ```text
 //! cargo run -p envelope-runner --example deploy_bench -- [--rounds 3] [--services 4]
 //! ```
+// A benchmark or development tool, not product code: it may panic on a broken set-up.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::process::Command;

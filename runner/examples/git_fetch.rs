@@ -7,6 +7,8 @@
 //! The token, if any, comes from the environment variable `GIT_FETCH_TOKEN`. Prints the
 //! resolved sha and whether the mirror was reused; with `--verbose`, every progress event with
 //! the milliseconds since start on stderr.
+// A benchmark or development tool, not product code: it may panic on a broken set-up.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -11,6 +11,8 @@
 //! AWS configuration (`eval "$(scripts/test-env env)"` for the emulator). A missing table is
 //! created, and deleted again at the end; an existing one is used as it is and kept.
 //! `--runs N` records N runs instead of 10,000 (DynamoDB over the network takes a while).
+// A benchmark or development tool, not product code: it may panic on a broken set-up.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! End-to-end tests of envelope-runner against real parts: a Docker daemon, registries, an AWS
 //! emulator and git servers started by `scripts/test-env up`.
+// Test code: a failed `unwrap` is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
 
 mod approval;
 mod build;

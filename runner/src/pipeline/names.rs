@@ -4,21 +4,22 @@
 use regex::Regex;
 use std::sync::LazyLock;
 
-static PIPELINE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,62}$").unwrap());
-static STAGE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,62}$").unwrap());
-static ENV_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").unwrap());
+/// A pattern written below; a unit test matches each, so none fails to compile at run time.
+fn pattern(text: &str) -> Regex {
+    Regex::new(text).expect("the name patterns are valid regular expressions")
+}
+
+static PIPELINE_NAME: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[a-z][a-z0-9-]{0,62}$"));
+static STAGE_NAME: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[a-z][a-z0-9-]{0,62}$"));
+static ENV_NAME: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z_][A-Za-z0-9_]*$"));
 static REGION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$").unwrap());
-static TAG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").unwrap());
+    LazyLock::new(|| pattern(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$"));
+static TAG: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"));
 /// Docker's repository path component grammar.
 static REPOSITORY_COMPONENT: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$").unwrap());
+    LazyLock::new(|| pattern(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"));
 static GITHUB_REPOSITORY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$").unwrap());
+    LazyLock::new(|| pattern(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$"));
 
 pub fn is_pipeline_name(name: &str) -> bool {
     PIPELINE_NAME.is_match(name)
@@ -153,6 +154,21 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn every_pattern_compiles() {
+        for pattern in [
+            &PIPELINE_NAME,
+            &STAGE_NAME,
+            &ENV_NAME,
+            &REGION,
+            &TAG,
+            &REPOSITORY_COMPONENT,
+            &GITHUB_REPOSITORY,
+        ] {
+            LazyLock::force(pattern);
+        }
+    }
 
     #[test]
     fn tags() {

@@ -1,5 +1,7 @@
 //! Integration tests of the front end (validate, plan, schema) and the command line. Pure: no
 //! daemon, registry or AWS needed. End-to-end tests against real parts live in the `tests` crate.
+// Test code: a failed `unwrap` is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
 
 mod actions;
 mod cli;

@@ -66,11 +66,13 @@ pub fn gate_to_decide<'a>(
             stage: stage.map(str::to_owned),
         });
     };
-    let waiting = match (gate.status, record.status) {
-        (StageStatus::Waiting, RunStatus::Waiting | RunStatus::Running) => true,
-        (StageStatus::Cancelled, RunStatus::Cancelled) => true,
-        _ => false,
-    };
+    let waiting = matches!(
+        (gate.status, record.status),
+        (
+            StageStatus::Waiting,
+            RunStatus::Waiting | RunStatus::Running
+        ) | (StageStatus::Cancelled, RunStatus::Cancelled)
+    );
     if waiting {
         return Ok(gate);
     }
