@@ -12,27 +12,18 @@ mod settings;
 mod shared;
 mod validate;
 
+use crate::bootstrap;
 use crate::cli::{Cli, ColorChoice, Command};
-use crate::exit_codes;
 use crate::trigger::actions::ActionsMode;
-use clap::Parser;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// Parse arguments and run; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match bootstrap::parse_args(args) {
         Ok(cli) => cli,
-        Err(error) => {
-            let _ = error.print();
-            return match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    exit_codes::OK
-                }
-                _ => exit_codes::INVALID_INPUT,
-            };
-        }
+        Err(code) => return code,
     };
     let color = match cli.color {
         ColorChoice::Always => true,
@@ -151,15 +142,9 @@ async fn exit_code(command: impl Future<Output = Result<i32, i32>>) -> i32 {
 
 /// Run an async command on a multi-threaded runtime, fenced in GitHub Actions mode when asked.
 fn block_on(fence: Fence, command: impl Future<Output = i32>) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match bootstrap::runtime(None) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return exit_codes::ENVIRONMENT;
-        }
+        Err(code) => return code,
     };
     let mut actions = match fence {
         Fence::Yes => ActionsMode::detect(),

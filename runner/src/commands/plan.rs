@@ -1,6 +1,6 @@
 //! `plan`: show what a run would do for a ref, without network or store.
 
-use super::shared::{declared_environment, report_diagnostics};
+use super::shared::report_diagnostics;
 use crate::cli::OutputFormat;
 use crate::exit_codes;
 use crate::pipeline;
@@ -46,7 +46,7 @@ pub(super) fn plan(
             return exit_codes::INVALID_INPUT;
         }
     };
-    let env = declared_environment(&compiled);
+    let env = compiled.declared_env();
     // In GitHub Actions the release (or pushed ref) and its commit are the default.
     let actions = git_ref
         .is_none()

@@ -6,7 +6,7 @@
 
 use super::outcome;
 use super::settings::{reporter, settings};
-use super::shared::{declared_environment, find_run, load_pipeline, open_store, store_failed};
+use super::shared::{find_run, load_pipeline, open_store, store_failed};
 use crate::cli::{OutputFormat, RunArgs, RunCommand};
 use crate::exec::driver::{Driver, DriverError, RunOutcome, RunSettings};
 use crate::exit_codes;
@@ -91,7 +91,7 @@ fn trigger(
     let context = PlanContext {
         git_ref: revision.git_ref,
         sha: revision.sha,
-        env: declared_environment(compiled),
+        env: compiled.declared_env(),
         ..PlanContext::default()
     };
     (trigger, context)

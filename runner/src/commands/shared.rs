@@ -1,6 +1,5 @@
-//! What several commands share: opening the run store, loading a pipeline by name, the values
-//! of its declared environment variables, reading a run from the store, printing pipeline
-//! diagnostics, and who is running the command. Each
+//! What several commands share: opening the run store, loading a pipeline by name, reading a
+//! run from the store, printing pipeline diagnostics, and who is running the command. Each
 //! reports its own errors; an `Err` carries the exit code.
 
 use crate::cli::StoreArgs;
@@ -8,7 +7,6 @@ use crate::exit_codes;
 use crate::pipeline::{self, diagnostic::Diagnostics};
 use crate::run::{RunId, RunRecord};
 use crate::store::{self, Store, StoreError};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,18 +43,6 @@ pub(super) fn load_pipeline(
         );
         exit_codes::INVALID_INPUT
     })
-}
-
-/// The values of the environment variables the pipeline declares, as far as they are set.
-pub(super) fn declared_environment(
-    compiled: &pipeline::CompiledPipeline,
-) -> BTreeMap<String, String> {
-    compiled
-        .pipeline
-        .env
-        .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
-        .collect()
 }
 
 /// A run from the store, or the exit code after telling the user why there is none.
