@@ -1,10 +1,12 @@
-//! `approve` (and `approve --reject`): record a decision at the approval gate a run waits at.
-//! The waiting run, or a later `resume`, acts on it.
+//! `approve` (and `approve --reject`): record a decision at the approval gate a run waits at
+//! (which gate, and whether it may be decided, is [`gate_to_decide`]'s rule). The waiting run,
+//! or a later `resume`, acts on it.
 
 use super::shared::{current_user, find_run, open_store, store_failed};
 use crate::cli::StoreArgs;
+use crate::exec::driver::gate_to_decide;
 use crate::exit_codes;
-use crate::run::{ApprovalRecord, RunId, RunStatus, StageKind, StageStatus};
+use crate::run::{ApprovalRecord, RunId};
 use crate::store;
 use std::path::Path;
 
@@ -36,49 +38,13 @@ pub(super) async fn approve(project: &Path, run: &str, request: Request, args: &
         Ok(record) => record,
         Err(code) => return code,
     };
-    let gates: Vec<_> = record
-        .stages
-        .iter()
-        .filter(|s| s.kind == StageKind::Approval)
-        .collect();
-    let gate = match (&stage, gates.as_slice()) {
-        (Some(name), _) => gates.iter().find(|s| &s.name == name).copied(),
-        (None, [only]) => Some(*only),
-        (None, _) => gates
-            .iter()
-            .find(|s| s.status == StageStatus::Waiting)
-            .copied(),
+    let gate = match gate_to_decide(&record, stage.as_deref()) {
+        Ok(gate) => gate,
+        Err(refusal) => {
+            eprintln!("error: {refusal}");
+            return exit_codes::INVALID_INPUT;
+        }
     };
-    let Some(gate) = gate else {
-        eprintln!(
-            "error: run {run} has no approval stage{}",
-            stage.map(|s| format!(" named `{s}`")).unwrap_or_default()
-        );
-        return exit_codes::INVALID_INPUT;
-    };
-    // Only a gate the run is waiting at can be decided: not one it has not reached (an
-    // approval given in advance would let a later, different build through), not one already
-    // passed, and not one of a run that ended. A run cancelled while it waited at the gate
-    // still waits there: `resume` takes it back to the gate.
-    let waiting = matches!(
-        (gate.status, record.status),
-        (
-            StageStatus::Waiting,
-            RunStatus::Waiting | RunStatus::Running
-        ) | (StageStatus::Cancelled, RunStatus::Cancelled)
-    );
-    if !waiting {
-        let why = match gate.status {
-            StageStatus::Pending => "the run has not reached it yet".to_owned(),
-            StageStatus::Waiting => format!("the run is {}", record.status.as_str()),
-            other => format!("it is already {}", other.as_str()),
-        };
-        eprintln!(
-            "error: the approval `{}` of run {run} is not waiting for a decision ({why}); `envelope-runner status {run}` shows where the run is",
-            gate.name
-        );
-        return exit_codes::INVALID_INPUT;
-    }
     let decision = ApprovalRecord {
         approved,
         by: approver.unwrap_or_else(current_user),
