@@ -1,11 +1,8 @@
-//! Command-line interface: argument parsing and dispatch to the library.
+//! The command line's shape: the clap types for every command, option and value. Parsing
+//! only; `commands` runs what they describe.
 
-use crate::exit_codes;
-use crate::pipeline::{self, diagnostic::Diagnostics};
-use crate::plan::{self, PlanContext};
 use clap::{Parser, Subcommand, ValueEnum};
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Pipelines as code for containers on ECS: build with BuildKit, push to ECR by digest,
 /// approve, migrate and deploy, and roll back when a deploy fails.
@@ -72,31 +69,7 @@ pub enum Command {
         output: OutputFormat,
     },
     /// Run a pipeline: source, build, push, approval, migrate, deploy.
-    Run {
-        /// Pipeline name (pipelines/<NAME>.yaml) or path to a pipeline file.
-        pipeline: String,
-        /// Branch, tag or commit to build (default: the pipeline's branch; with --local, HEAD).
-        #[arg(long = "ref", value_name = "REF")]
-        git_ref: Option<String>,
-        /// The commit the ref must resolve to.
-        #[arg(long)]
-        sha: Option<String>,
-        /// Stop after this stage (name or kind) and leave the rest for `resume`.
-        #[arg(long, value_name = "STAGE")]
-        until: Option<String>,
-        /// Build from the working tree with the local Docker daemon; skip approval, migrate and
-        /// deploy. Reproduces a CI build on a laptop.
-        #[arg(long)]
-        local: bool,
-        /// With --local: the working tree to build (default: the current folder).
-        #[arg(long, value_name = "DIR", requires = "local")]
-        source: Option<PathBuf>,
-        /// With --local: push to this registry host (for example 127.0.0.1:5000).
-        #[arg(long, value_name = "HOST", requires = "local")]
-        registry: Option<String>,
-        #[command(flatten)]
-        common: RunArgs,
-    },
+    Run(RunCommand),
     /// Continue a run from its first unfinished stage (after an approval, a crash or --until).
     Resume {
         /// The run id.
@@ -195,6 +168,34 @@ pub enum Command {
     },
 }
 
+// `run`'s arguments (no doc comment: clap would take it for the command's description).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunCommand {
+    /// Pipeline name (pipelines/<NAME>.yaml) or path to a pipeline file.
+    pub pipeline: String,
+    /// Branch, tag or commit to build (default: the pipeline's branch; with --local, HEAD).
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// The commit the ref must resolve to.
+    #[arg(long)]
+    pub sha: Option<String>,
+    /// Stop after this stage (name or kind) and leave the rest for `resume`.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Option<String>,
+    /// Build from the working tree with the local Docker daemon; skip approval, migrate and
+    /// deploy. Reproduces a CI build on a laptop.
+    #[arg(long)]
+    pub local: bool,
+    /// With --local: the working tree to build (default: the current folder).
+    #[arg(long, value_name = "DIR", requires = "local")]
+    pub source: Option<PathBuf>,
+    /// With --local: push to this registry host (for example 127.0.0.1:5000).
+    #[arg(long, value_name = "HOST", requires = "local")]
+    pub registry: Option<String>,
+    #[command(flatten)]
+    pub common: RunArgs,
+}
+
 /// Where run state lives.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
@@ -241,283 +242,4 @@ pub enum SchemaKind {
     Pipeline,
     Defaults,
     Buildspec,
-}
-
-/// Parse arguments and run; returns the process exit code.
-pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(error) => {
-            let _ = error.print();
-            return match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    exit_codes::OK
-                }
-                _ => exit_codes::INVALID_INPUT,
-            };
-        }
-    };
-    let color = match cli.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-        }
-    };
-    let project = cli.project.clone().unwrap_or_else(|| PathBuf::from("."));
-    // Locks are taken per command: run commands write from several threads.
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
-    match cli.command {
-        Command::Validate { files, output } => {
-            validate(&project, &files, output, color, &mut stdout, &mut stderr)
-        }
-        Command::Plan {
-            pipeline,
-            git_ref,
-            sha,
-            region,
-            output,
-        } => plan_command(
-            &project,
-            &pipeline,
-            git_ref,
-            sha,
-            region,
-            output,
-            color,
-            &mut stdout,
-            &mut stderr,
-        ),
-        Command::Run { .. }
-        | Command::Resume { .. }
-        | Command::Retry { .. }
-        | Command::Rollback { .. }
-        | Command::Approve { .. }
-        | Command::Status { .. }
-        | Command::History { .. }
-        | Command::Logs { .. } => crate::commands::dispatch(cli.command, &project, color),
-        Command::Agent { args } => agent(&args),
-        Command::Schema { kind } => {
-            let schema = match kind {
-                SchemaKind::Pipeline => pipeline::schema(),
-                SchemaKind::Defaults => pipeline::defaults_schema(),
-                SchemaKind::Buildspec => crate::buildspec::schema(),
-            };
-            let _ = writeln!(
-                stdout,
-                "{}",
-                serde_json::to_string_pretty(&schema).unwrap_or_default()
-            );
-            exit_codes::OK
-        }
-    }
-}
-
-/// `agent`: become the `envelope-agent` program found next to this executable (or on the
-/// PATH). The agent is a crate of its own that depends on this one, so it cannot be linked in;
-/// the process is replaced, so SIGTERM reaches the agent directly.
-fn agent(args: &[std::ffi::OsString]) -> i32 {
-    let name = format!("envelope-agent{}", std::env::consts::EXE_SUFFIX);
-    let program = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join(&name)))
-        .filter(|path| path.is_file())
-        .unwrap_or_else(|| PathBuf::from(&name));
-    let mut command = std::process::Command::new(&program);
-    command.args(args);
-    #[cfg(unix)]
-    let error = std::os::unix::process::CommandExt::exec(&mut command);
-    #[cfg(not(unix))]
-    let error = match command.status() {
-        Ok(status) => return status.code().unwrap_or(exit_codes::ENVIRONMENT),
-        Err(error) => error,
-    };
-    eprintln!(
-        "error: cannot start {}: {error}; install envelope-agent next to envelope-runner (the release archive and the image ship both)",
-        program.display()
-    );
-    exit_codes::ENVIRONMENT
-}
-
-fn report_diagnostics(diagnostics: &Diagnostics, color: bool, stderr: &mut dyn Write) {
-    let rendered = crate::trigger::actions::render_diagnostics(diagnostics, color);
-    let _ = write!(stderr, "{rendered}");
-}
-
-fn validate(
-    project: &Path,
-    files: &[PathBuf],
-    output: OutputFormat,
-    color: bool,
-    stdout: &mut dyn Write,
-    stderr: &mut dyn Write,
-) -> i32 {
-    let files = if files.is_empty() {
-        pipeline::list_pipelines(project)
-    } else {
-        files.to_vec()
-    };
-    if files.is_empty() {
-        let _ = writeln!(
-            stderr,
-            "error: no pipeline files in {}/{}: pass files, or run from the project root (or --project DIR)",
-            project.display(),
-            pipeline::PIPELINES_DIR
-        );
-        return exit_codes::INVALID_INPUT;
-    }
-    let mut all = Diagnostics::default();
-    let mut results = Vec::new();
-    for file in &files {
-        match pipeline::load(file) {
-            Ok(compiled) => {
-                results.push(serde_json::json!({
-                    "file": file.display().to_string(),
-                    "pipeline": compiled.name,
-                    "ok": true,
-                    "buildspecs": compiled.buildspecs.keys().collect::<Vec<_>>(),
-                }));
-                if output == OutputFormat::Text {
-                    let buildspecs = if compiled.buildspecs.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " (buildspecs: {})",
-                            compiled
-                                .buildspecs
-                                .keys()
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    };
-                    let _ = writeln!(
-                        stdout,
-                        "ok  {} → pipeline `{}`{buildspecs}",
-                        file.display(),
-                        compiled.name
-                    );
-                }
-            }
-            Err(diagnostics) => {
-                results.push(serde_json::json!({
-                    "file": file.display().to_string(),
-                    "ok": false,
-                    "errors": diagnostics.0.iter().map(|d| serde_json::json!({
-                        "file": d.source.path.display().to_string(),
-                        "line": d.position.line,
-                        "column": d.position.column,
-                        "message": d.message,
-                        "label": d.label,
-                        "help": d.help,
-                    })).collect::<Vec<_>>(),
-                }));
-                all.extend(diagnostics);
-            }
-        }
-    }
-    if output == OutputFormat::Json {
-        let _ = writeln!(
-            stdout,
-            "{}",
-            serde_json::to_string_pretty(&results).unwrap_or_default()
-        );
-    }
-    if all.has_errors() {
-        if output == OutputFormat::Text {
-            report_diagnostics(&all, color, stderr);
-        } else {
-            crate::trigger::actions::annotate_diagnostics(&all);
-        }
-        exit_codes::INVALID_INPUT
-    } else {
-        exit_codes::OK
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn plan_command(
-    project: &Path,
-    name: &str,
-    git_ref: Option<String>,
-    sha: Option<String>,
-    region: Option<String>,
-    output: OutputFormat,
-    color: bool,
-    stdout: &mut dyn Write,
-    stderr: &mut dyn Write,
-) -> i32 {
-    let path = match pipeline::find(project, name) {
-        Ok(path) => path,
-        Err(message) => {
-            let _ = writeln!(stderr, "error: {message}");
-            return exit_codes::INVALID_INPUT;
-        }
-    };
-    let compiled = match pipeline::load(&path) {
-        Ok(compiled) => compiled,
-        Err(diagnostics) => {
-            report_diagnostics(&diagnostics, color, stderr);
-            return exit_codes::INVALID_INPUT;
-        }
-    };
-    let env = compiled
-        .pipeline
-        .env
-        .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
-        .collect();
-    // In GitHub Actions the release (or pushed ref) and its commit are the default.
-    let actions = git_ref
-        .is_none()
-        .then(crate::trigger::actions::ActionsEnvironment::detect)
-        .flatten()
-        .and_then(|environment| environment.trigger());
-    let (git_ref, sha) = match (git_ref, actions) {
-        (Some(git_ref), _) => (git_ref, sha),
-        (None, Some(trigger)) => (trigger.git_ref, sha.or(trigger.sha)),
-        (None, None) => {
-            let _ = writeln!(
-                stderr,
-                "error: give --ref (a release tag, branch or commit); only in GitHub Actions does it default to the release or pushed ref"
-            );
-            return exit_codes::INVALID_INPUT;
-        }
-    };
-    // The same region a run would settle on, short of the AWS profile and instance metadata
-    // (plan reads no files beyond the project and asks no service).
-    let region = region
-        .or_else(|| compiled.aws.region.clone())
-        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
-        .or_else(|| {
-            std::env::var("AWS_DEFAULT_REGION")
-                .ok()
-                .filter(|r| !r.is_empty())
-        });
-    let context = PlanContext {
-        git_ref,
-        sha,
-        env,
-        region,
-        ..PlanContext::default()
-    };
-    match plan::plan(&compiled, &context) {
-        Ok(plan) => {
-            let _ = match output {
-                OutputFormat::Json => writeln!(
-                    stdout,
-                    "{}",
-                    serde_json::to_string_pretty(&plan).unwrap_or_default()
-                ),
-                OutputFormat::Text => write!(stdout, "{}", plan.render_text()),
-            };
-            exit_codes::OK
-        }
-        Err(error) => {
-            crate::trigger::actions::annotate_plan_error(&path, &error);
-            let _ = writeln!(stderr, "error: {error}");
-            exit_codes::INVALID_INPUT
-        }
-    }
 }

@@ -29,5 +29,5 @@ pub mod report;
 /// Run the command line given by `args` (program name first); returns the exit code.
 /// Callable in-process and more than once.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    cli::main(args)
+    commands::main(args)
 }

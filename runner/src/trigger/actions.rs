@@ -9,7 +9,6 @@
 //! standard error, see `report::github` for why) and the job files.
 
 use crate::exec::driver::{Driver, DriverError, RunOutcome};
-use crate::exit_codes;
 use crate::pipeline::diagnostic::Diagnostics;
 use crate::pipeline::model::Stage;
 use crate::pipeline::{CompiledPipeline, names};
@@ -365,17 +364,14 @@ impl ActionsMode {
     }
 
     /// After a `run` or `resume`: resume workflow commands, annotate a plan error, write the
-    /// step outputs and the job summary, and give the exit code. A run that stopped at the
-    /// approval gate `--until` named did what was asked: exit 0 so the job is green (its
-    /// `status` output says `waiting`).
+    /// step outputs and the job summary, and warn when a waiting run's state stays on this
+    /// machine. The exit code is the command's (see [`paused_as_asked`]).
     pub async fn end_run(
         &self,
         driver: &Driver,
         result: &Result<RunOutcome, DriverError>,
-        code: i32,
-        until: Option<&str>,
         store_url: Option<&str>,
-    ) -> i32 {
+    ) {
         write_lines(&[self.token.resume_line()]);
         let outcome = match result {
             Ok(outcome) => outcome,
@@ -383,13 +379,13 @@ impl ActionsMode {
                 if let DriverError::Plan(error) = error {
                     annotate_plan_error(&driver.compiled.file.path, error);
                 }
-                return code;
+                return;
             }
         };
         self.write_job_files(driver.store.as_ref(), &outcome.run, Some(&driver.compiled))
             .await;
         if outcome.status != RunStatus::Waiting {
-            return code;
+            return;
         }
         if !store_url.is_some_and(|url| url.starts_with("dynamodb://")) {
             write_lines(&[workflow_command(
@@ -400,11 +396,6 @@ impl ActionsMode {
                     outcome.run
                 ),
             )]);
-        }
-        if paused_as_asked(outcome, until, &driver.compiled) {
-            exit_codes::OK
-        } else {
-            code
         }
     }
 
@@ -502,8 +493,14 @@ impl ActionsMode {
     }
 }
 
-/// Whether a waiting run stopped at the approval gate `--until` named (by name or kind).
-fn paused_as_asked(outcome: &RunOutcome, until: Option<&str>, compiled: &CompiledPipeline) -> bool {
+/// Whether a waiting run stopped at the approval gate `--until` named (by name or kind). In
+/// GitHub Actions such a run did what was asked: it exits 0 so the job is green (its `status`
+/// output says `waiting`).
+pub fn paused_as_asked(
+    outcome: &RunOutcome,
+    until: Option<&str>,
+    compiled: &CompiledPipeline,
+) -> bool {
     let (Some(until), Some(stage)) = (until, outcome.stage.as_deref()) else {
         return false;
     };

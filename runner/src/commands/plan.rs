@@ -1,0 +1,102 @@
+//! `plan`: show what a run would do for a ref, without network or store.
+
+use super::shared::report_diagnostics;
+use crate::cli::OutputFormat;
+use crate::exit_codes;
+use crate::pipeline;
+use crate::plan::{self as planner, PlanContext};
+use std::io::Write;
+use std::path::Path;
+
+/// What to plan for, as the command line gives it.
+pub(super) struct Target {
+    /// Branch, tag or commit (in GitHub Actions, default: the release or pushed ref).
+    pub git_ref: Option<String>,
+    /// The commit the ref resolves to.
+    pub sha: Option<String>,
+    /// The AWS region (default: the pipeline's, then AWS_REGION, then AWS_DEFAULT_REGION).
+    pub region: Option<String>,
+}
+
+pub(super) fn plan(
+    project: &Path,
+    name: &str,
+    target: Target,
+    output: OutputFormat,
+    color: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    let path = match pipeline::find(project, name) {
+        Ok(path) => path,
+        Err(message) => {
+            let _ = writeln!(stderr, "error: {message}");
+            return exit_codes::INVALID_INPUT;
+        }
+    };
+    let Target {
+        git_ref,
+        sha,
+        region,
+    } = target;
+    let compiled = match pipeline::load(&path) {
+        Ok(compiled) => compiled,
+        Err(diagnostics) => {
+            report_diagnostics(&diagnostics, color, stderr);
+            return exit_codes::INVALID_INPUT;
+        }
+    };
+    let env = compiled.declared_env();
+    // In GitHub Actions the release (or pushed ref) and its commit are the default.
+    let actions = git_ref
+        .is_none()
+        .then(crate::trigger::actions::ActionsEnvironment::detect)
+        .flatten()
+        .and_then(|environment| environment.trigger());
+    let (git_ref, sha) = match (git_ref, actions) {
+        (Some(git_ref), _) => (git_ref, sha),
+        (None, Some(trigger)) => (trigger.git_ref, sha.or(trigger.sha)),
+        (None, None) => {
+            let _ = writeln!(
+                stderr,
+                "error: give --ref (a release tag, branch or commit); only in GitHub Actions does it default to the release or pushed ref"
+            );
+            return exit_codes::INVALID_INPUT;
+        }
+    };
+    // The same region a run would settle on, short of the AWS profile and instance metadata
+    // (plan reads no files beyond the project and asks no service).
+    let region = region
+        .or_else(|| compiled.aws.region.clone())
+        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+        .or_else(|| {
+            std::env::var("AWS_DEFAULT_REGION")
+                .ok()
+                .filter(|r| !r.is_empty())
+        });
+    let context = PlanContext {
+        git_ref,
+        sha,
+        env,
+        region,
+        ..PlanContext::default()
+    };
+    match planner::plan(&compiled, &context) {
+        Ok(plan) => {
+            let _ = match output {
+                OutputFormat::Json => writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::to_string_pretty(&plan).unwrap_or_default()
+                ),
+                OutputFormat::Text => write!(stdout, "{}", plan.render_text()),
+            };
+            exit_codes::OK
+        }
+        Err(error) => {
+            crate::trigger::actions::annotate_plan_error(&path, &error);
+            let _ = writeln!(stderr, "error: {error}");
+            exit_codes::INVALID_INPUT
+        }
+    }
+}

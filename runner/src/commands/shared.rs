@@ -1,0 +1,69 @@
+//! What several commands share: opening the run store, loading a pipeline by name, reading a
+//! run from the store, printing pipeline diagnostics, and who is running the command. Each
+//! reports its own errors; an `Err` carries the exit code.
+
+use crate::cli::StoreArgs;
+use crate::exit_codes;
+use crate::pipeline::{self, diagnostic::Diagnostics};
+use crate::run::{RunId, RunRecord};
+use crate::store::{self, Store, StoreError};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The person or system running the command.
+pub(super) fn current_user() -> String {
+    ["ENVELOPE_USER", "GITHUB_ACTOR", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub(super) async fn open_store(project: &Path, args: &StoreArgs) -> Result<Arc<dyn Store>, i32> {
+    let url = args
+        .store
+        .clone()
+        .unwrap_or_else(|| project.join(".envelope/state.db").display().to_string());
+    store::open(&url).await.map_err(store_failed)
+}
+
+pub(super) fn load_pipeline(
+    project: &Path,
+    name: &str,
+    color: bool,
+) -> Result<pipeline::CompiledPipeline, i32> {
+    let path = pipeline::find(project, name).map_err(|message| {
+        eprintln!("error: {message}");
+        exit_codes::INVALID_INPUT
+    })?;
+    pipeline::load(&path).map_err(|diagnostics| {
+        eprint!(
+            "{}",
+            crate::trigger::actions::render_diagnostics(&diagnostics, color)
+        );
+        exit_codes::INVALID_INPUT
+    })
+}
+
+/// A run from the store, or the exit code after telling the user why there is none.
+pub(super) async fn find_run(store: &dyn Store, id: &RunId) -> Result<RunRecord, i32> {
+    match store.get_run(id).await {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => {
+            eprintln!("error: no run {id} in the store; `envelope-runner history` lists runs");
+            Err(exit_codes::INVALID_INPUT)
+        }
+        Err(error) => Err(store_failed(error)),
+    }
+}
+
+/// Tell the user what went wrong with the store; the exit code for it.
+pub(super) fn store_failed(error: StoreError) -> i32 {
+    eprintln!("error: {error}");
+    error.exit_code()
+}
+
+pub(super) fn report_diagnostics(diagnostics: &Diagnostics, color: bool, stderr: &mut dyn Write) {
+    let rendered = crate::trigger::actions::render_diagnostics(diagnostics, color);
+    let _ = write!(stderr, "{rendered}");
+}
