@@ -152,7 +152,7 @@ async fn failing_step(buildspec: Option<&str>) {
         .find(|line| line.starts_with("::error title=Stage build failed::"))
         .unwrap_or_else(|| panic!("no error annotation in {log}"));
     assert!(
-        annotation.contains(&format!("failed with exit code 3%0Alast output lines:%0A")),
+        annotation.contains("failed with exit code 3%0Alast output lines:%0A"),
         "{annotation}"
     );
     assert!(

@@ -107,7 +107,7 @@ impl FaultProxy {
 }
 
 fn refusal(turn: usize) -> Response<Full<Bytes>> {
-    let (status, body): (u16, &'static [u8]) = if turn % 2 == 0 {
+    let (status, body): (u16, &'static [u8]) = if turn.is_multiple_of(2) {
         (
             400,
             br#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#,

@@ -32,9 +32,9 @@ pub fn parse(text: &str) -> Result<Vec<Part>, TemplateError> {
     while let Some(index) = rest.find('$') {
         literal.push_str(&rest[..index]);
         let after = &rest[index..];
-        if after.starts_with("$${") {
+        if let Some(escaped) = after.strip_prefix("$${") {
             literal.push_str("${");
-            rest = &after[3..];
+            rest = escaped;
             consumed += index + 3;
         } else if let Some(inner) = after.strip_prefix("${") {
             let offset = consumed + index;

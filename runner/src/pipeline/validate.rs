@@ -587,10 +587,8 @@ fn collect_strings<'a>(
     out: &mut Vec<(Vec<PathSegment>, &'a Node, String)>,
 ) {
     match &node.value {
-        Value::String(text) => {
-            if text.contains('$') {
-                out.push((path.clone(), node, text.clone()));
-            }
+        Value::String(text) if text.contains('$') => {
+            out.push((path.clone(), node, text.clone()));
         }
         Value::Sequence(items) => {
             for (index, item) in items.iter().enumerate() {

@@ -29,6 +29,7 @@ fn validate_passes_on_the_shipped_pipelines() {
 fn validate_fails_with_exit_code_2_and_locations_on_every_broken_fixture() {
     let folder = crate::fixtures().join("invalid");
     let mut checked = 0;
+    let located = regex::Regex::new(r"\.ya?ml:\d+:\d+").unwrap();
     for entry in std::fs::read_dir(&folder).unwrap().flatten() {
         let path = entry.path();
         if !path.is_file() {
@@ -43,7 +44,6 @@ fn validate_fails_with_exit_code_2_and_locations_on_every_broken_fixture() {
             path.display()
         );
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let located = regex::Regex::new(r"\.ya?ml:\d+:\d+").unwrap();
         assert!(
             located.is_match(&stderr),
             "{name}: no file:line:col in\n{stderr}"

@@ -80,7 +80,7 @@ pub(crate) async fn find_registered(
             (found_family == family && revision > current).then_some((revision, arn.clone()))
         })
         .collect();
-    newer.sort_by(|a, b| b.0.cmp(&a.0));
+    newer.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
     for (_, arn) in newer.into_iter().take(NEWER_REVISIONS_EXAMINED) {
         let described = aws.describe_task_definition(&arn).await?;
         let tags = described.tags.unwrap_or_default();
