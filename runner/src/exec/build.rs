@@ -28,7 +28,9 @@
 mod context;
 mod daemon;
 mod dockerignore;
+mod error;
 mod failure;
+mod options;
 mod progress;
 mod session;
 
@@ -38,16 +40,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{BuildInfo, BuildInfoAux};
-use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use futures_util::StreamExt;
 
-use self::context::{BuildContext, ContextError};
+use self::context::BuildContext;
 use self::daemon::{ConnectError, DaemonEndpoint};
+pub use self::error::BuildError;
+use self::error::{classify_failure, context_error};
 pub use self::failure::{buildspec_failure, exit_code, step_reason};
+use self::options::{as_buildkit_request, build_options};
 pub(crate) use self::progress::CACHE_IMPORT_STEP;
 use self::progress::ProgressTracker;
 use self::session::Session;
-use crate::exec::push::ReferenceError;
 use crate::redact::Redactor;
 use crate::secret::Secret;
 
@@ -153,113 +156,6 @@ pub enum BuildProgress {
     },
     /// A warning BuildKit raised about a step (newer daemons only).
     Warning { step: String, message: String },
-}
-
-/// Why a build failed; every message says what, where and what to do next.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("the build context {path} is not a directory; check the build's context setting")]
-    ContextDirMissing { path: PathBuf },
-    #[error(
-        "no Dockerfile at {path}; check the build's dockerfile setting (it is relative to the \
-         context directory {context})"
-    )]
-    DockerfileMissing { path: PathBuf, context: PathBuf },
-    #[error(
-        "the Dockerfile {path} is outside the build context {context}; move it into the \
-         context or choose a context that contains it"
-    )]
-    DockerfileOutsideContext { path: PathBuf, context: PathBuf },
-    #[error("cannot read {path}: {source}")]
-    IgnoreFileUnreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: `{text}`: {reason}; fix or remove that line")]
-    IgnoreFileInvalid {
-        path: PathBuf,
-        line: usize,
-        text: String,
-        reason: String,
-    },
-    #[error(
-        "cannot read {path} for the build context: {source}; fix its permissions or add it to \
-         .dockerignore"
-    )]
-    Context {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot reach the Docker daemon at {endpoint}: {detail}. Start Docker (for example \
-         `sudo systemctl start docker`, or `scripts/test-env up` in the envelope-runner \
-         repository) or set DOCKER_HOST to a running daemon, then run the build again"
-    )]
-    DaemonUnreachable { endpoint: String, detail: String },
-    #[error("cannot open a BuildKit session on the Docker daemon: {0}")]
-    Session(String),
-    #[error(
-        "{path}:{line}: {message}\n  {line} | {text}\nfix the Dockerfile and run the build again"
-    )]
-    DockerfileSyntax {
-        path: PathBuf,
-        line: usize,
-        text: String,
-        message: String,
-    },
-    #[error("{}", failure::render_step_failure(step, message, output))]
-    StepFailed {
-        step: String,
-        /// BuildKit's message (`... exit code: 3`).
-        message: String,
-        /// The step's last output lines (at most 10).
-        output: Vec<String>,
-    },
-    #[error(
-        "cannot tag the image as `{reference}`: {source}; check the build's image and tags and \
-         the pipeline's registry"
-    )]
-    InvalidReference {
-        reference: String,
-        source: ReferenceError,
-    },
-    #[error("the build of {image} failed: {message}")]
-    Failed { image: String, message: String },
-    #[error(
-        "the Docker daemon refused the build of {image}: {message}; check the build's tags, \
-         target and platform"
-    )]
-    Refused { image: String, message: String },
-    #[error(
-        "the Docker daemon at {endpoint} reported no build progress for {} (the build stage's \
-         `idle_timeout`){}: the build was stopped. Check the daemon (`docker info`, its log); \
-         raise `idle_timeout` for a step that works silently for longer",
-        crate::timeouts::show(*idle),
-        step.as_deref().map(|step| format!(" while `{step}` ran")).unwrap_or_default()
-    )]
-    Stalled {
-        endpoint: String,
-        idle: Duration,
-        step: Option<String>,
-    },
-    #[error(
-        "the build finished but the Docker daemon did not say which image it made; check \
-         `docker images` and the daemon's log"
-    )]
-    NoImageId,
-}
-
-impl BuildError {
-    /// Whether the machine (the Docker daemon) rather than the pipeline or its code is at
-    /// fault: maps to [`crate::exit_codes::ENVIRONMENT`].
-    pub fn is_environment(&self) -> bool {
-        matches!(
-            self,
-            BuildError::DaemonUnreachable { .. }
-                | BuildError::Session(_)
-                | BuildError::Stalled { .. }
-        )
-    }
 }
 
 /// The image a build makes, for messages: its first reference, or `the image` without tags.
@@ -467,193 +363,6 @@ fn shared_key(context_dir: &Path) -> String {
     hex::encode(digest.finalize())
 }
 
-fn context_error(request: &BuildRequest, error: ContextError) -> BuildError {
-    let context = request.context_dir.clone();
-    let path = context.join(&request.dockerfile);
-    match error {
-        ContextError::ContextDirMissing => BuildError::ContextDirMissing { path: context },
-        ContextError::DockerfileMissing => BuildError::DockerfileMissing { path, context },
-        ContextError::DockerfileOutside => BuildError::DockerfileOutsideContext { path, context },
-        ContextError::IgnoreUnreadable(path, source) => {
-            BuildError::IgnoreFileUnreadable { path, source }
-        }
-        ContextError::IgnoreInvalid(path, invalid) => BuildError::IgnoreFileInvalid {
-            path,
-            line: invalid.line,
-            text: invalid.text,
-            reason: invalid.reason.to_owned(),
-        },
-    }
-}
-
-/// The `/build` query: everything but the extra tags and the builder version, which
-/// [`as_buildkit_request`] fixes up.
-fn build_options(request: &BuildRequest, dockerfile: &str, session: &str) -> BuildImageOptions {
-    let mut build_args: HashMap<String, String> = request
-        .build_args
-        .iter()
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    // Inline cache is always exported, so the pushed image can seed the next build's cache.
-    build_args.insert("BUILDKIT_INLINE_CACHE".to_owned(), "1".to_owned());
-    let labels: HashMap<String, String> = request
-        .labels
-        .iter()
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    BuildImageOptions {
-        dockerfile: dockerfile.to_owned(),
-        // The daemon pulls the context and the Dockerfile from the session's file sync, as it
-        // does from the Docker CLI.
-        remote: Some("client-session".to_owned()),
-        t: request.tags.first().cloned(),
-        nocache: request.no_cache,
-        cachefrom: (!request.cache_from.is_empty()).then(|| request.cache_from.clone()),
-        buildargs: Some(build_args),
-        labels: (!labels.is_empty()).then_some(labels),
-        platform: request.platform.clone().unwrap_or_default(),
-        target: request.target.clone().unwrap_or_default(),
-        // See the module documentation: sent as classic, switched to BuildKit on the way out.
-        version: BuilderVersion::BuilderV1,
-        session: Some(session.to_owned()),
-        ..BuildImageOptions::default()
-    }
-}
-
-/// Turns bollard's classic `/build` request into a BuildKit one using our session, and adds the
-/// tags after the first.
-fn as_buildkit_request(
-    mut request: bollard::BollardRequest,
-    extra_tags: &[String],
-) -> bollard::BollardRequest {
-    if !request.uri().path().ends_with("/build") {
-        return request;
-    }
-    let query = request.uri().query().unwrap_or_default();
-    let mut pairs: Vec<String> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            if pair == "version=1" {
-                "version=2".to_owned()
-            } else {
-                pair.to_owned()
-            }
-        })
-        .collect();
-    pairs.extend(
-        extra_tags
-            .iter()
-            .map(|tag| format!("t={}", query_escape(tag))),
-    );
-    let path_and_query = format!("{}?{}", request.uri().path(), pairs.join("&"));
-    let Ok(path_and_query) = hyper::http::uri::PathAndQuery::try_from(path_and_query) else {
-        return request;
-    };
-    let mut parts = request.uri().clone().into_parts();
-    parts.path_and_query = Some(path_and_query);
-    if let Ok(uri) = hyper::Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
-    }
-    request
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn query_escape(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            escaped.push(char::from(byte));
-        } else {
-            escaped.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    escaped
-}
-
-/// Turns the daemon's error into one a user can act on.
-fn classify_failure(
-    error: bollard::errors::Error,
-    tracker: &ProgressTracker<'_>,
-    endpoint: &DaemonEndpoint,
-    dockerfile: &Path,
-    image: &str,
-) -> BuildError {
-    use bollard::errors::Error;
-    let scrub = |text: &str| tracker.scrubber().redact(text);
-    match error {
-        Error::DockerStreamError { error } => {
-            let message = scrub(
-                error
-                    .trim()
-                    .trim_start_matches("failed to solve with frontend dockerfile.v0: "),
-            );
-            if let Some((line, reason)) = dockerfile_error_line(&message) {
-                let text = std::fs::read_to_string(dockerfile)
-                    .ok()
-                    .and_then(|text| text.lines().nth(line - 1).map(str::to_owned))
-                    .unwrap_or_default();
-                return BuildError::DockerfileSyntax {
-                    path: dockerfile.to_owned(),
-                    line,
-                    text,
-                    message: reason,
-                };
-            }
-            match tracker.failed_step(&message) {
-                Some((step, output)) => {
-                    let copies = step.contains("] COPY ") || step.contains("] ADD ");
-                    let message = if copies && message.contains("not found") {
-                        format!(
-                            "{message} (is the file in the build context, and not left out by \
-                             .dockerignore?)"
-                        )
-                    } else {
-                        message
-                    };
-                    BuildError::StepFailed {
-                        step,
-                        message,
-                        output,
-                    }
-                }
-                None => BuildError::Failed {
-                    image: image.to_owned(),
-                    message,
-                },
-            }
-        }
-        Error::DockerResponseServerError { message, .. } => BuildError::Refused {
-            image: image.to_owned(),
-            message: scrub(&message),
-        },
-        Error::IOError { err } => BuildError::DaemonUnreachable {
-            endpoint: endpoint.to_string(),
-            detail: err.to_string(),
-        },
-        other => BuildError::Failed {
-            image: image.to_owned(),
-            message: scrub(&other.to_string()),
-        },
-    }
-}
-
-/// Finds the Dockerfile line BuildKit's frontend complained about: `dockerfile parse error line
-/// 3: unknown instruction: FOO` (BuildKit 0.8) or `... on line 3: ...` (newer).
-fn dockerfile_error_line(message: &str) -> Option<(usize, String)> {
-    const MARKER: &str = "dockerfile parse error ";
-    let start = message.find(MARKER)? + MARKER.len();
-    let rest = message[start..].trim_start_matches("on ");
-    let rest = rest.strip_prefix("line ")?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let line: usize = rest[..digits].parse().ok()?;
-    if line == 0 {
-        return None;
-    }
-    let reason = rest[digits..].trim_start_matches(':').trim();
-    Some((line, reason.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,88 +400,5 @@ mod tests {
             };
             assert_eq!(step.instruction(), instruction, "{name}");
         }
-    }
-
-    #[test]
-    fn finds_the_line_of_a_dockerfile_parse_error() {
-        assert_eq!(
-            dockerfile_error_line(
-                "failed to create LLB definition: dockerfile parse error line 3: unknown instruction: FOOBAR"
-            ),
-            Some((3, "unknown instruction: FOOBAR".to_owned()))
-        );
-        assert_eq!(
-            dockerfile_error_line(
-                "dockerfile parse error on line 12: FROM requires either one or three arguments"
-            ),
-            Some((12, "FROM requires either one or three arguments".to_owned()))
-        );
-        assert_eq!(dockerfile_error_line("exit code: 1"), None);
-    }
-
-    #[test]
-    fn rewrites_only_the_build_request() {
-        let build = hyper::Request::post(
-            "unix://2f76/build?dockerfile=Dockerfile&t=app%3A1&version=1&session=abc",
-        )
-        .body(bollard::body_full(bytes::Bytes::new()))
-        .expect("request");
-        let rewritten = as_buildkit_request(
-            build,
-            &["127.0.0.1:5000/app:1".to_owned(), "app:latest".to_owned()],
-        );
-        assert_eq!(
-            rewritten.uri().to_string(),
-            "unix://2f76/build?dockerfile=Dockerfile&t=app%3A1&version=2&session=abc\
-             &t=127.0.0.1%3A5000%2Fapp%3A1&t=app%3Alatest"
-        );
-        let other = hyper::Request::get("unix://2f76/images/json?version=1")
-            .body(bollard::body_full(bytes::Bytes::new()))
-            .expect("request");
-        assert_eq!(
-            as_buildkit_request(other, &[]).uri().to_string(),
-            "unix://2f76/images/json?version=1"
-        );
-    }
-
-    #[test]
-    fn options_always_export_inline_cache_and_use_the_session() {
-        let request = BuildRequest {
-            context_dir: PathBuf::from("/src"),
-            dockerfile: PathBuf::from("Dockerfile"),
-            build_args: BTreeMap::from([("BUILDKIT_INLINE_CACHE".to_owned(), "0".to_owned())]),
-            tags: vec!["a:1".to_owned(), "b:2".to_owned()],
-            cache_from: vec!["registry/app:prev".to_owned()],
-            ..BuildRequest::default()
-        };
-        let options = build_options(&request, "Dockerfile", "session-id");
-        assert_eq!(
-            options
-                .buildargs
-                .as_ref()
-                .and_then(|args| args.get("BUILDKIT_INLINE_CACHE")),
-            Some(&"1".to_owned())
-        );
-        assert_eq!(options.t.as_deref(), Some("a:1"));
-        assert_eq!(options.session.as_deref(), Some("session-id"));
-        assert_eq!(options.remote.as_deref(), Some("client-session"));
-        assert_eq!(
-            options.cachefrom,
-            Some(vec!["registry/app:prev".to_owned()])
-        );
-        assert_eq!(options.labels, None);
-    }
-
-    #[test]
-    fn step_failures_show_the_last_output_lines() {
-        let error = BuildError::StepFailed {
-            step: "[3/4] RUN make".to_owned(),
-            message: "executor failed running [/bin/sh -c make]: exit code: 2".to_owned(),
-            output: vec!["cc -c main.c".to_owned(), "main.c:1: error".to_owned()],
-        };
-        assert_eq!(
-            error.to_string(),
-            "step `[3/4] RUN make` failed with exit code 2\nlast output lines:\n  cc -c main.c\n  main.c:1: error"
-        );
     }
 }

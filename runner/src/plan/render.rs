@@ -1,0 +1,131 @@
+//! The plan as plain text for people: the `plan` command's text output.
+
+use super::{Plan, Step};
+use crate::pipeline::model::OnFailure;
+use crate::pipeline::untrusted;
+
+impl Plan {
+    /// A plain-text rendering for people.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "pipeline {} ({})", self.pipeline, self.file);
+        let _ = writeln!(
+            out,
+            "trigger  ref {}  sha {}{}",
+            self.trigger.git_ref,
+            self.trigger
+                .sha
+                .as_deref()
+                .unwrap_or("<resolved at run time>"),
+            self.trigger
+                .tag
+                .as_ref()
+                .map(|tag| format!("  release {tag}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "aws      region {}  registry {}",
+            self.aws.region.as_deref().unwrap_or("-"),
+            self.aws.registry
+        );
+        for (index, step) in self.steps.iter().enumerate() {
+            let _ = writeln!(out, "\n{}. {} ({})", index + 1, step.name(), step.kind());
+            match step {
+                Step::Source(s) => {
+                    let _ = writeln!(out, "   clone     {} at {}", s.url, s.reference);
+                    let _ = writeln!(out, "   token     ${}", s.token_env);
+                }
+                Step::Build(b) => {
+                    let _ = writeln!(out, "   image     {}", b.repository);
+                    let _ = writeln!(
+                        out,
+                        "   context   {}  dockerfile {}",
+                        b.context, b.dockerfile
+                    );
+                    if let Some(target) = &b.target {
+                        let _ = writeln!(out, "   target    {target}");
+                    }
+                    if let Some(platform) = &b.platform {
+                        let _ = writeln!(out, "   platform  {platform}");
+                    }
+                    for (key, value) in &b.build_args {
+                        let _ = writeln!(out, "   arg       {key}={value}");
+                    }
+                    for secret in &b.secrets {
+                        let _ = writeln!(out, "   secret    {} from {}", secret.id, secret.from);
+                    }
+                    for cache in &b.cache_from {
+                        let _ = writeln!(out, "   cache     {cache}");
+                    }
+                    if let Some(spec) = &b.buildspec {
+                        let _ = writeln!(
+                            out,
+                            "   buildspec {} (phases: {})",
+                            spec.path,
+                            spec.phases.join(", ")
+                        );
+                    }
+                    let _ = writeln!(out, "   timeout   {}  idle {}", b.timeout, b.idle_timeout);
+                }
+                Step::Push(p) => {
+                    for tag in &p.tags {
+                        let _ = writeln!(out, "   tag       {}:{tag}", p.repository);
+                    }
+                    let _ = writeln!(out, "   deploys   {}", p.image);
+                }
+                Step::Approval(a) => {
+                    let _ = writeln!(out, "   timeout   {}", a.timeout);
+                    if let Some(sns) = &a.notify_sns {
+                        let _ = writeln!(out, "   notify    {sns}");
+                    }
+                    if let Some(webhook) = &a.notify_webhook {
+                        let origin = crate::redact::url_origin(webhook);
+                        let _ = writeln!(out, "   notify    {origin} (webhook)");
+                    }
+                }
+                Step::Migrate(m) => {
+                    let _ = writeln!(
+                        out,
+                        "   task      {} (service {}) in {}",
+                        m.container, m.service, m.cluster
+                    );
+                    let _ = writeln!(out, "   command   {}", untrusted::command_line(&m.command));
+                    for image in &m.images {
+                        let _ = writeln!(out, "   image     {image}");
+                    }
+                    let _ = writeln!(out, "   timeout   {}", m.timeout);
+                }
+                Step::Deploy(d) => {
+                    let _ = writeln!(out, "   cluster   {}", d.cluster);
+                    for service in &d.services {
+                        let _ = writeln!(out, "   service   {service}");
+                    }
+                    for image in &d.images {
+                        let _ = writeln!(out, "   image     {image}");
+                    }
+                    let _ = writeln!(
+                        out,
+                        "   timeout   {}  on failure {}",
+                        d.timeout,
+                        match d.on_failure {
+                            OnFailure::Rollback => "roll back every service",
+                            OnFailure::Stop => "stop",
+                        }
+                    );
+                }
+            }
+        }
+        if !self.left_out.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nleft out  {}: `{}` is not a release, so this run builds and pushes only; \
+                 deploy by publishing a release tag",
+                self.left_out.join(", "),
+                self.trigger.git_ref
+            );
+        }
+        out
+    }
+}

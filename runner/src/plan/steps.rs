@@ -1,0 +1,149 @@
+//! The steps of a plan: one type per stage kind, each build stage followed by its push
+//! step, and the [`Step`] that holds any of them.
+
+use crate::pipeline::model::OnFailure;
+use crate::run::StageKind;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One step. Each build stage is followed by its push step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    Source(SourceStep),
+    Build(BuildStep),
+    Push(PushStep),
+    Approval(ApprovalStep),
+    Migrate(MigrateStep),
+    Deploy(DeployStep),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceStep {
+    pub name: String,
+    pub url: String,
+    pub reference: String,
+    pub expected_sha: Option<String>,
+    pub token_env: String,
+    pub submodules: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildStep {
+    pub name: String,
+    /// `registry/repository`.
+    pub repository: String,
+    pub image_name: String,
+    pub context: String,
+    pub dockerfile: String,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub secrets: Vec<SecretRef>,
+    pub labels: BTreeMap<String, String>,
+    pub cache_from: Vec<String>,
+    pub tags: Vec<String>,
+    pub buildspec: Option<BuildspecPlan>,
+    pub create_repository: bool,
+    /// The whole stage's limit (`timeout`).
+    pub timeout: String,
+    pub timeout_seconds: u64,
+    /// How long the daemon may report no progress (`idle_timeout`).
+    pub idle_timeout: String,
+    pub idle_timeout_seconds: u64,
+}
+
+/// A BuildKit secret: where its value comes from, never the value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecretRef {
+    pub id: String,
+    /// `env:NAME`, `file:PATH` or `aws_secret:ID`.
+    pub from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildspecPlan {
+    pub path: String,
+    pub phases: Vec<String>,
+    pub exported_variables: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PushStep {
+    pub name: String,
+    pub build: String,
+    pub repository: String,
+    pub tags: Vec<String>,
+    /// What later stages deploy: `repository@<digest>`.
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalStep {
+    pub name: String,
+    pub timeout: String,
+    pub timeout_seconds: u64,
+    pub notify_sns: Option<String>,
+    /// The whole URL, for the run; shown and serialized as scheme and host only, because its
+    /// path and query carry credentials.
+    #[serde(serialize_with = "webhook_origin")]
+    pub notify_webhook: Option<String>,
+}
+
+fn webhook_origin<S: serde::Serializer>(
+    url: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_some(&crate::redact::url_origin(url)),
+        None => serializer.serialize_none(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrateStep {
+    pub name: String,
+    pub cluster: String,
+    pub service: String,
+    pub container: String,
+    pub command: Vec<String>,
+    /// Images swapped into the task definition, by repository.
+    pub images: Vec<String>,
+    pub timeout: String,
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeployStep {
+    pub name: String,
+    pub cluster: String,
+    pub services: Vec<String>,
+    pub images: Vec<String>,
+    pub timeout: String,
+    pub timeout_seconds: u64,
+    pub on_failure: OnFailure,
+}
+
+impl Step {
+    pub fn name(&self) -> &str {
+        match self {
+            Step::Source(step) => &step.name,
+            Step::Build(step) => &step.name,
+            Step::Push(step) => &step.name,
+            Step::Approval(step) => &step.name,
+            Step::Migrate(step) => &step.name,
+            Step::Deploy(step) => &step.name,
+        }
+    }
+
+    pub fn kind(&self) -> StageKind {
+        match self {
+            Step::Source(_) => StageKind::Source,
+            Step::Build(_) => StageKind::Build,
+            Step::Push(_) => StageKind::Push,
+            Step::Approval(_) => StageKind::Approval,
+            Step::Migrate(_) => StageKind::Migrate,
+            Step::Deploy(_) => StageKind::Deploy,
+        }
+    }
+}
