@@ -27,7 +27,7 @@ use crate::ecs::{
     stage_of,
 };
 use crate::fault_proxy::FaultProxy;
-use crate::reattach::revisions_of;
+use crate::reattach::assert_one_revision_per_stage;
 use crate::support::{remove_containers, run_id, text};
 use envelope_tests::env::TestEnv;
 
@@ -356,18 +356,7 @@ async fn an_aws_endpoint_gone_mid_deploy_leaves_no_service_on_a_mixed_release() 
 
     let record = record_of(project.path(), &run);
     assert_eq!(record["status"], "succeeded", "{record}");
-    let revisions = revisions_of(&cluster, &run).await;
-    for role in ROLES {
-        let expected: BTreeMap<String, usize> = if role == "api" {
-            [("deploy".to_owned(), 1), ("migrate".to_owned(), 1)].into()
-        } else {
-            [("deploy".to_owned(), 1)].into()
-        };
-        assert_eq!(
-            revisions[role], expected,
-            "{role}: one revision per stage, none repeated: {revisions:?}"
-        );
-    }
+    assert_one_revision_per_stage(&cluster, &run).await;
     // The deployments ECS started before the outage are the ones the run waited on, the
     // second one although the runner never heard UpdateService's answer.
     for service in moved {

@@ -90,6 +90,23 @@ pub(crate) async fn revisions_of(
     counts
 }
 
+/// A release run of `api_project` registered one revision per stage for each service (the
+/// api's migration one more), none repeated.
+pub(crate) async fn assert_one_revision_per_stage(cluster: &Cluster, run: &str) {
+    let revisions = revisions_of(cluster, run).await;
+    for role in ROLES {
+        let expected: BTreeMap<String, usize> = if role == "api" {
+            [("deploy".to_owned(), 1), ("migrate".to_owned(), 1)].into()
+        } else {
+            [("deploy".to_owned(), 1)].into()
+        };
+        assert_eq!(
+            revisions[role], expected,
+            "{role}: one new revision per stage, none repeated: {revisions:?}"
+        );
+    }
+}
+
 async fn migration_tasks(cluster: &Cluster, run: &str) -> Vec<String> {
     let mut tasks = Vec::new();
     for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
@@ -164,18 +181,7 @@ async fn a_run_killed_after_each_aws_answer_resumes_without_repeating_the_change
     let all = crate::support::text(&resumed);
     assert_eq!(resumed.status.code(), Some(0), "{all}");
 
-    let revisions = revisions_of(&cluster, &run).await;
-    for role in ROLES {
-        let expected: BTreeMap<String, usize> = if role == "api" {
-            [("deploy".to_owned(), 1), ("migrate".to_owned(), 1)].into()
-        } else {
-            [("deploy".to_owned(), 1)].into()
-        };
-        assert_eq!(
-            revisions[role], expected,
-            "{role}: one new revision per stage, none repeated: {revisions:?}"
-        );
-    }
+    assert_one_revision_per_stage(&cluster, &run).await;
     let tasks = migration_tasks(&cluster, &run).await;
     assert_eq!(tasks.len(), 1, "one migration task: {tasks:?}");
     let record = record_of(&project_dir, &run);
