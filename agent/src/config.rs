@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use envelope_runner::pipeline::diagnostic::{Diagnostic, Diagnostics, SourceFile};
+use envelope_runner::pipeline::document::DocumentKind;
 use envelope_runner::pipeline::yaml::{self, Node, PathSegment};
-use envelope_runner::pipeline::{duration, names, structure};
+use envelope_runner::pipeline::{duration, names};
 use envelope_runner::secret::Secret;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -320,51 +321,23 @@ pub fn load(path: &Path) -> Result<Settings, Diagnostics> {
     parse(&SourceFile::new(path, text), base)
 }
 
+/// The configuration file, for the runner's front end: parse, require a mapping, check the
+/// schema.
+const CONFIG_FILE: DocumentKind = DocumentKind {
+    called: "the agent configuration",
+    read_as: "the agent configuration",
+    start_with: "start with `repositories:`",
+    schema,
+};
+
 /// Check a configuration text; relative paths in it are taken from `base`. Pure.
 pub fn parse(source: &SourceFile, base: &Path) -> Result<Settings, Diagnostics> {
-    let mut diagnostics = Diagnostics::default();
-    let tree = match yaml::parse(&source.text) {
-        Ok(tree) => tree,
-        Err(error) => {
-            diagnostics.push(
-                Diagnostic::error(
-                    source,
-                    error.position,
-                    format!("invalid YAML: {}", error.message),
-                )
-                .with_help("fix the YAML syntax first; check indentation and unclosed quotes"),
-            );
-            return Err(diagnostics);
-        }
-    };
-    if !matches!(tree.value, yaml::Value::Mapping(_)) {
-        diagnostics.push(
-            Diagnostic::error(
-                source,
-                tree.position,
-                format!(
-                    "the agent configuration must be a mapping, found {}",
-                    tree.kind_name()
-                ),
-            )
-            .with_help("start with `repositories:`"),
-        );
-        return Err(diagnostics);
-    }
-    diagnostics.extend(structure::check(&tree, &schema(), source));
+    let (tree, mut diagnostics) = CONFIG_FILE.check(source)?;
     if diagnostics.has_errors() {
         diagnostics.sort();
         return Err(diagnostics);
     }
-    let file: ConfigFile = serde_json::from_value(tree.to_json()).map_err(|error| {
-        let mut diagnostics = Diagnostics::default();
-        diagnostics.push(Diagnostic::error(
-            source,
-            tree.position,
-            format!("cannot read the agent configuration: {error}"),
-        ));
-        diagnostics
-    })?;
+    let file: ConfigFile = CONFIG_FILE.read(&tree, source)?;
     let mut checker = Checker {
         source,
         tree: &tree,
