@@ -13,7 +13,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Job, LEASE_TTL, Scheduler, lease_key, lock};
-use crate::reporter::LogReporter;
 
 /// How often a held lease is renewed, and a running run's new events are written to the
 /// store (the web UI's live log).
@@ -137,14 +136,7 @@ impl Scheduler {
                 return;
             }
         };
-        let events = EventSink::new(Box::new(LogReporter::new(run.clone(), pipeline.to_owned())));
-        events.redactor().add_all(
-            self.inner
-                .settings
-                .secrets
-                .iter()
-                .map(|secret| secret.expose()),
-        );
+        let events = self.event_sink(run, pipeline.to_owned());
         if let Some(job) = lock(&self.inner.jobs).get_mut(run) {
             job.executing = true;
             job.events = Some(events.clone());

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::release;
+use crate::reporter::LogReporter;
 
 /// How long a run's lease lasts without renewal; an agent that vanishes frees its runs after
 /// this long.
@@ -181,6 +182,20 @@ impl Scheduler {
             .await?
             .unwrap_or(marker);
         Ok(ulid_time(&first).unwrap_or_else(Utc::now))
+    }
+
+    /// The events of a run of `pipeline`, going to this agent's log with the agent's own
+    /// secrets redacted.
+    fn event_sink(&self, run: &RunId, pipeline: String) -> EventSink {
+        let events = EventSink::new(Box::new(LogReporter::new(run.clone(), pipeline)));
+        events.redactor().add_all(
+            self.inner
+                .settings
+                .secrets
+                .iter()
+                .map(|secret| secret.expose()),
+        );
+        events
     }
 
     /// Load `pipelines/<name>.yaml` afresh, so that a run uses the pipeline as it is now.

@@ -6,14 +6,12 @@ use std::time::Duration;
 use chrono::Utc;
 use envelope_runner::exec::driver::{Driver, DriverError};
 use envelope_runner::plan::{self, PlanContext};
-use envelope_runner::report::EventSink;
 use envelope_runner::run::{RunId, RunStatus, RunTrigger, TriggerKind};
 use envelope_runner::store::{LeaseOutcome, StoreError};
 
 use super::{LEASE_TTL, Offer, Scheduler, Via, lease_key, lock, ulid_time};
 use crate::config::WatchedRepository;
 use crate::release::{self, Release};
-use crate::reporter::LogReporter;
 
 /// A claim whose run record is still missing after this long belongs to an agent that died
 /// between the two writes.
@@ -116,17 +114,7 @@ impl Scheduler {
         }
         // The record, older runs superseded, `run_started`: the runner's lifecycle API, with
         // the events going to this agent's log.
-        let events = EventSink::new(Box::new(LogReporter::new(
-            run.clone(),
-            compiled.name.clone(),
-        )));
-        events.redactor().add_all(
-            self.inner
-                .settings
-                .secrets
-                .iter()
-                .map(|secret| secret.expose()),
-        );
+        let events = self.event_sink(&run, compiled.name.clone());
         let driver = Driver::new(compiled, store.clone(), self.run_settings(None), events);
         let record = match driver
             .create(run.clone(), trigger, context, RunStatus::Queued)
