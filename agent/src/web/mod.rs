@@ -6,15 +6,15 @@
 //! a session's CSRF token). `/metrics` also takes the metrics token. Responses carry a strict
 //! Content-Security-Policy; pages are server-rendered HTML without JavaScript.
 
+mod decide;
 mod login_backoff;
 pub mod pages;
+mod run;
 mod serve;
 pub mod session;
 
 pub use serve::run;
 
-use envelope_runner::exec::driver::{approval_deadline, gate_to_decide};
-use envelope_runner::run::StageKind;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -22,31 +22,25 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::{DefaultBodyLimit, Extension, Form, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Form, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use chrono::{SecondsFormat, Utc};
-use envelope_runner::event::Event;
-use envelope_runner::pipeline::model::Stage;
-use envelope_runner::report::describe;
-use envelope_runner::run::{ApprovalRecord, RunId, StageStatus};
+use envelope_runner::run::RunId;
 use envelope_runner::secret::Secret;
-use envelope_runner::store::{ApprovalOutcome, Store};
+use envelope_runner::store::Store;
 use serde::Deserialize;
 
 use crate::approval_rules::ApprovalRules;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::poller::Poller;
-use crate::scheduler::{Scheduler, load_pipeline};
+use crate::scheduler::Scheduler;
 pub use login_backoff::LoginBackoff;
-use pages::{DeployView, MigrationView, RunView, Viewer};
+use pages::Viewer;
 use session::{LOGIN_COOKIE, SESSION_COOKIE, Sessions, bearer, cookie, same};
 
-/// Log lines a run page shows (the newest).
-const LOG_LINES: usize = 500;
 /// Runs per page of the list.
 const RUNS_PER_PAGE: usize = 50;
 /// Runs counted for `/metrics`.
@@ -90,8 +84,8 @@ impl SignedIn {
 pub fn router(app: Arc<App>) -> Router {
     let protected = Router::new()
         .route("/", get(runs_page))
-        .route("/runs/{id}", get(run_page))
-        .route("/runs/{id}/decision", post(decide))
+        .route("/runs/{id}", get(run::run_page))
+        .route("/runs/{id}/decision", post(decide::decide))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
@@ -485,248 +479,6 @@ fn store_error(signed: &SignedIn, error: &envelope_runner::store::StoreError) ->
         )),
     )
         .into_response()
-}
-
-#[derive(Debug, Deserialize)]
-struct RunQuery {
-    notice: Option<String>,
-}
-
-async fn run_page(
-    State(app): State<Arc<App>>,
-    Extension(signed): Extension<SignedIn>,
-    Path(id): Path<String>,
-    Query(query): Query<RunQuery>,
-) -> Response {
-    let id = RunId(id);
-    let record = match app.store.get_run(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            return (
-                StatusCode::NOT_FOUND,
-                Html(pages::message(
-                    Some(&signed.viewer()),
-                    "No such run",
-                    &format!("There is no run {id} in the store."),
-                    "/",
-                )),
-            )
-                .into_response();
-        }
-        Err(error) => return store_error(&signed, &error),
-    };
-    let mut decisions = Vec::new();
-    for stage in record
-        .stages
-        .iter()
-        .filter(|stage| stage.kind == StageKind::Approval)
-    {
-        let decision = match app.store.approval(&id, &stage.name).await {
-            Ok(decision) => decision,
-            Err(error) => return store_error(&signed, &error),
-        };
-        decisions.push((stage.name.clone(), decision));
-    }
-    let open_gate = record
-        .stages
-        .iter()
-        .find(|stage| {
-            stage.kind == StageKind::Approval
-                && stage.status == StageStatus::Waiting
-                && decisions
-                    .iter()
-                    .any(|(name, decision)| name == &stage.name && decision.is_none())
-        })
-        .map(|stage| stage.name.clone());
-    let compiled = load_pipeline(&app.project, &record.pipeline).ok();
-    let mut migrations = Vec::new();
-    let mut deploys = Vec::new();
-    let mut gate_deadline = None;
-    if let Some(compiled) = &compiled {
-        for stage in &compiled.pipeline.stages {
-            match stage {
-                Stage::Migrate(migrate) => migrations.push(MigrationView {
-                    stage: stage.name().to_owned(),
-                    cluster: migrate.cluster.clone(),
-                    service: migrate.service.clone(),
-                    container: migrate.container.clone(),
-                    command: migrate.command.clone(),
-                }),
-                Stage::Deploy(deploy) => deploys.push(DeployView {
-                    stage: stage.name().to_owned(),
-                    cluster: deploy.cluster.clone(),
-                    services: deploy.services.clone(),
-                }),
-                Stage::Approval(_) if Some(stage.name()) == open_gate.as_deref() => {
-                    gate_deadline = approval_deadline(Some(compiled), &record, stage.name())
-                        .map(|deadline| deadline.to_rfc3339_opts(SecondsFormat::Secs, true));
-                }
-                _ => {}
-            }
-        }
-    }
-    let events = match app.store.events(&id, None, usize::MAX).await {
-        Ok(events) => events,
-        Err(error) => return store_error(&signed, &error),
-    };
-    let mut log = Vec::new();
-    let mut recorded_for_gate = Vec::new();
-    for (_, json) in &events {
-        let Ok(event) = serde_json::from_str::<Event>(json) else {
-            continue;
-        };
-        if let Some(gate) = &open_gate {
-            match &event {
-                Event::Output { stage, key, value } if stage == gate => {
-                    recorded_for_gate.push(format!("{key}: {value}"))
-                }
-                Event::Log { stage, line } if stage == gate => recorded_for_gate.push(line.clone()),
-                _ => {}
-            }
-        }
-        if let Some(line) = describe(&event) {
-            log.push(line);
-        }
-    }
-    let log_hidden = log.len().saturating_sub(LOG_LINES);
-    log.drain(..log_hidden);
-    let notice = match query.notice.as_deref() {
-        Some("approved") => Some("Approved. The run goes on in a moment."),
-        Some("rejected") => Some("Rejected. Nothing after the gate runs."),
-        Some("already") => Some("Someone decided first; their decision is below."),
-        _ => None,
-    };
-    let cannot_approve = app
-        .rules
-        .check(&signed.name, &record, true)
-        .err()
-        .map(|refusal| refusal.to_string());
-    let cannot_reject = app
-        .rules
-        .check(&signed.name, &record, false)
-        .err()
-        .map(|refusal| refusal.to_string());
-    let view = RunView {
-        record: &record,
-        cannot_approve,
-        cannot_reject,
-        decisions,
-        open_gate,
-        gate_deadline,
-        migrations,
-        deploys,
-        recorded_for_gate,
-        log,
-        log_hidden,
-        notice,
-    };
-    Html(pages::run(&signed.viewer(), &view)).into_response()
-}
-
-#[derive(Debug, Deserialize)]
-struct DecisionForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    stage: String,
-    #[serde(default)]
-    decision: String,
-    comment: Option<String>,
-}
-
-async fn decide(
-    State(app): State<Arc<App>>,
-    Extension(signed): Extension<SignedIn>,
-    Path(id): Path<String>,
-    Form(form): Form<DecisionForm>,
-) -> Response {
-    let back = format!("/runs/{}", query_escape(&id));
-    let Some(csrf) = &signed.csrf else {
-        return forbidden_form(Some(&signed.viewer()), &back);
-    };
-    if form.csrf.is_empty() || !same(&form.csrf, csrf) {
-        tracing::warn!(approver = %signed.name, "refused a decision on run {id} without this session's CSRF token");
-        return forbidden_form(Some(&signed.viewer()), &back);
-    }
-    let approved = match form.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Html(pages::message(
-                    Some(&signed.viewer()),
-                    "No decision",
-                    "Press Approve or Reject.",
-                    &back,
-                )),
-            )
-                .into_response();
-        }
-    };
-    let id = RunId(id);
-    let record = match app.store.get_run(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(error) => return store_error(&signed, &error),
-    };
-    if gate_to_decide(&record, Some(&form.stage)).is_err() {
-        return (
-            StatusCode::CONFLICT,
-            Html(pages::message(
-                Some(&signed.viewer()),
-                "Not waiting",
-                &format!(
-                    "Run {id} is not waiting at an approval gate named `{}`.",
-                    form.stage
-                ),
-                &back,
-            )),
-        )
-            .into_response();
-    }
-    if let Err(refusal) = app.rules.check(&signed.name, &record, approved) {
-        tracing::warn!(run = %id, approver = %signed.name, "refused a decision on run {id}: {refusal}");
-        return (
-            StatusCode::FORBIDDEN,
-            Html(pages::message(
-                Some(&signed.viewer()),
-                "Not yours to decide",
-                &format!("{refusal}."),
-                &back,
-            )),
-        )
-            .into_response();
-    }
-    let comment = form
-        .comment
-        .map(|comment| comment.trim().chars().take(500).collect::<String>())
-        .filter(|comment| !comment.is_empty());
-    let decision = ApprovalRecord {
-        approved,
-        by: signed.name.clone(),
-        at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-        comment,
-    };
-    match app.store.decide_approval(&id, &form.stage, &decision).await {
-        Ok(ApprovalOutcome::Recorded) => {
-            tracing::info!(
-                run = %id,
-                approver = %signed.name,
-                "{} {} run {id} at `{}` in the web UI",
-                signed.name,
-                if approved { "approved" } else { "rejected" },
-                form.stage
-            );
-            app.scheduler.wake();
-            let notice = if approved { "approved" } else { "rejected" };
-            Redirect::to(&format!("{back}?notice={notice}")).into_response()
-        }
-        Ok(ApprovalOutcome::AlreadyDecided(_)) => {
-            Redirect::to(&format!("{back}?notice=already")).into_response()
-        }
-        Err(error) => store_error(&signed, &error),
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! function of the file texts. Errors come back all at once as `Diagnostics`.
 
 pub mod diagnostic;
+pub mod document;
 pub mod duration;
 pub mod model;
 pub mod names;
@@ -276,41 +277,18 @@ fn buildspec_references(tree: &Node) -> Vec<(yaml::Position, String)> {
     found
 }
 
+/// Pipeline files, for the shared front end: parse, require a mapping, check the schema.
+const PIPELINE_FILE: document::DocumentKind = document::DocumentKind {
+    called: "a pipeline file",
+    read_as: "the pipeline",
+    start_with: "start with `source:` and `stages:`",
+    schema,
+};
+
 /// Parse and check a pipeline and its buildspecs. Pure.
 pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
     let file = &sources.pipeline;
-    let mut diagnostics = Diagnostics::default();
-    let tree = match yaml::parse(&file.text) {
-        Ok(tree) => tree,
-        Err(error) => {
-            diagnostics.push(
-                Diagnostic::error(
-                    file,
-                    error.position,
-                    format!("invalid YAML: {}", error.message),
-                )
-                .with_help(
-                    "fix the YAML syntax first; check indentation and unclosed brackets or quotes",
-                ),
-            );
-            return Err(diagnostics);
-        }
-    };
-    if !matches!(tree.value, yaml::Value::Mapping(_)) {
-        diagnostics.push(
-            Diagnostic::error(
-                file,
-                tree.position,
-                format!(
-                    "a pipeline file must be a mapping, found {}",
-                    tree.kind_name()
-                ),
-            )
-            .with_help("start with `source:` and `stages:`"),
-        );
-        return Err(diagnostics);
-    }
-    diagnostics.extend(structure::check(&tree, &schema(), file));
+    let (tree, mut diagnostics) = PIPELINE_FILE.check(file)?;
 
     let mut defaults = ProjectDefaults::default();
     if let Some(defaults_file) = &sources.defaults {
@@ -370,14 +348,10 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
         diagnostics.sort();
         return Err(diagnostics);
     }
-    let pipeline: Pipeline = match serde_json::from_value(tree.to_json()) {
+    let pipeline: Pipeline = match PIPELINE_FILE.read(&tree, file) {
         Ok(pipeline) => pipeline,
         Err(error) => {
-            diagnostics.push(Diagnostic::error(
-                file,
-                tree.position,
-                format!("cannot read the pipeline: {error}"),
-            ));
+            diagnostics.extend(error);
             return Err(diagnostics);
         }
     };
