@@ -3,8 +3,9 @@
 //!
 //! Parsing reuses the runner's front end: the YAML becomes a located tree, the tree is checked
 //! against the JSON Schema derived from [`ConfigFile`] (unknown keys are errors with a
-//! suggestion, at `file:line:col`), then the meaning is checked. Everything here is pure:
-//! secrets are named by environment variable and read later by [`Credentials::from_env`].
+//! suggestion, at `file:line:col`), then the meaning is checked. Only [`load`] reads a file;
+//! [`parse`] and the checks are pure. Secrets are named by environment variable and read later
+//! by [`Credentials::from_env`].
 //!
 //! This module owns the defaults, the checked [`Settings`], [`load`] and [`parse`]; the file
 //! as written is in `file`, the meaning checks in `check`, the secrets in `credentials`.

@@ -222,23 +222,23 @@ impl<'a> ProgressTracker<'a> {
                 .is_some_and(|error| !error.is_empty() && message.contains(error))
         });
         let own = || {
-            failed()
-                .filter(|step| {
-                    !step.name.starts_with("[internal]")
-                        && !step.name.starts_with(CACHE_IMPORT_STEP)
-                })
-                .last()
+            failed().rfind(|step| {
+                !step.name.starts_with("[internal]") && !step.name.starts_with(CACHE_IMPORT_STEP)
+            })
         };
-        named.or_else(own).or_else(|| failed().last()).map(|step| {
-            let mut tail: Vec<String> = step.tail.iter().cloned().collect();
-            // The partial last line, if the step died before ending it.
-            for partial in &step.partial {
-                if !partial.is_empty() {
-                    tail.push(self.scrubber.redact(&String::from_utf8_lossy(partial)));
+        named
+            .or_else(own)
+            .or_else(|| failed().next_back())
+            .map(|step| {
+                let mut tail: Vec<String> = step.tail.iter().cloned().collect();
+                // The partial last line, if the step died before ending it.
+                for partial in &step.partial {
+                    if !partial.is_empty() {
+                        tail.push(self.scrubber.redact(&String::from_utf8_lossy(partial)));
+                    }
                 }
-            }
-            (step.name.clone(), tail)
-        })
+                (step.name.clone(), tail)
+            })
     }
 
     /// Flushes unfinished output and returns the steps in the order they started (steps that
