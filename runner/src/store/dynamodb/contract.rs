@@ -10,12 +10,11 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::Value;
 
-use super::super::clock::duration_millis;
 use super::super::{ApprovalOutcome, LeaseOutcome, RunSummary, Store, StoreError};
 use super::item::{
-    Item, LEASE_SORT_KEY, RUN_SORT_KEY, STAGE_PREFIX, TRIGGER_SORT_KEY, approval_sort_key,
-    enum_name, event_seq, event_sort_key, events_partition, is_stage, item_key, lease_partition,
-    number, optional_string, run_partition, run_record_json, string, to_json, trigger_partition,
+    Item, RUN_SORT_KEY, STAGE_PREFIX, TRIGGER_SORT_KEY, approval_sort_key, enum_name, event_seq,
+    event_sort_key, events_partition, is_stage, item_key, number, optional_string, run_partition,
+    run_record_json, string, to_json, trigger_partition,
 };
 use super::request::{backoff, condition_failed, required};
 use super::{
@@ -482,21 +481,7 @@ impl Store for DynamoDbStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let expires = self.clock.now_millis().saturating_add(duration_millis(ttl));
-        let renewed = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(item_key(&lease_partition(key), LEASE_SORT_KEY)))
-            .update_expression("SET #expires = :expires")
-            .condition_expression("#holder = :holder")
-            .expression_attribute_names("#expires", "expires_at_ms")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_values(":expires", number(expires))
-            .expression_attribute_values(":holder", string(holder))
-            .send()
-            .await;
-        self.condition_held("renewing a lease", renewed)
+        self.extend_lease(key, holder, None, ttl).await
     }
 
     async fn confirm_lease(
@@ -506,7 +491,7 @@ impl Store for DynamoDbStore {
         generation: u64,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.confirm_generation(key, holder, generation, ttl).await
+        self.extend_lease(key, holder, Some(generation), ttl).await
     }
 
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {

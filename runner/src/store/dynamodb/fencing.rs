@@ -97,33 +97,44 @@ impl DynamoDbStore {
         })
     }
 
-    pub(super) async fn confirm_generation(
+    /// Extends the lease to `ttl` from now if `holder` has it (under `generation`, when one
+    /// is given): whether it did. Renewing is this without a generation, the fencing check
+    /// with one.
+    pub(super) async fn extend_lease(
         &self,
         key: &str,
         holder: &str,
-        generation: u64,
+        generation: Option<u64>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let expires = self.clock.now_millis().saturating_add(duration_millis(ttl));
-        let confirmed = self
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(item_key(&lease_partition(key), LEASE_SORT_KEY)))
             .update_expression("SET #expires = :expires")
-            .condition_expression("#holder = :holder AND #generation = :generation")
             .expression_attribute_names("#expires", "expires_at_ms")
             .expression_attribute_names("#holder", "holder")
-            .expression_attribute_names("#generation", "generation")
             .expression_attribute_values(":expires", number(expires))
-            .expression_attribute_values(":holder", string(holder))
-            .expression_attribute_values(
-                ":generation",
-                number(i64::try_from(generation).unwrap_or(i64::MAX)),
-            )
-            .send()
-            .await;
-        self.condition_held("confirming a lease", confirmed)
+            .expression_attribute_values(":holder", string(holder));
+        let operation = match generation {
+            None => {
+                update = update.condition_expression("#holder = :holder");
+                "renewing a lease"
+            }
+            Some(generation) => {
+                update = update
+                    .condition_expression("#holder = :holder AND #generation = :generation")
+                    .expression_attribute_names("#generation", "generation")
+                    .expression_attribute_values(
+                        ":generation",
+                        number(i64::try_from(generation).unwrap_or(i64::MAX)),
+                    );
+                "confirming a lease"
+            }
+        };
+        self.condition_held(operation, update.send().await)
     }
 
     /// Frees the lease if `holder` has it: the holder goes, the generation stays.
