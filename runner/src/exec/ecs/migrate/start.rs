@@ -77,12 +77,7 @@ impl Migration<'_> {
             .task_definition
             .clone()
             .expect("registered above");
-        if let Some(task_arn) = self.find_started().await? {
-            progress(MigrationProgress::Started {
-                task_arn: task_arn.clone(),
-                reattached: true,
-            });
-            self.record.task_arn = Some(task_arn);
+        if self.adopt_started(progress).await? {
             return Ok(());
         }
         let service = self.service().await?.clone();
@@ -157,12 +152,7 @@ impl Migration<'_> {
                     transient: true, ..
                 }) if attempts < 3 => {
                     // The lost request may have started the task: look before asking again.
-                    if let Some(task_arn) = self.find_started().await? {
-                        progress(MigrationProgress::Started {
-                            task_arn: task_arn.clone(),
-                            reattached: true,
-                        });
-                        self.record.task_arn = Some(task_arn);
+                    if self.adopt_started(progress).await? {
                         return Ok(());
                     }
                 }
@@ -211,6 +201,23 @@ impl Migration<'_> {
             self.service = Some(service);
         }
         Ok(self.service.as_ref().expect("set above"))
+    }
+
+    /// Records a task this run already started (running or stopped) as the migration's and
+    /// reports it re-attached: whether there was one.
+    async fn adopt_started(
+        &mut self,
+        progress: &(dyn Fn(MigrationProgress) + Send + Sync),
+    ) -> Result<bool, EcsError> {
+        let Some(task_arn) = self.find_started().await? else {
+            return Ok(false);
+        };
+        progress(MigrationProgress::Started {
+            task_arn: task_arn.clone(),
+            reattached: true,
+        });
+        self.record.task_arn = Some(task_arn);
+        Ok(true)
     }
 
     /// A task this run already started, running or stopped.
