@@ -3,7 +3,7 @@
 //! account or registry is set for them: the region comes from `envelope.yaml`, the account
 //! from STS, the registry is ECR's (reached through `--registry-endpoint`).
 
-use crate::support::{example_app, run_id, runner, stage, status_json, text};
+use crate::support::{example_app, example_app_with, run_id, runner, stage, status_json, text};
 use envelope_tests::env::{TestEnv, head_manifest, parts, repo_root, unique};
 use serde_json::Value;
 use std::path::Path;
@@ -15,7 +15,8 @@ const EMULATOR_ACCOUNT: &str = "000000000000";
 /// A build secret the shipped api pipeline reads; it must never be printed.
 const COMPOSER_AUTH: &str = "{\"github-oauth\":{\"github.com\":\"composer-canary-5150\"}}";
 
-/// A project made of the shipped files, with `source.repository` pointed at `url`.
+/// A project made of the shipped files, with every pipeline's `source.repository` pointed at
+/// `url`.
 fn shipped_project(url: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = repo_root();
@@ -31,17 +32,17 @@ fn shipped_project(url: &str) -> tempfile::TempDir {
         }
     }
     std::fs::copy(root.join("envelope.yaml"), dir.path().join("envelope.yaml")).unwrap();
-    let api = dir.path().join("pipelines/api.yaml");
-    let text = std::fs::read_to_string(&api).unwrap();
-    assert!(text.contains("  repository: epactltd/api\n"), "{text}");
-    std::fs::write(
-        &api,
-        text.replace(
-            "  repository: epactltd/api\n",
-            &format!("  repository: {url}\n"),
-        ),
-    )
-    .unwrap();
+    for pipeline in ["api", "tenant", "hq"] {
+        let file = dir.path().join(format!("pipelines/{pipeline}.yaml"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let shipped = format!("  repository: epactltd/{pipeline}\n");
+        assert!(text.contains(&shipped), "{text}");
+        std::fs::write(
+            &file,
+            text.replace(&shipped, &format!("  repository: {url}\n")),
+        )
+        .unwrap();
+    }
     dir
 }
 
@@ -125,41 +126,74 @@ fn assert_no_canary(output: &Output) {
     );
 }
 
-#[tokio::test]
-async fn the_shipped_api_pipeline_pushes_to_ecr_under_every_tag() {
-    let Some((env, _docker)) = parts("shipped api until push").await else {
-        return;
-    };
+/// A release of the shipped pipeline `pipeline` up to its push, from the example app with
+/// `extra` files: the image in ECR under every tag, the account from STS and the region from
+/// `envelope.yaml`. The run's output and the commit, or `None` when the test is skipped.
+async fn shipped_release_pushes_to_ecr(
+    pipeline: &str,
+    extra: &[(&str, &str)],
+) -> Option<(Output, String)> {
+    let (env, _docker) = parts(&format!("shipped {pipeline} until push")).await?;
+    let repository = format!("envelope-{pipeline}");
     let config = aws(env, "eu-west-2").await;
-    ensure_repository(&config, "envelope-api").await;
-    let app = example_app();
+    ensure_repository(&config, &repository).await;
+    let app = example_app_with(extra);
     let url = format!("file://{}", app.bare_root.join("hello.git").display());
     let project = shipped_project(&url);
 
     let mut command = shipped_runner(env, project.path());
-    command.args(["run", "api", "--ref", "v1.0.0", "--until", "push"]);
+    command.args(["run", pipeline, "--ref", "v1.0.0", "--until", "push"]);
     let output = run_blocking(command).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_no_canary(&output);
-    let run = run_id(&output);
-    let record = status_json(env, project.path(), &run);
+    let record = status_json(env, project.path(), &run_id(&output));
     assert_eq!(record["context"]["account"], EMULATOR_ACCOUNT, "{record}");
     assert_eq!(record["context"]["region"], "eu-west-2", "{record}");
     let push = stage(&record, "push");
     let digest = push["outputs"]["digest"].as_str().unwrap().to_owned();
     assert_eq!(
         push["outputs"]["image"],
-        format!("{EMULATOR_ACCOUNT}.dkr.ecr.eu-west-2.amazonaws.com/envelope-api@{digest}")
+        format!("{EMULATOR_ACCOUNT}.dkr.ecr.eu-west-2.amazonaws.com/{repository}@{digest}")
             .as_str()
     );
     let sha = app.repo.head().unwrap();
     for tag in ["v1.0.0", &sha[..7], "latest"] {
         assert_eq!(
-            ecr_digest(&config, "envelope-api", tag).await.as_deref(),
+            ecr_digest(&config, &repository, tag).await.as_deref(),
             Some(digest.as_str()),
             "ECR tag {tag}"
         );
     }
+    Some((output, sha))
+}
+
+#[tokio::test]
+async fn the_shipped_api_pipeline_pushes_to_ecr_under_every_tag() {
+    shipped_release_pushes_to_ecr("api", &[]).await;
+}
+
+/// The front ends (tenant, hq) share the frontend buildspec, which checks for the Nuxt app's
+/// package.json and reports the commit it built after the image build.
+async fn shipped_frontend_pushes_to_ecr(pipeline: &str) {
+    let package = [("package.json", "{\"name\": \"front-end\"}\n")];
+    let Some((output, sha)) = shipped_release_pushes_to_ecr(pipeline, &package).await else {
+        return;
+    };
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&format!(" of {sha} done")),
+        "the buildspec's post_build ran: {}",
+        text(&output)
+    );
+}
+
+#[tokio::test]
+async fn the_shipped_tenant_pipeline_pushes_to_ecr_under_every_tag() {
+    shipped_frontend_pushes_to_ecr("tenant").await;
+}
+
+#[tokio::test]
+async fn the_shipped_hq_pipeline_pushes_to_ecr_under_every_tag() {
+    shipped_frontend_pushes_to_ecr("hq").await;
 }
 
 #[tokio::test]

@@ -17,6 +17,11 @@ pub(crate) struct App {
 }
 
 pub(crate) fn example_app() -> App {
+    example_app_with(&[])
+}
+
+/// [`example_app`] with more files (path, contents) in the same commit.
+pub(crate) fn example_app_with(extra: &[(&str, &str)]) -> App {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let repo = WorkRepo::init(&work).unwrap();
@@ -25,6 +30,9 @@ pub(crate) fn example_app() -> App {
         let target = work.join(file);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::copy(example.join(file), &target).unwrap();
+    }
+    for (file, contents) in extra {
+        std::fs::write(work.join(file), contents).unwrap();
     }
     repo.git(&["add", "-A"]).unwrap();
     repo.git(&["commit", "-q", "-m", "example app"]).unwrap();
