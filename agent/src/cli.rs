@@ -55,11 +55,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         Err(code) => return code,
     };
     if cli.schema {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&config::schema()).unwrap_or_default()
-        );
-        return exit_codes::OK;
+        let schema = serde_json::to_string_pretty(&config::schema()).unwrap_or_default();
+        return bootstrap::print_stdout(&format!("{schema}\n"));
     }
     init_logging(cli.log_format);
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -72,8 +69,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     let credentials = match Credentials::from_env(&settings, &|name| std::env::var(name).ok()) {
         Ok(credentials) => credentials,
-        Err(error) => {
-            eprintln!("error: {error}");
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("error: {problem}");
+            }
             return exit_codes::ENVIRONMENT;
         }
     };
@@ -103,10 +102,15 @@ async fn check(settings: config::Settings) -> i32 {
     let mut code = exit_codes::OK;
     for repository in &settings.repositories {
         match crate::scheduler::load_pipeline(&settings.project, &repository.pipeline) {
-            Ok(compiled) => println!(
-                "ok  {} → pipeline `{}`",
-                repository.repository, compiled.name
-            ),
+            Ok(compiled) => {
+                let line = format!(
+                    "ok  {} → pipeline `{}`\n",
+                    repository.repository, compiled.name
+                );
+                if bootstrap::print_stdout(&line) != exit_codes::OK {
+                    code = exit_codes::ENVIRONMENT;
+                }
+            }
             Err(message) => {
                 eprintln!(
                     "error: {} → pipeline `{}`:\n{message}",

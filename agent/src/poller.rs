@@ -55,6 +55,16 @@ pub enum WebhookOffer {
     Offered(Offer),
 }
 
+impl std::fmt::Display for WebhookOffer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WebhookOffer::NotWatched => formatter.write_str("the repository is not watched"),
+            WebhookOffer::Skipped(reason) => write!(formatter, "skipped: it is {reason}"),
+            WebhookOffer::Offered(offer) => offer.fmt(formatter),
+        }
+    }
+}
+
 /// The poll loop and the repositories it watches.
 pub struct Poller {
     github: GithubClient,

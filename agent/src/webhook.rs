@@ -152,7 +152,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     tracing::info!(
         delivery = %delivery,
         repository = %repository,
-        "webhook: release {} of {repository}: {offer:?}",
+        "webhook: release {} of {repository}: {offer}",
         release.tag_name
     );
     match offer {

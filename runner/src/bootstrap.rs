@@ -48,3 +48,22 @@ pub async fn stop_signal() {
         () = terminate => {}
     }
 }
+
+/// Write `text` to standard output (see [`write_output`]).
+pub fn print_stdout(text: &str) -> i32 {
+    write_output(&mut std::io::stdout().lock(), text.as_bytes())
+}
+
+/// Write a command's whole output. A reader that went away (`… | head`) ends the output
+/// quietly with [`exit_codes::OK`], as other command-line tools do; any other write error is
+/// said on standard error with [`exit_codes::ENVIRONMENT`].
+pub fn write_output(out: &mut dyn std::io::Write, bytes: &[u8]) -> i32 {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => exit_codes::OK,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit_codes::OK,
+        Err(error) => {
+            eprintln!("error: cannot write to standard output: {error}");
+            exit_codes::ENVIRONMENT
+        }
+    }
+}

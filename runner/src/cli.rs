@@ -105,10 +105,10 @@ pub enum Command {
         #[arg(long)]
         reject: bool,
         /// A note recorded with the decision.
-        #[arg(long)]
+        #[arg(long, value_name = "TEXT")]
         comment: Option<String>,
         /// The approval stage, when the pipeline has several.
-        #[arg(long)]
+        #[arg(long, value_name = "STAGE")]
         stage: Option<String>,
         /// Who decides (default: $ENVELOPE_USER, $GITHUB_ACTOR or $USER).
         #[arg(long = "as", value_name = "NAME")]
@@ -118,7 +118,9 @@ pub enum Command {
     },
     /// Show a run: its stages, outputs and errors (default: the newest run).
     Status {
+        /// The run id (default: the newest run of any pipeline).
         run: Option<String>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         #[command(flatten)]
@@ -126,9 +128,12 @@ pub enum Command {
     },
     /// List recent runs of a pipeline (or of all pipelines), newest first.
     History {
+        /// Only this pipeline's runs (default: every pipeline's).
         pipeline: Option<String>,
-        #[arg(long, default_value_t = 20)]
+        /// How many runs to list at most.
+        #[arg(long, default_value_t = 20, value_name = "N")]
         limit: usize,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         #[command(flatten)]
@@ -136,13 +141,15 @@ pub enum Command {
     },
     /// Print a run's event log.
     Logs {
+        /// The run id.
         run: String,
         /// Only this stage's lines.
-        #[arg(long)]
+        #[arg(long, value_name = "STAGE")]
         stage: Option<String>,
         /// Keep printing new lines until the run finishes.
         #[arg(long)]
         follow: bool,
+        /// Output format: text lines or one JSON object per event.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         #[command(flatten)]
@@ -153,6 +160,20 @@ pub enum Command {
         /// Which schema: the pipeline file, the project defaults file, or a buildspec.
         #[arg(value_enum, default_value_t = SchemaKind::Pipeline)]
         kind: SchemaKind,
+    },
+    /// Print a shell completion script, e.g. `envelope-runner completions bash >
+    /// /etc/bash_completion.d/envelope-runner`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff: `envelope-runner man | man -l -`), or write one page per
+    /// command into a folder.
+    Man {
+        /// Write envelope-runner.1 and envelope-runner-<COMMAND>.1 into this folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Watch GitHub releases, run pipelines and serve the approval web UI: runs the
     /// `envelope-agent` program installed next to this one (`agent --help` shows its options).
@@ -199,7 +220,8 @@ pub struct RunCommand {
 /// Where run state lives.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
-    /// Run store: a SQLite file path (default <project>/.envelope/state.db).
+    /// Run store: a SQLite file path, or dynamodb://TABLE to share runs between machines
+    /// (default: <project>/.envelope/state.db).
     #[arg(long, value_name = "URL", env = "ENVELOPE_STORE")]
     pub store: Option<String>,
 }

@@ -37,39 +37,46 @@ impl Credentials {
     /// Read every secret `settings` names through `lookup` (the process environment in the
     /// binary). The GitHub token may be missing (public repositories, 60 requests an hour);
     /// every other named secret must be there, and approver tokens must have at least
-    /// [`MIN_APPROVER_TOKEN_CHARS`] characters.
+    /// [`MIN_APPROVER_TOKEN_CHARS`] characters. Every problem is reported, not only the first,
+    /// so one `--check` names every variable to export.
     pub fn from_env(
         settings: &Settings,
         lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Credentials, SecretError> {
+    ) -> Result<Credentials, Vec<SecretError>> {
         let read = |name: &str| {
             lookup(name)
                 .filter(|value| !value.is_empty())
                 .map(Secret::new)
         };
-        let required = |what: String, name: &str| {
-            read(name).ok_or_else(|| SecretError::Missing {
-                what,
-                variable: name.to_owned(),
-            })
+        let mut problems = Vec::new();
+        let required = |what: String, name: &str, problems: &mut Vec<SecretError>| {
+            let secret = read(name);
+            if secret.is_none() {
+                problems.push(SecretError::Missing {
+                    what,
+                    variable: name.to_owned(),
+                });
+            }
+            secret
         };
-        let webhook_secret = match &settings.github.webhook_secret_env {
-            Some(name) => Some(required("the webhook secret".into(), name)?),
-            None => None,
-        };
-        let metrics_token = match &settings.metrics_token_env {
-            Some(name) => Some(required("the metrics token".into(), name)?),
-            None => None,
-        };
+        let webhook_secret = settings
+            .github
+            .webhook_secret_env
+            .as_ref()
+            .and_then(|name| required("the webhook secret".into(), name, &mut problems));
+        let metrics_token = settings
+            .metrics_token_env
+            .as_ref()
+            .and_then(|name| required("the metrics token".into(), name, &mut problems));
         let mut approvers = Vec::new();
         for approver in &settings.approvers {
-            let token = required(
-                format!("approver {}'s token", approver.name),
-                &approver.token_env,
-            )?;
+            let what = format!("approver {}'s token", approver.name);
+            let Some(token) = required(what, &approver.token_env, &mut problems) else {
+                continue;
+            };
             let length = token.expose().chars().count();
             if length < MIN_APPROVER_TOKEN_CHARS {
-                return Err(SecretError::ShortToken {
+                problems.push(SecretError::ShortToken {
                     at: approver
                         .token_env_at
                         .clone()
@@ -80,6 +87,9 @@ impl Credentials {
                 });
             }
             approvers.push((approver.name.clone(), token));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
         }
         Ok(Credentials {
             github_token: read(&settings.github.token_env),
@@ -112,7 +122,37 @@ mod tests {
         assert_eq!(credentials.webhook_secret.unwrap().expose(), "s3cret");
         assert_eq!(credentials.approvers[0].0, "alice");
         assert!(credentials.github_token.is_none());
-        let missing = Credentials::from_env(&settings, &|_| None).unwrap_err();
-        assert!(missing.to_string().contains("HOOK"), "{missing}");
+    }
+
+    #[test]
+    fn every_missing_or_short_secret_is_named_at_once() {
+        let settings = parse_text(concat!(
+            "github: { webhook_secret_env: HOOK }\n",
+            "metrics_token_env: METRICS\n",
+            "approvers: [{ name: alice, token_env: ALICE }, { name: bob, token_env: BOB }]\n",
+            "repositories: [{ repository: a/b, pipeline: api }]\n",
+        ))
+        .unwrap();
+        let env = |name: &str| (name == "BOB").then(|| "short".to_owned());
+        let problems: Vec<String> = Credentials::from_env(&settings, &env)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        for variable in ["HOOK", "METRICS", "ALICE"] {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains(variable) && p.contains("not set")),
+                "{variable} not named: {problems:#?}"
+            );
+        }
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("BOB") && p.contains("5 characters")),
+            "{problems:#?}"
+        );
     }
 }

@@ -77,6 +77,19 @@ pub enum Offer {
     NotStartable(String),
 }
 
+impl std::fmt::Display for Offer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Offer::Started(run) => write!(formatter, "started run {run}"),
+            Offer::AlreadyStarted(run) => write!(formatter, "run {run} exists already"),
+            Offer::Busy => {
+                formatter.write_str("its run is being created right now; polling finishes the job")
+            }
+            Offer::NotStartable(reason) => write!(formatter, "cannot start the pipeline: {reason}"),
+        }
+    }
+}
+
 impl Offer {
     /// Nothing more to do for this release.
     pub fn is_settled(&self) -> bool {

@@ -11,7 +11,7 @@ use envelope_runner::event::Event;
 use envelope_runner::exec::driver::approval_deadline;
 use envelope_runner::pipeline::model::Stage;
 use envelope_runner::report::describe;
-use envelope_runner::run::{RunId, StageKind, StageStatus};
+use envelope_runner::run::{RunId, RunStatus, StageKind, StageStatus};
 use serde::Deserialize;
 
 use super::pages::{self, DeployView, MigrationView, RunView};
@@ -125,7 +125,15 @@ pub(super) async fn run_page(
     let log_hidden = log.len().saturating_sub(LOG_LINES);
     log.drain(..log_hidden);
     let notice = match query.notice.as_deref() {
-        Some("approved") => Some("Approved. The run goes on in a moment."),
+        Some("approved")
+            if matches!(
+                record.status,
+                RunStatus::Queued | RunStatus::Running | RunStatus::Waiting
+            ) =>
+        {
+            Some("Approved. The run goes on in a moment.")
+        }
+        Some("approved") => Some("Approved."),
         Some("rejected") => Some("Rejected. Nothing after the gate runs."),
         Some("already") => Some("Someone decided first; their decision is below."),
         _ => None,

@@ -203,6 +203,14 @@ async fn an_approver_signs_in_and_approves_with_the_sessions_csrf_token() {
         done.body
     );
     assert!(!done.body.contains("Awaiting approval"));
+    // The page the decision redirected to, read after the run finished, does not promise more.
+    let after = alice.get(&format!("{run_path}?notice=approved")).await;
+    assert!(after.body.contains("Approved."), "{}", after.body);
+    assert!(
+        !after.body.contains("goes on in a moment"),
+        "{}",
+        after.body
+    );
 
     // Bob's late decision changes nothing; signing out ends the session.
     let late = bob

@@ -5,6 +5,7 @@
 mod agent;
 mod approve;
 mod inspect;
+mod manual;
 mod outcome;
 mod plan;
 mod run;
@@ -129,6 +130,8 @@ fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
             Fence::Yes,
             exit_code(inspect::logs(project, &run, stage, follow, output, &store)),
         ),
+        Command::Completions { shell } => manual::completions(shell, &mut stdout),
+        Command::Man { dir } => manual::man(dir.as_deref(), &mut stdout),
         Command::Agent { args } => agent::agent(&args),
     }
 }

@@ -35,7 +35,11 @@ impl Plan {
             match step {
                 Step::Source(s) => {
                     let _ = writeln!(out, "   clone     {} at {}", s.url, s.reference);
-                    let _ = writeln!(out, "   token     ${}", s.token_env);
+                    // Only HTTP(S) remotes are fetched with the token (file:// and local
+                    // paths never see it).
+                    if s.url.starts_with("https://") || s.url.starts_with("http://") {
+                        let _ = writeln!(out, "   token     ${}", s.token_env);
+                    }
                 }
                 Step::Build(b) => {
                     let _ = writeln!(out, "   image     {}", b.repository);

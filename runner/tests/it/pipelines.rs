@@ -97,6 +97,26 @@ fn api_plan_names_every_image_tag_task_and_service() {
 }
 
 #[test]
+fn the_token_line_appears_only_for_remotes_fetched_over_https() {
+    let mut compiled = pipeline::load(&crate::workspace_root().join("pipelines/api.yaml")).unwrap();
+    let context = PlanContext {
+        git_ref: "v1.2.3".into(),
+        sha: Some(SHA.into()),
+        ..PlanContext::default()
+    };
+    let text = plan::plan(&compiled, &context).unwrap().render_text();
+    assert!(text.contains("token     $GITHUB_TOKEN"), "{text}");
+
+    compiled.pipeline.source.repository = "file:///srv/git/api.git".into();
+    let text = plan::plan(&compiled, &context).unwrap().render_text();
+    assert!(
+        text.contains("clone     file:///srv/git/api.git at v1.2.3"),
+        "{text}"
+    );
+    assert!(!text.contains("token"), "{text}");
+}
+
+#[test]
 fn a_branch_run_of_the_api_builds_and_pushes_only() {
     let compiled = pipeline::load(&crate::workspace_root().join("pipelines/api.yaml")).unwrap();
     let context = PlanContext {
