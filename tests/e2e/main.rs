@@ -12,6 +12,7 @@ mod failures;
 mod fault_proxy;
 mod image;
 mod inputs;
+mod install;
 mod lease;
 mod outage;
 mod push;
