@@ -275,6 +275,17 @@ mod tests {
         assert!(error.contains("agent.yaml:3:5"), "{error}");
         assert!(error.contains("pipline"), "{error}");
         assert!(error.contains("pipeline"), "{error}");
+
+        // At the top level the message names the agent's configuration, not a pipeline.
+        let error = parse_text("listen_on: 1\n").unwrap_err();
+        assert!(
+            error.contains("unknown key `listen_on` at the top level of the agent configuration"),
+            "{error}"
+        );
+        assert!(
+            error.contains("missing key `repositories` in the agent configuration"),
+            "{error}"
+        );
     }
 
     #[test]

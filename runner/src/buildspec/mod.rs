@@ -196,7 +196,7 @@ pub fn compile(source: &SourceFile) -> Result<Buildspec, Diagnostics> {
         );
         diagnostics
     })?;
-    let mut diagnostics = structure::check(&tree, &schema(), source);
+    let mut diagnostics = structure::check(&tree, &schema(), source, "the buildspec");
     check_semantics(&tree, source, &mut diagnostics);
     if diagnostics.has_errors() {
         diagnostics.sort();

@@ -69,7 +69,12 @@ impl DocumentKind {
             );
             return Err(diagnostics);
         }
-        diagnostics.extend(structure::check(&tree, &(self.schema)(), source));
+        diagnostics.extend(structure::check(
+            &tree,
+            &(self.schema)(),
+            source,
+            self.read_as,
+        ));
         Ok((tree, diagnostics))
     }
 

@@ -392,7 +392,12 @@ fn compile_defaults(source: &SourceFile) -> Result<ProjectDefaults, Diagnostics>
     if matches!(tree.value, yaml::Value::Null) {
         return Ok(ProjectDefaults::default());
     }
-    diagnostics.extend(structure::check(&tree, &defaults_schema(), source));
+    diagnostics.extend(structure::check(
+        &tree,
+        &defaults_schema(),
+        source,
+        "the project defaults",
+    ));
     if diagnostics.has_errors() {
         return Err(diagnostics);
     }

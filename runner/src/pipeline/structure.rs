@@ -15,11 +15,13 @@ use crate::pipeline::diagnostic::{Diagnostic, Diagnostics, SourceFile, suggest};
 use crate::pipeline::yaml::{Node, PathSegment, Value, display_path};
 use serde_json::Value as Json;
 
-/// Check `tree` against `schema` (a schemars root with `$defs`).
-pub fn check(tree: &Node, schema: &Json, source: &SourceFile) -> Diagnostics {
+/// Check `tree` against `schema` (a schemars root with `$defs`). `document` names the whole
+/// document in messages about its top level (for example `the agent configuration`).
+pub fn check(tree: &Node, schema: &Json, source: &SourceFile, document: &str) -> Diagnostics {
     let mut walker = Walker {
         root: schema,
         source,
+        document,
         diagnostics: Diagnostics::default(),
     };
     let mut path = Vec::new();
@@ -30,6 +32,7 @@ pub fn check(tree: &Node, schema: &Json, source: &SourceFile) -> Diagnostics {
 struct Walker<'a> {
     root: &'a Json,
     source: &'a SourceFile,
+    document: &'a str,
     diagnostics: Diagnostics,
 }
 
@@ -131,7 +134,7 @@ impl<'a> Walker<'a> {
                     .map(|p| p.keys().map(String::as_str).collect())
                     .unwrap_or_default();
                 let place = match path.len() {
-                    1 => "in a pipeline".to_string(),
+                    1 => format!("at the top level of {}", self.document),
                     _ => format!("in `{}`", display_path(&path[..path.len() - 1])),
                 };
                 let mut diagnostic = Diagnostic::error(
@@ -158,7 +161,7 @@ impl<'a> Walker<'a> {
             for name in required.iter().filter_map(Json::as_str) {
                 if !entries.iter().any(|(key, _)| key.name == name) && !suggested.contains(&name) {
                     let what = if path.is_empty() {
-                        "the pipeline".to_string()
+                        self.document.to_string()
                     } else {
                         format!("`{}`", display_path(path))
                     };
