@@ -1,7 +1,9 @@
-//! Running the command line: parse it with the `cli` types, then [`dispatch`] each command to
-//! the module of its verb family. The `match` in [`dispatch`] names every command, so a command
-//! added to `cli` without a handler does not compile.
+//! Running the command line: parse it with the `cli` types, read what every command takes from
+//! the process once ([`Context`]: the project, colours, the GitHub Actions job), then
+//! [`dispatch`] each command to the module of its verb family. The `match` in [`dispatch`] names
+//! every command, so a command added to `cli` without a handler does not compile.
 
+mod actions;
 mod agent;
 mod approve;
 mod inspect;
@@ -15,10 +17,28 @@ mod validate;
 
 use crate::bootstrap;
 use crate::cli::{Cli, ColorChoice, Command};
-use crate::trigger::actions::ActionsMode;
+use crate::trigger::actions::DiagnosticFormat;
+use actions::Job;
 use std::future::Future;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+/// What every command takes from the process besides its arguments, read once in [`main`].
+struct Context {
+    /// `--project`: the folder that holds `pipelines/`.
+    project: PathBuf,
+    /// Whether standard error gets colours.
+    color: bool,
+    /// The GitHub Actions job the command runs in, if any.
+    job: Option<Job>,
+}
+
+impl Context {
+    /// How the command prints pipeline diagnostics for people.
+    fn diagnostics(&self) -> DiagnosticFormat {
+        actions::diagnostic_format(self.job.as_ref(), self.color)
+    }
+}
 
 /// Parse arguments and run; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
@@ -33,11 +53,16 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
         }
     };
-    let project = cli.project.clone().unwrap_or_else(|| PathBuf::from("."));
-    dispatch(cli.command, &project, color)
+    let context = Context {
+        project: cli.project.clone().unwrap_or_else(|| PathBuf::from(".")),
+        color,
+        job: Job::detect(),
+    };
+    dispatch(cli.command, &context)
 }
 
-/// Whether a command's output is fenced in GitHub Actions mode (see [`ActionsMode::fence`]).
+/// Whether a command's output is fenced in GitHub Actions mode (see
+/// [`crate::trigger::actions::ActionsSession::fence`]).
 /// `run`, `resume` and `retry` fence their own output around the run.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fence {
@@ -46,13 +71,14 @@ enum Fence {
 }
 
 /// Run one command; returns the exit code.
-fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
+fn dispatch(command: Command, context: &Context) -> i32 {
+    let project = context.project.as_path();
     // Locks are taken per command: run commands write from several threads.
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     match command {
         Command::Validate { files, output } => {
-            validate::validate(project, &files, output, color, &mut stdout, &mut stderr)
+            validate::validate(context, &files, output, &mut stdout, &mut stderr)
         }
         Command::Schema { kind } => validate::schema(kind, &mut stdout),
         Command::Plan {
@@ -62,7 +88,7 @@ fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
             region,
             output,
         } => plan::plan(
-            project,
+            context,
             &pipeline,
             plan::Target {
                 git_ref,
@@ -70,26 +96,30 @@ fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
                 region,
             },
             output,
-            color,
             &mut stdout,
             &mut stderr,
         ),
-        Command::Run(request) => block_on(Fence::No, exit_code(run::run(project, request, color))),
+        Command::Run(request) => {
+            block_on(context, Fence::No, exit_code(run::run(context, request)))
+        }
         Command::Resume { run, until, common } => block_on(
+            context,
             Fence::No,
-            exit_code(run::resume(project, &run, false, until, &common, color)),
+            exit_code(run::resume(context, &run, false, until, &common)),
         ),
         Command::Retry { run, common } => block_on(
+            context,
             Fence::No,
-            exit_code(run::resume(project, &run, true, None, &common, color)),
+            exit_code(run::resume(context, &run, true, None, &common)),
         ),
         Command::Rollback {
             pipeline,
             to,
             common,
         } => block_on(
+            context,
             Fence::Yes,
-            exit_code(run::rollback(project, &pipeline, to, &common, color)),
+            exit_code(run::rollback(context, &pipeline, to, &common)),
         ),
         Command::Approve {
             run,
@@ -105,9 +135,14 @@ fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
                 stage,
                 approver,
             };
-            block_on(Fence::Yes, approve::approve(project, &run, request, &store))
+            block_on(
+                context,
+                Fence::Yes,
+                approve::approve(project, &run, request, &store),
+            )
         }
         Command::Status { run, output, store } => block_on(
+            context,
             Fence::Yes,
             exit_code(inspect::status(project, run, output, &store)),
         ),
@@ -117,6 +152,7 @@ fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
             output,
             store,
         } => block_on(
+            context,
             Fence::Yes,
             exit_code(inspect::history(project, pipeline, limit, output, &store)),
         ),
@@ -127,6 +163,7 @@ fn dispatch(command: Command, project: &Path, color: bool) -> i32 {
             output,
             store,
         } => block_on(
+            context,
             Fence::Yes,
             exit_code(inspect::logs(project, &run, stage, follow, output, &store)),
         ),
@@ -143,22 +180,23 @@ async fn exit_code(command: impl Future<Output = Result<i32, i32>>) -> i32 {
     }
 }
 
-/// Run an async command on a multi-threaded runtime, fenced in GitHub Actions mode when asked.
-fn block_on(fence: Fence, command: impl Future<Output = i32>) -> i32 {
+/// Run an async command on a multi-threaded runtime. Fenced in a GitHub Actions job when
+/// asked: the environment's secrets masked and workflow commands stopped until it ends.
+fn block_on(context: &Context, fence: Fence, command: impl Future<Output = i32>) -> i32 {
     let runtime = match bootstrap::runtime(None) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let mut actions = match fence {
-        Fence::Yes => ActionsMode::detect(),
+    let session = match fence {
+        Fence::Yes => context.job.as_ref().map(Job::session),
         Fence::No => None,
     };
-    if let Some(actions) = &mut actions {
-        actions.fence();
+    if let Some(session) = &session {
+        session.fence();
     }
     let code = runtime.block_on(command);
-    if let Some(actions) = &actions {
-        actions.resume_commands();
+    if let Some(session) = &session {
+        session.resume_commands();
     }
     code
 }

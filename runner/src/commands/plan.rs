@@ -1,12 +1,13 @@
 //! `plan`: show what a run would do for a ref, without network or store.
 
+use super::Context;
 use super::shared::report_diagnostics;
 use crate::cli::OutputFormat;
 use crate::exit_codes;
 use crate::pipeline;
 use crate::plan::{self as planner, PlanContext};
+use crate::trigger::actions::plan_error_annotation;
 use std::io::Write;
-use std::path::Path;
 
 /// What to plan for, as the command line gives it.
 pub(super) struct Target {
@@ -19,15 +20,14 @@ pub(super) struct Target {
 }
 
 pub(super) fn plan(
-    project: &Path,
+    context: &Context,
     name: &str,
     target: Target,
     output: OutputFormat,
-    color: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> i32 {
-    let path = match pipeline::find(project, name) {
+    let path = match pipeline::find(&context.project, name) {
         Ok(path) => path,
         Err(message) => {
             let _ = writeln!(stderr, "error: {message}");
@@ -42,17 +42,17 @@ pub(super) fn plan(
     let compiled = match pipeline::load(&path) {
         Ok(compiled) => compiled,
         Err(diagnostics) => {
-            report_diagnostics(&diagnostics, color, stderr);
+            report_diagnostics(&diagnostics, &context.diagnostics(), stderr);
             return exit_codes::INVALID_INPUT;
         }
     };
     let env = compiled.declared_env();
     // In GitHub Actions the release (or pushed ref) and its commit are the default.
-    let actions = git_ref
-        .is_none()
-        .then(crate::trigger::actions::ActionsEnvironment::detect)
-        .flatten()
-        .and_then(|environment| environment.trigger());
+    let actions = context
+        .job
+        .as_ref()
+        .filter(|_| git_ref.is_none())
+        .and_then(|job| job.environment.trigger());
     let (git_ref, sha) = match (git_ref, actions) {
         (Some(git_ref), _) => (git_ref, sha),
         (None, Some(trigger)) => (trigger.git_ref, sha.or(trigger.sha)),
@@ -74,14 +74,14 @@ pub(super) fn plan(
                 .ok()
                 .filter(|r| !r.is_empty())
         });
-    let context = PlanContext {
+    let plan_context = PlanContext {
         git_ref,
         sha,
         env,
         region,
         ..PlanContext::default()
     };
-    match planner::plan(&compiled, &context) {
+    match planner::plan(&compiled, &plan_context) {
         Ok(plan) => {
             let _ = match output {
                 OutputFormat::Json => writeln!(
@@ -94,7 +94,13 @@ pub(super) fn plan(
             exit_codes::OK
         }
         Err(error) => {
-            crate::trigger::actions::annotate_plan_error(&path, &error);
+            if let Some(job) = &context.job {
+                let _ = writeln!(
+                    stderr,
+                    "{}",
+                    plan_error_annotation(&path, &error, &job.paths)
+                );
+            }
             let _ = writeln!(stderr, "error: {error}");
             exit_codes::INVALID_INPUT
         }

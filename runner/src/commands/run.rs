@@ -1,9 +1,11 @@
 //! The commands that take a run through its stages: `run` (start one), `resume` and `retry`
 //! (continue a stored one) and `rollback` (redeploy an earlier run's images as a new run).
-//! Each is a few steps: read the pipeline and settings, open the store, build the driver, then
-//! [`end`]: report and give the exit code. `Err(code)`: the command stopped early, having said
-//! why.
+//! Each is a few steps: read what the run needs from the arguments (and the GitHub Actions job),
+//! open the store, drive the run, then [`report`] how it ended and give the exit code.
+//! `Err(code)`: the command stopped early, having said why.
 
+use super::Context;
+use super::actions::Job;
 use super::outcome;
 use super::settings::{reporter, settings};
 use super::shared::{find_run, load_pipeline, open_store, store_failed};
@@ -12,11 +14,11 @@ use crate::exec::driver::{Driver, DriverError, RunOutcome, RunSettings};
 use crate::exit_codes;
 use crate::pipeline::CompiledPipeline;
 use crate::plan::PlanContext;
+use crate::redact;
 use crate::report::EventSink;
 use crate::run::{RunId, RunRecord, RunStatus, RunTrigger, StageKind, StageStatus, TriggerKind};
 use crate::store::Store;
-use crate::trigger::actions::{ActionsMode, paused_as_asked};
-use std::path::Path;
+use crate::trigger::actions::{ActionsEnvironment, ActionsSession, RunEnd, StoredRun};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,35 +29,66 @@ struct Revision {
     tag: Option<String>,
 }
 
+/// What a new run is, from the command line and the GitHub Actions job: the pipeline and the
+/// revision to build.
+struct NewRun {
+    compiled: CompiledPipeline,
+    revision: Revision,
+}
+
 /// `run`: start a run of a pipeline.
-pub(super) async fn run(project: &Path, request: RunCommand, color: bool) -> Result<i32, i32> {
-    let args = &request.common;
-    let mut actions = actions_session();
-    let compiled = load_pipeline(project, &request.pipeline, color)?;
-    if let Some(actions) = &mut actions {
-        actions.mask_pipeline(&compiled);
+pub(super) async fn run(context: &Context, request: RunCommand) -> Result<i32, i32> {
+    let mut session = context.job.as_ref().map(Job::session);
+    let new_run = new_run(context, &request, session.as_mut())?;
+    let store = open_store(&context.project, &request.common.store).await?;
+    let (driver, result) = start(new_run, store, &request, session.as_ref()).await;
+    Ok(report(
+        &driver,
+        &result,
+        session.as_ref(),
+        &request.common,
+        request.until.as_deref(),
+    )
+    .await)
+}
+
+/// Read the new run from the arguments: the pipeline (its secrets masked in a job), `--until`
+/// checked, and the revision to build.
+fn new_run(
+    context: &Context,
+    request: &RunCommand,
+    session: Option<&mut ActionsSession>,
+) -> Result<NewRun, i32> {
+    let compiled = load_pipeline(context, &request.pipeline)?;
+    if let Some(session) = session {
+        session.mask(&redact::pipeline_secrets(&compiled));
     }
     check_until(&compiled, request.until.as_deref())?;
     let revision = revision(
         &compiled,
-        actions.as_ref(),
+        context.job.as_ref().map(|job| &job.environment),
         request.git_ref.clone(),
         request.sha.clone(),
         request.local,
     )?;
-    let store = open_store(project, &args.store).await?;
-    let settings = run_settings(&request);
-    let (trigger, context) = trigger(&compiled, revision, &settings, actions.as_ref());
-    let driver = driver(compiled, store, settings, args, actions.as_ref());
+    Ok(NewRun { compiled, revision })
+}
+
+/// Drive a new run: its settings (which also stop it on a signal from here on), its trigger and
+/// plan context, and the driver that starts it.
+async fn start(
+    new_run: NewRun,
+    store: Arc<dyn Store>,
+    request: &RunCommand,
+    session: Option<&ActionsSession>,
+) -> (Driver, Result<RunOutcome, DriverError>) {
+    let NewRun { compiled, revision } = new_run;
+    let settings = run_settings(request);
+    let environment = session.map(ActionsSession::environment);
+    let (trigger, context) = trigger(&compiled, revision, &settings, environment);
+    let driver = driver(compiled, store, settings, &request.common, session);
     let result = driver.start(trigger, context).await;
-    Ok(end(
-        &driver,
-        &result,
-        actions.as_ref(),
-        args,
-        request.until.as_deref(),
-    )
-    .await)
+    (driver, result)
 }
 
 /// The driver's settings for `run`: every run command's, with `--until` and `--local`'s.
@@ -75,13 +108,13 @@ fn trigger(
     compiled: &CompiledPipeline,
     revision: Revision,
     settings: &RunSettings,
-    actions: Option<&ActionsMode>,
+    actions: Option<&ActionsEnvironment>,
 ) -> (RunTrigger, PlanContext) {
     let user = settings.user.clone();
     let trigger = RunTrigger {
         kind: match actions {
             _ if settings.is_local() => TriggerKind::Local { user },
-            Some(actions) => actions.environment.trigger_kind(),
+            Some(environment) => environment.trigger_kind(),
             None => TriggerKind::Cli { user },
         },
         git_ref: revision.git_ref.clone(),
@@ -95,16 +128,6 @@ fn trigger(
         ..PlanContext::default()
     };
     (trigger, context)
-}
-
-/// The GitHub Actions session with the environment's secrets masked, before anything could
-/// print them; `None` outside GitHub Actions.
-fn actions_session() -> Option<ActionsMode> {
-    let mut actions = ActionsMode::detect();
-    if let Some(actions) = &mut actions {
-        actions.mask_environment();
-    }
-    actions
 }
 
 /// `--until` must name a stage of the pipeline (by name or kind), or `source` or `push`.
@@ -127,14 +150,14 @@ fn check_until(compiled: &CompiledPipeline, until: Option<&str>) -> Result<(), i
 /// and its commit; with `--local`, HEAD; else the pipeline's branch.
 fn revision(
     compiled: &CompiledPipeline,
-    actions: Option<&ActionsMode>,
+    actions: Option<&ActionsEnvironment>,
     git_ref: Option<String>,
     sha: Option<String>,
     local: bool,
 ) -> Result<Revision, i32> {
     let from_actions = actions
         .filter(|_| git_ref.is_none() && !local)
-        .and_then(|actions| actions.environment.trigger());
+        .and_then(|environment| environment.trigger());
     let (git_ref, sha) = match &from_actions {
         Some(trigger) => (Some(trigger.git_ref.clone()), sha.or(trigger.sha.clone())),
         None => (git_ref, sha),
@@ -158,65 +181,82 @@ fn revision(
     })
 }
 
-/// The driver for one run command. In GitHub Actions its events go to the Actions reporter
-/// (with text logs), and workflow commands stop until [`end`].
+/// The driver for one run command. In a GitHub Actions job its events go to the session's
+/// reporter (with text logs), and workflow commands stop until [`report`].
 fn driver(
     compiled: CompiledPipeline,
     store: Arc<dyn Store>,
     settings: RunSettings,
     args: &RunArgs,
-    actions: Option<&ActionsMode>,
+    session: Option<&ActionsSession>,
 ) -> Driver {
-    let reporter = match actions {
-        Some(actions) => actions.start_run(reporter(args), args.log_format == OutputFormat::Text),
+    let reporter = match session {
+        Some(session) => {
+            session.run_reporter(reporter(args), args.log_format == OutputFormat::Text)
+        }
         None => reporter(args),
     };
     Driver::new(compiled, store, settings, EventSink::new(reporter))
 }
 
-/// Report how the run ended, finish the GitHub Actions session (job files, annotations) and
-/// give the exit code.
-async fn end(
+/// Report how the run ended: the outcome for people, then in a GitHub Actions job the
+/// session's end (annotations, job files, from the run as the store has it now). Gives the exit
+/// code; `until`: the `--until` a run in a job was given.
+async fn report(
     driver: &Driver,
     result: &Result<RunOutcome, DriverError>,
-    actions: Option<&ActionsMode>,
+    session: Option<&ActionsSession>,
     args: &RunArgs,
     until: Option<&str>,
 ) -> i32 {
-    outcome::report(driver, result);
-    let Some(actions) = actions else {
-        return outcome::exit_code(result, false);
+    outcome::report(driver.events.redactor(), result);
+    let Some(session) = session else {
+        return outcome::exit_code(result, None, &driver.compiled);
     };
-    actions
-        .end_run(driver, result, args.store.store.as_deref())
-        .await;
-    let paused = matches!(result, Ok(outcome) if paused_as_asked(outcome, until, &driver.compiled));
-    outcome::exit_code(result, paused)
+    let stored = match result {
+        Ok(outcome) => Some(StoredRun::read(driver.store.as_ref(), &outcome.run).await),
+        Err(_) => None,
+    };
+    let shared_store = args
+        .store
+        .store
+        .as_deref()
+        .is_some_and(|url| url.starts_with("dynamodb://"));
+    session.end_run(
+        result,
+        RunEnd {
+            pipeline_file: &driver.compiled.file.path,
+            repository: &driver.compiled.pipeline.source.repository,
+            stored,
+            shared_store,
+        },
+    );
+    outcome::exit_code(result, until, &driver.compiled)
 }
 
 /// `resume` (continue a run from its first unfinished stage) and, with `retry`, `retry` (run
 /// a failed run's failed stage again).
 pub(super) async fn resume(
-    project: &Path,
+    context: &Context,
     run: &str,
     retry: bool,
     until: Option<String>,
     args: &RunArgs,
-    color: bool,
 ) -> Result<i32, i32> {
-    let mut actions = actions_session();
-    let store = open_store(project, &args.store).await?;
+    let mut session = context.job.as_ref().map(Job::session);
+    let store = open_store(&context.project, &args.store).await?;
     let id = RunId(run.to_owned());
     let record = find_run(store.as_ref(), &id).await?;
     if let Some(code) = refusal(run, &record, retry) {
-        if let Some(actions) = &actions {
-            actions.write_job_files(store.as_ref(), &id, None).await;
+        if let Some(session) = &session {
+            let stored = StoredRun::read(store.as_ref(), &id).await;
+            session.write_job_files(&id, stored, None);
         }
         return Ok(code);
     }
-    let compiled = load_pipeline(project, &record.pipeline, color)?;
-    if let Some(actions) = &mut actions {
-        actions.mask_pipeline(&compiled);
+    let compiled = load_pipeline(context, &record.pipeline)?;
+    if let Some(session) = &mut session {
+        session.mask(&redact::pipeline_secrets(&compiled));
     }
     if matches!(record.trigger.kind, TriggerKind::Local { .. }) {
         eprintln!("error: run {run} was a --local run; start a new one with `run --local`");
@@ -224,13 +264,13 @@ pub(super) async fn resume(
     }
     let mut settings = settings(args);
     settings.until = until;
-    let driver = driver(compiled, store, settings, args, actions.as_ref());
+    let driver = driver(compiled, store, settings, args, session.as_ref());
     let result = if retry {
         driver.retry(&id).await
     } else {
         driver.resume(&id).await
     };
-    Ok(end(&driver, &result, actions.as_ref(), args, None).await)
+    Ok(report(&driver, &result, session.as_ref(), args, None).await)
 }
 
 /// Why a stored run cannot be resumed (or retried), told to the user, as the exit code.
@@ -270,18 +310,17 @@ fn refusal(run: &str, record: &RunRecord, retry: bool) -> Option<i32> {
 /// `rollback`: redeploy the images of an earlier successful run (`--to`, default: the one
 /// before the newest) as a run of its own.
 pub(super) async fn rollback(
-    project: &Path,
+    context: &Context,
     name: &str,
     to: Option<String>,
     args: &RunArgs,
-    color: bool,
 ) -> Result<i32, i32> {
-    let compiled = load_pipeline(project, name, color)?;
-    let store = open_store(project, &args.store).await?;
+    let compiled = load_pipeline(context, name)?;
+    let store = open_store(&context.project, &args.store).await?;
     let target = rollback_target(store.as_ref(), &compiled, name, to).await?;
     let driver = driver(compiled, store, settings(args), args, None);
     let result = driver.rollback(&target).await;
-    Ok(end(&driver, &result, None, args, None).await)
+    Ok(report(&driver, &result, None, args, None).await)
 }
 
 /// The run whose images `rollback` deploys again.

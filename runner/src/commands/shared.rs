@@ -2,11 +2,13 @@
 //! run from the store, printing pipeline diagnostics, and who is running the command. Each
 //! reports its own errors; an `Err` carries the exit code.
 
+use super::Context;
 use crate::cli::StoreArgs;
 use crate::exit_codes;
 use crate::pipeline::{self, diagnostic::Diagnostics};
 use crate::run::{RunId, RunRecord};
 use crate::store::{self, Store, StoreError};
+use crate::trigger::actions::{DiagnosticFormat, render_diagnostics};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,19 +29,19 @@ pub(super) async fn open_store(project: &Path, args: &StoreArgs) -> Result<Arc<d
     store::open(&url).await.map_err(store_failed)
 }
 
+/// The pipeline `name` (or file) of the project, compiled; its diagnostics printed otherwise.
 pub(super) fn load_pipeline(
-    project: &Path,
+    context: &Context,
     name: &str,
-    color: bool,
 ) -> Result<pipeline::CompiledPipeline, i32> {
-    let path = pipeline::find(project, name).map_err(|message| {
+    let path = pipeline::find(&context.project, name).map_err(|message| {
         eprintln!("error: {message}");
         exit_codes::INVALID_INPUT
     })?;
     pipeline::load(&path).map_err(|diagnostics| {
         eprint!(
             "{}",
-            crate::trigger::actions::render_diagnostics(&diagnostics, color)
+            render_diagnostics(&diagnostics, &context.diagnostics())
         );
         exit_codes::INVALID_INPUT
     })
@@ -63,7 +65,11 @@ pub(super) fn store_failed(error: StoreError) -> i32 {
     error.exit_code()
 }
 
-pub(super) fn report_diagnostics(diagnostics: &Diagnostics, color: bool, stderr: &mut dyn Write) {
-    let rendered = crate::trigger::actions::render_diagnostics(diagnostics, color);
-    let _ = write!(stderr, "{rendered}");
+/// Print pipeline diagnostics to `stderr` in `format`.
+pub(super) fn report_diagnostics(
+    diagnostics: &Diagnostics,
+    format: &DiagnosticFormat,
+    stderr: &mut dyn Write,
+) {
+    let _ = write!(stderr, "{}", render_diagnostics(diagnostics, format));
 }

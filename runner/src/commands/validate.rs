@@ -1,21 +1,22 @@
 //! `validate` (check pipeline files and their buildspecs) and `schema` (print the JSON Schema
 //! of the files `validate` checks). No network, no store.
 
+use super::Context;
 use super::shared::report_diagnostics;
 use crate::cli::{OutputFormat, SchemaKind};
 use crate::exit_codes;
 use crate::pipeline::{self, diagnostic::Diagnostics};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub(super) fn validate(
-    project: &Path,
+    context: &Context,
     files: &[PathBuf],
     output: OutputFormat,
-    color: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> i32 {
+    let project = context.project.as_path();
     let files = if files.is_empty() {
         pipeline::list_pipelines(project)
     } else {
@@ -88,10 +89,14 @@ pub(super) fn validate(
         );
     }
     if all.has_errors() {
-        if output == OutputFormat::Text {
-            report_diagnostics(&all, color, stderr);
-        } else {
-            crate::trigger::actions::annotate_diagnostics(&all);
+        // JSON output carries the errors; in GitHub Actions they are annotated all the same.
+        let format = match (output, &context.job) {
+            (OutputFormat::Text, _) => Some(context.diagnostics()),
+            (OutputFormat::Json, Some(job)) => Some(job.annotations()),
+            (OutputFormat::Json, None) => None,
+        };
+        if let Some(format) = format {
+            report_diagnostics(&all, &format, stderr);
         }
         exit_codes::INVALID_INPUT
     } else {
