@@ -37,13 +37,13 @@ struct Armed {
 }
 
 #[derive(Clone)]
-pub(crate) struct FaultProxy {
-    pub(crate) url: String,
+pub struct FaultProxy {
+    pub url: String,
     armed: Arc<Mutex<Armed>>,
 }
 
 impl FaultProxy {
-    pub(crate) async fn start(upstream: &str) -> FaultProxy {
+    pub async fn start(upstream: &str) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let upstream = upstream
@@ -73,12 +73,12 @@ impl FaultProxy {
     }
 
     /// Kill the process `set_pid` names after AWS answered the `nth` `operation` from now.
-    pub(crate) fn arm(&self, operation: &str, nth: usize) {
+    pub fn arm(&self, operation: &str, nth: usize) {
         self.arm_signal(operation, nth, "KILL");
     }
 
     /// [`FaultProxy::arm`] with another signal (`TERM`, ...).
-    pub(crate) fn arm_signal(&self, operation: &str, nth: usize, signal: &'static str) {
+    pub fn arm_signal(&self, operation: &str, nth: usize, signal: &'static str) {
         *self.armed.lock().unwrap() = Armed {
             operation: operation.to_owned(),
             nth,
@@ -87,21 +87,21 @@ impl FaultProxy {
         };
     }
 
-    pub(crate) fn set_pid(&self, pid: u32) {
+    pub fn set_pid(&self, pid: u32) {
         self.armed.lock().unwrap().pid = Some(pid);
     }
 
-    pub(crate) fn fired(&self) -> bool {
+    pub fn fired(&self) -> bool {
         self.armed.lock().unwrap().fired
     }
 
     /// Refuse every request (throttling or 500) for `period` from now.
-    pub(crate) fn throttle_for(&self, period: Duration) {
+    pub fn throttle_for(&self, period: Duration) {
         self.armed.lock().unwrap().throttle_until = Some(Instant::now() + period);
     }
 
     /// How many requests were refused.
-    pub(crate) fn refused(&self) -> usize {
+    pub fn refused(&self) -> usize {
         self.armed.lock().unwrap().refused
     }
 }
