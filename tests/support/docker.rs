@@ -1,4 +1,5 @@
-//! The `docker` command line against the test daemon: removing what a fixture started.
+//! The `docker` command line against the test daemon: removing what a fixture started or
+//! built.
 
 use std::process::Command;
 
@@ -19,6 +20,16 @@ pub fn remove_containers(docker_cli: &str, filter: &str) {
         let _ = Command::new(docker_cli)
             .args(["rm", "-f"])
             .args(&ids)
+            .output();
+    }
+}
+
+/// Removes (forcibly) the images `references` names (ids or tags), ignoring those already gone.
+pub fn remove_images(docker_cli: &str, references: &[String]) {
+    if !references.is_empty() {
+        let _ = Command::new(docker_cli)
+            .args(["image", "rm", "-f"])
+            .args(references)
             .output();
     }
 }

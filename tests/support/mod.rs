@@ -9,6 +9,7 @@ mod example_app;
 mod project;
 
 pub mod counting_proxy;
+pub mod cutting_proxy;
 pub mod docker;
 pub mod ecs;
 pub mod fault_proxy;
@@ -17,7 +18,9 @@ pub mod private_daemon;
 pub mod private_ministack;
 pub mod process;
 pub mod process_tree;
+pub mod registry;
 pub mod sqlite_locker;
+pub mod test_image;
 pub mod webhook;
 
 pub use cli::{run_id, runner, stage, status_json, status_json_with_store, text};
