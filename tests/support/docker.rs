@@ -34,6 +34,18 @@ pub fn remove_images(docker_cli: &str, references: &[String]) {
     }
 }
 
+/// Removes its images when dropped, however the test ends.
+pub struct RemoveImages {
+    pub docker_cli: String,
+    pub references: Vec<String>,
+}
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        remove_images(&self.docker_cli, &self.references);
+    }
+}
+
 /// Removes the container `name` when dropped, however the test ends.
 pub struct RemoveContainer {
     pub docker_cli: String,
