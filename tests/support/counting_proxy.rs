@@ -11,7 +11,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+
+use crate::support::http::{send, serve};
 
 #[derive(Default)]
 struct ProxyState {
@@ -43,22 +44,8 @@ impl CountingProxy {
             .to_owned();
         let state = Arc::new(Mutex::new(ProxyState::default()));
         let shared = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = shared.clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        handle(request, state.clone(), upstream.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        serve(listener, move |request| {
+            handle(request, shared.clone(), upstream.clone())
         });
         CountingProxy { url, state }
     }
@@ -151,7 +138,7 @@ async fn handle(
             .body(body)
             .unwrap());
     }
-    match forward(request, &upstream).await {
+    match send(&upstream, request).await {
         Ok(response) => Ok(response.map(|body| body.boxed())),
         Err(error) => Ok(Response::builder()
             .status(502)
@@ -162,18 +149,4 @@ async fn handle(
             )
             .unwrap()),
     }
-}
-
-async fn forward(request: Request<Incoming>, upstream: &str) -> Result<Response<Incoming>, String> {
-    let stream = tokio::net::TcpStream::connect(upstream)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())
 }

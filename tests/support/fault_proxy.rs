@@ -18,7 +18,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+
+use crate::support::http::{send, serve};
 
 #[derive(Default)]
 struct Armed {
@@ -52,22 +53,8 @@ impl FaultProxy {
             .to_owned();
         let armed = Arc::new(Mutex::new(Armed::default()));
         let shared = armed.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let armed = shared.clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        handle(request, armed.clone(), upstream.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        serve(listener, move |request| {
+            handle(request, shared.clone(), upstream.clone())
         });
         FaultProxy { url, armed }
     }
@@ -197,17 +184,7 @@ async fn forward(
     request: Request<Incoming>,
     upstream: &str,
 ) -> Result<Response<Full<Bytes>>, String> {
-    let stream = tokio::net::TcpStream::connect(upstream)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = send(upstream, request).await?;
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok(Response::from_parts(parts, Full::new(bytes)))
