@@ -1,6 +1,8 @@
 //! The approval gate end to end: a run pauses, a second process decides, the run goes on (or
 //! stops), and a gate nobody answers fails closed.
 
+use crate::support::process::KillOnDrop;
+use crate::support::webhook::capture_one_post;
 use crate::support::{example_app, project_with, run_id, runner, stage, status_json, text};
 use envelope_tests::env::{parts, unique};
 use std::time::{Duration, Instant};
@@ -92,12 +94,14 @@ async fn a_waiting_run_proceeds_when_another_process_approves() {
         "",
         GATE_ONLY,
     );
-    let child = runner(env, project.path())
-        .args(["run", "hello", "--ref", "v1.0.0", "--approval-poll", "0.1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop::new(
+        runner(env, project.path())
+            .args(["run", "hello", "--ref", "v1.0.0", "--approval-poll", "0.1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Find the waiting run through the store, as an approver would.
     let deadline = Instant::now() + Duration::from_secs(60);
     let run = loop {
@@ -198,38 +202,6 @@ async fn an_unanswered_gate_times_out_and_fails_closed() {
     );
     let record = status_json(env, project.path(), &run_id(&output));
     assert_eq!(stage(&record, "after-gate")["status"], "skipped");
-}
-
-/// Accept one HTTP request on 127.0.0.1 and return its body; answers 204.
-pub(crate) async fn capture_one_post(listener: tokio::net::TcpListener) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (mut socket, _) = listener.accept().await.unwrap();
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let read = socket.read(&mut chunk).await.unwrap();
-        buffer.extend_from_slice(&chunk[..read]);
-        let text = String::from_utf8_lossy(&buffer);
-        if let Some(split) = text.find("\r\n\r\n") {
-            let length = text[..split]
-                .lines()
-                .find_map(|line| {
-                    line.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap())
-                })
-                .unwrap_or(0);
-            if buffer.len() >= split + 4 + length {
-                socket
-                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                    .await
-                    .unwrap();
-                return String::from_utf8_lossy(&buffer[split + 4..split + 4 + length])
-                    .into_owned();
-            }
-        }
-        assert!(read > 0, "connection closed before the body arrived");
-    }
 }
 
 #[tokio::test]

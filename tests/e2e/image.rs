@@ -4,6 +4,7 @@
 //! (exit 0) and of a broken one (exit 2), and the HEALTHCHECK turning an agent container
 //! healthy through `/healthz`.
 
+use crate::support::docker::RemoveContainer;
 use envelope_tests::env::{TestEnv, parts, repo_root, runner_binary, unique};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -39,20 +40,6 @@ fn readable(dir: &Path) {
         .arg(dir)
         .status()
         .unwrap();
-}
-
-/// Removes the agent container however the test ends.
-struct Container<'a> {
-    docker_cli: &'a str,
-    name: String,
-}
-
-impl Drop for Container<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(self.docker_cli)
-            .args(["rm", "-f", &self.name])
-            .output();
-    }
 }
 
 #[tokio::test]
@@ -199,8 +186,8 @@ fn agent_turns_healthy(env: &TestEnv, root: &Path, scratch: &Path) {
     )
     .unwrap();
     readable(scratch);
-    let container = Container {
-        docker_cli: env.docker_cli(),
+    let container = RemoveContainer {
+        docker_cli: env.docker_cli().to_owned(),
         name: unique("envelope-runner-image"),
     };
     let started = Command::new(env.docker_cli())

@@ -2,9 +2,7 @@
 //! SQLite write lock held by another process and a DynamoDB that throttles, and a run whose
 //! lease is taken over stops before its next AWS change and says so.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +12,15 @@ use envelope_runner::store::{
 };
 use tokio::time::Instant;
 
-use crate::ecs::{
-    Cluster, api_project, app_repository, approve_waiting_release, parts, pipeline_runner,
-    record_of, stage_of,
-};
-use crate::fault_proxy::FaultProxy;
 use crate::reattach::revisions_of;
+use crate::support::ecs::{
+    Cluster, api_project, app_repository, approve_waiting_release, parts, pipeline_runner,
+    record_of,
+};
+use crate::support::fault_proxy::FaultProxy;
+use crate::support::process::KillOnDrop;
+use crate::support::sqlite_locker::Locker;
+use crate::support::stage;
 
 /// Long enough that a heartbeat (a third of it) plus SQLite's busy timeout (10 s) fit inside a
 /// store outage shorter than two thirds of it.
@@ -27,41 +28,6 @@ const TTL: Duration = Duration::from_secs(36);
 /// The outage: longer than one heartbeat plus the busy timeout, so a renewal fails during it.
 const OUTAGE: Duration = Duration::from_secs(23);
 const KEY: &str = "pipeline:api:gate";
-
-/// `sqlite3` (the command-line shell) holding the store's write lock until released.
-struct Locker {
-    child: Child,
-    stdin: ChildStdin,
-}
-
-impl Locker {
-    fn hold(path: &Path) -> Locker {
-        let mut child = Command::new("sqlite3")
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the sqlite3 command (Debian package sqlite3; scripts/test-env installs it)");
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(b".timeout 10000\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n")
-            .unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "locked", "sqlite3 took the write lock");
-        Locker { child, stdin }
-    }
-
-    fn release(mut self) {
-        self.stdin.write_all(b"COMMIT;\n.quit\n").unwrap();
-        drop(self.stdin);
-        assert!(self.child.wait().unwrap().success());
-    }
-}
 
 fn granted(outcome: LeaseOutcome) -> u64 {
     match outcome {
@@ -161,16 +127,18 @@ async fn a_run_whose_lease_is_taken_over_stops_before_its_next_aws_change() {
     let dir = project.path().to_path_buf();
     let (run, output) = tokio::task::spawn_blocking(move || {
         let run = approve_waiting_release(&dir);
-        let child = pipeline_runner(&dir)
-            .args(["resume", &run])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = KillOnDrop::new(
+            pipeline_runner(&dir)
+                .args(["resume", &run])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         loop {
             let record = record_of(&dir, &run);
-            if stage_of(&record, "migrate")["outputs"]["task_arn"].is_string() {
+            if stage(&record, "migrate")["outputs"]["task_arn"].is_string() {
                 break;
             }
             assert!(
@@ -210,8 +178,8 @@ async fn a_run_whose_lease_is_taken_over_stops_before_its_next_aws_change() {
     );
     let record = record_of(project.path(), &run);
     assert_eq!(record["status"], "failed", "{record}");
-    assert_eq!(stage_of(&record, "migrate")["status"], "succeeded");
-    let deploy = stage_of(&record, "deploy");
+    assert_eq!(stage(&record, "migrate")["status"], "succeeded");
+    let deploy = stage(&record, "deploy");
     assert_eq!(deploy["status"], "failed");
     assert!(
         deploy["error"]
@@ -384,17 +352,19 @@ async fn queued_releases(dynamodb: bool) {
     .unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = sample_deployments(&cluster, stop.clone());
-    let children: Vec<Child> = runs
+    let children: Vec<KillOnDrop> = runs
         .iter()
         .map(|run| {
-            pipeline_runner(&dir)
-                .args(["resume", run, "--approval-poll", "0.5"])
-                .env("ENVELOPE_LEASE_TTL", TTL.as_secs().to_string())
-                .env("AWS_ENDPOINT_URL_DYNAMODB", &proxy.url)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            KillOnDrop::new(
+                pipeline_runner(&dir)
+                    .args(["resume", run, "--approval-poll", "0.5"])
+                    .env("ENVELOPE_LEASE_TTL", TTL.as_secs().to_string())
+                    .env("AWS_ENDPOINT_URL_DYNAMODB", &proxy.url)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
         })
         .collect();
     let outputs = tokio::task::spawn_blocking({
@@ -407,7 +377,7 @@ async fn queued_releases(dynamodb: bool) {
             let deadline = std::time::Instant::now() + Duration::from_secs(180);
             loop {
                 let started = runs.iter().any(|run| {
-                    stage_of(&record_of(&dir, run), "migrate")["outputs"]["task_arn"].is_string()
+                    stage(&record_of(&dir, run), "migrate")["outputs"]["task_arn"].is_string()
                 });
                 if started {
                     break;

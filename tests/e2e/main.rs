@@ -3,13 +3,15 @@
 // Test code: a failed `unwrap` is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
+// The fixtures and runner helpers, under the path every test file imports them by.
+use envelope_tests::support;
+
 mod approval;
 mod build;
 mod buildspec;
 mod drills;
 mod ecs;
 mod failures;
-mod fault_proxy;
 mod image;
 mod inputs;
 mod install;
@@ -22,5 +24,4 @@ mod run;
 mod runs;
 mod shipped;
 mod source;
-mod support;
 mod timeouts;

@@ -8,11 +8,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::ecs::{
+use crate::support::ecs::{
     Cluster, ROLES, api_project, app_repository, approve_waiting_release, parts, pipeline_runner,
-    record_of, release, stage_of,
+    record_of, release,
 };
-use crate::fault_proxy::FaultProxy;
+use crate::support::fault_proxy::FaultProxy;
+use crate::support::stage;
 use aws_sdk_ecs::types::{DesiredStatus, TaskDefinitionField};
 
 /// Resumes (or runs `args`) through `proxy`, armed to kill after the `nth` `operation`; the
@@ -186,7 +187,7 @@ async fn a_run_killed_after_each_aws_answer_resumes_without_repeating_the_change
     assert_eq!(tasks.len(), 1, "one migration task: {tasks:?}");
     let record = record_of(&project_dir, &run);
     assert_eq!(record["status"], "succeeded", "{record}");
-    let deployed = &stage_of(&record, "deploy")["outputs"]["task_definitions"];
+    let deployed = &stage(&record, "deploy")["outputs"]["task_definitions"];
     let now = cluster.task_definitions().await;
     for service in &cluster.services {
         assert_eq!(deployed[service], now[service].as_str(), "{service}");

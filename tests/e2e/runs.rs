@@ -2,10 +2,11 @@
 //! of one pipeline kept apart past the approval gate (queued) or the older one cancelled
 //! (superseded).
 
+use crate::support::process::KillOnDrop;
 use crate::support::{example_app, project_with, run_id, runner, stage, status_json, text};
 use envelope_tests::env::{TestEnv, parts, unique};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Wait until `check` holds for the newest run's record, or fail after `seconds`.
@@ -35,13 +36,16 @@ fn wait_for_record(
     }
 }
 
-fn spawn(env: &TestEnv, project: &Path, args: &[&str]) -> Child {
-    runner(env, project)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// The runner with `args`, in the background; killed if the test ends before it does.
+fn spawn(env: &TestEnv, project: &Path, args: &[&str]) -> KillOnDrop {
+    KillOnDrop::new(
+        runner(env, project)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// A buildspec that makes the build phase take a while, so a test can catch it running.
@@ -183,7 +187,7 @@ async fn queued_runs(dynamodb: bool) {
         runs.push(run);
     }
     // Both resume at once; the lease lets one through the gate at a time.
-    let children: Vec<Child> = runs
+    let children: Vec<KillOnDrop> = runs
         .iter()
         .map(|run| {
             spawn(

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+
+use crate::support::http::{send, serve};
 
 #[derive(Default)]
 struct Armed {
@@ -37,13 +38,13 @@ struct Armed {
 }
 
 #[derive(Clone)]
-pub(crate) struct FaultProxy {
-    pub(crate) url: String,
+pub struct FaultProxy {
+    pub url: String,
     armed: Arc<Mutex<Armed>>,
 }
 
 impl FaultProxy {
-    pub(crate) async fn start(upstream: &str) -> FaultProxy {
+    pub async fn start(upstream: &str) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let upstream = upstream
@@ -52,33 +53,19 @@ impl FaultProxy {
             .to_owned();
         let armed = Arc::new(Mutex::new(Armed::default()));
         let shared = armed.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let armed = shared.clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        handle(request, armed.clone(), upstream.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        serve(listener, move |request| {
+            handle(request, shared.clone(), upstream.clone())
         });
         FaultProxy { url, armed }
     }
 
     /// Kill the process `set_pid` names after AWS answered the `nth` `operation` from now.
-    pub(crate) fn arm(&self, operation: &str, nth: usize) {
+    pub fn arm(&self, operation: &str, nth: usize) {
         self.arm_signal(operation, nth, "KILL");
     }
 
     /// [`FaultProxy::arm`] with another signal (`TERM`, ...).
-    pub(crate) fn arm_signal(&self, operation: &str, nth: usize, signal: &'static str) {
+    pub fn arm_signal(&self, operation: &str, nth: usize, signal: &'static str) {
         *self.armed.lock().unwrap() = Armed {
             operation: operation.to_owned(),
             nth,
@@ -87,21 +74,21 @@ impl FaultProxy {
         };
     }
 
-    pub(crate) fn set_pid(&self, pid: u32) {
+    pub fn set_pid(&self, pid: u32) {
         self.armed.lock().unwrap().pid = Some(pid);
     }
 
-    pub(crate) fn fired(&self) -> bool {
+    pub fn fired(&self) -> bool {
         self.armed.lock().unwrap().fired
     }
 
     /// Refuse every request (throttling or 500) for `period` from now.
-    pub(crate) fn throttle_for(&self, period: Duration) {
+    pub fn throttle_for(&self, period: Duration) {
         self.armed.lock().unwrap().throttle_until = Some(Instant::now() + period);
     }
 
     /// How many requests were refused.
-    pub(crate) fn refused(&self) -> usize {
+    pub fn refused(&self) -> usize {
         self.armed.lock().unwrap().refused
     }
 }
@@ -197,17 +184,7 @@ async fn forward(
     request: Request<Incoming>,
     upstream: &str,
 ) -> Result<Response<Full<Bytes>>, String> {
-    let stream = tokio::net::TcpStream::connect(upstream)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = send(upstream, request).await?;
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok(Response::from_parts(parts, Full::new(bytes)))

@@ -1,0 +1,61 @@
+//! The `docker` command line against the test daemon: removing what a fixture started or
+//! built.
+
+use std::process::Command;
+
+/// Removes (forcibly) every container the daemon lists for a `docker ps --filter` value, e.g.
+/// `label=KEY=VALUE`: what a fixture started and must not leave running.
+pub fn remove_containers(docker_cli: &str, filter: &str) {
+    let Ok(listed) = Command::new(docker_cli)
+        .args(["ps", "-aq", "--filter", filter])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new(docker_cli)
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
+/// Removes (forcibly) the images `references` names (ids or tags), ignoring those already gone.
+pub fn remove_images(docker_cli: &str, references: &[String]) {
+    if !references.is_empty() {
+        let _ = Command::new(docker_cli)
+            .args(["image", "rm", "-f"])
+            .args(references)
+            .output();
+    }
+}
+
+/// Removes its images when dropped, however the test ends.
+pub struct RemoveImages {
+    pub docker_cli: String,
+    pub references: Vec<String>,
+}
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        remove_images(&self.docker_cli, &self.references);
+    }
+}
+
+/// Removes the container `name` when dropped, however the test ends.
+pub struct RemoveContainer {
+    pub docker_cli: String,
+    pub name: String,
+}
+
+impl Drop for RemoveContainer {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.docker_cli)
+            .args(["rm", "-f", &self.name])
+            .output();
+    }
+}

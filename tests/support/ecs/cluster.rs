@@ -1,0 +1,375 @@
+//! An ECS cluster on ministack like envelope-prod-cluster: four services (api, worker,
+//! scheduler and reverb) sharing the app image, awsvpc on a subnet and security group made
+//! with ministack's EC2 API, awslogs into one log group, under unique names (tests never
+//! reset ministack: a reset would wipe other tests' ECR repositories). Dropping it deletes the
+//! services and the cluster and removes every container of the cluster.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
+    DeploymentCircuitBreaker, DeploymentConfiguration, KeyValuePair, LaunchType, LogConfiguration,
+    LogDriver, NetworkConfiguration, NetworkMode, Tag,
+};
+use envelope_runner::exec::ecs::PollSchedule;
+use envelope_runner::exec::ecs::deploy::{DeployRequest, OnFailure};
+use envelope_runner::exec::ecs::migrate::MigrationRequest;
+
+use super::{Images, ROLES, ec2, images};
+use crate::env::{TestEnv, unique};
+use crate::support::docker::remove_containers;
+
+/// A cluster like envelope-prod-cluster: four services sharing the app image on awsvpc.
+pub struct Cluster {
+    env: &'static TestEnv,
+    /// The emulator the cluster lives on.
+    endpoint: String,
+    pub name: String,
+    arn: String,
+    /// Where the services' and the migrations' awslogs output goes.
+    pub log_group: String,
+    /// The subnet the tasks run on.
+    pub subnet: String,
+    /// Service names in ROLES order.
+    pub services: Vec<String>,
+    pub ecs: aws_sdk_ecs::Client,
+}
+
+impl Cluster {
+    /// `breaker`: whether the services use the deployment circuit breaker with rollback.
+    pub async fn create(env: &'static TestEnv, breaker: bool) -> Cluster {
+        Cluster::create_at(env, env.endpoint(), breaker).await
+    }
+
+    /// [`Cluster::create`] on the emulator at `endpoint`.
+    pub async fn create_at(env: &'static TestEnv, endpoint: &str, breaker: bool) -> Cluster {
+        // Built (once per process) before anything that must be cleaned up.
+        let images = images(env);
+        let name = unique("envelope-e2e-cluster");
+        let config = env.sdk_config(endpoint).await;
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let network = ec2::network(env, endpoint, &name).await;
+        let arn = ecs
+            .create_cluster()
+            .cluster_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .cluster
+            .and_then(|cluster| cluster.cluster_arn)
+            .expect("CreateCluster returns the cluster's ARN");
+        // From here on a panic drops `cluster`, which removes what was made so far.
+        let mut cluster = Cluster {
+            env,
+            endpoint: endpoint.to_owned(),
+            log_group: format!("/ecs/{name}"),
+            name,
+            arn,
+            subnet: network.subnet.clone(),
+            services: Vec::new(),
+            ecs,
+        };
+        aws_sdk_cloudwatchlogs::Client::new(&config)
+            .create_log_group()
+            .log_group_name(&cluster.log_group)
+            .send()
+            .await
+            .unwrap();
+        for role in ROLES {
+            let service = cluster
+                .create_service(role, images, &network.security_group, breaker)
+                .await;
+            cluster.services.push(service);
+        }
+        cluster.wait_until_running().await;
+        cluster
+    }
+
+    /// Registers `role`'s task definition (the api's with a log-router sidecar) and creates
+    /// its service, `envelope-prod-<role>`, running one task of images v1.
+    async fn create_service(
+        &self,
+        role: &str,
+        images: &Images,
+        security_group: &str,
+        breaker: bool,
+    ) -> String {
+        let log = LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .options("awslogs-group", &self.log_group)
+            .options("awslogs-region", self.env.region())
+            .options("awslogs-stream-prefix", "ecs")
+            .build()
+            .unwrap();
+        let mut register = self
+            .ecs
+            .register_task_definition()
+            .family(format!("{}-{role}", self.name))
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .cpu("256")
+            .memory("512")
+            .tags(Tag::builder().key("Environment").value("e2e").build())
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name(role)
+                    .image(&images.v1)
+                    .essential(true)
+                    .command("/app/start")
+                    .command(role)
+                    .environment(KeyValuePair::builder().name("APP_ENV").value("e2e").build())
+                    .log_configuration(log)
+                    .build(),
+            );
+        if role == "api" {
+            register = register.container_definitions(
+                ContainerDefinition::builder()
+                    .name("log-router")
+                    .image(&images.sidecar)
+                    .essential(false)
+                    .command("/app/start")
+                    .command("log-router")
+                    .build(),
+            );
+        }
+        let td = register.send().await.unwrap().task_definition.unwrap();
+        let service = format!("envelope-prod-{role}");
+        self.ecs
+            .create_service()
+            .cluster(&self.name)
+            .service_name(&service)
+            .task_definition(td.task_definition_arn.unwrap())
+            .desired_count(1)
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        AwsVpcConfiguration::builder()
+                            .subnets(&self.subnet)
+                            .security_groups(security_group)
+                            .assign_public_ip(AssignPublicIp::Disabled)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .deployment_configuration(
+                DeploymentConfiguration::builder()
+                    .maximum_percent(200)
+                    .minimum_healthy_percent(100)
+                    .deployment_circuit_breaker(
+                        DeploymentCircuitBreaker::builder()
+                            .enable(breaker)
+                            .rollback(breaker)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        service
+    }
+
+    /// Waits until every service runs its desired tasks (ministack reports a new service's
+    /// first deployment COMPLETED before any task runs).
+    pub async fn wait_until_running(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = self
+                .ecs
+                .describe_services()
+                .cluster(&self.name)
+                .set_services(Some(self.services.clone()))
+                .send()
+                .await
+                .unwrap();
+            let ready = out.services().iter().all(|s| {
+                s.deployments().len() == 1
+                    && s.deployments()[0].running_count == s.desired_count
+                    && s.deployments()[0].rollout_state().map(|r| r.as_str()) == Some("COMPLETED")
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "services did not start: {:#?}",
+                out.services()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Each service's current task definition.
+    pub async fn task_definitions(&self) -> BTreeMap<String, String> {
+        let out = self
+            .ecs
+            .describe_services()
+            .cluster(&self.name)
+            .set_services(Some(self.services.clone()))
+            .send()
+            .await
+            .unwrap();
+        out.services()
+            .iter()
+            .map(|s| {
+                (
+                    s.service_name().unwrap().to_owned(),
+                    s.task_definition().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The images of the running tasks of `service`, by container.
+    async fn running_images(&self, service: &str) -> Vec<BTreeMap<String, String>> {
+        let arns = self
+            .ecs
+            .list_tasks()
+            .cluster(&self.name)
+            .service_name(service)
+            .send()
+            .await
+            .unwrap()
+            .task_arns
+            .unwrap_or_default();
+        if arns.is_empty() {
+            return Vec::new();
+        }
+        let tasks = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.name)
+            .set_tasks(Some(arns))
+            .send()
+            .await
+            .unwrap();
+        tasks
+            .tasks()
+            .iter()
+            .filter(|t| t.last_status() == Some("RUNNING"))
+            .map(|t| {
+                t.containers()
+                    .iter()
+                    .map(|c| (c.name().unwrap().to_owned(), c.image().unwrap().to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The running tasks of `service` once every one of them runs `image` in container
+    /// `role`. ECS (and ministack) report a rollout COMPLETED while the replaced tasks are
+    /// still being stopped, so this waits a little for them to go.
+    pub async fn settled_images(
+        &self,
+        service: &str,
+        role: &str,
+        image: &str,
+    ) -> Vec<BTreeMap<String, String>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let running = self.running_images(service).await;
+            if !running.is_empty() && running.iter().all(|task| task[role] == image) {
+                return running;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service}: running tasks do not settle on {image}: {running:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The image of each container of `task_definition`.
+    pub async fn container_images(&self, task_definition: &str) -> BTreeMap<String, String> {
+        let td = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .unwrap()
+            .task_definition
+            .unwrap();
+        td.container_definitions()
+            .iter()
+            .map(|c| (c.name().unwrap().to_owned(), c.image().unwrap().to_owned()))
+            .collect()
+    }
+
+    /// A migration on the api service's task definition, under a new run id.
+    pub fn migration(&self, images: &[&str], command: &[&str]) -> MigrationRequest {
+        MigrationRequest {
+            cluster: self.name.clone(),
+            service: "envelope-prod-api".into(),
+            container: "api".into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            images: images.iter().map(|s| s.to_string()).collect(),
+            run_id: ulid_like(),
+            pipeline: "api".into(),
+            stage: "migrate".into(),
+            timeout: Duration::from_secs(120),
+            poll: PollSchedule::MIGRATION,
+        }
+    }
+
+    /// A deploy of `image` to the four services, rolled back on failure, under a new run id.
+    pub fn deploy(&self, image: &str, timeout: Duration) -> DeployRequest {
+        DeployRequest {
+            cluster: self.name.clone(),
+            services: self.services.clone(),
+            images: vec![image.to_owned()],
+            run_id: ulid_like(),
+            stage: "deploy".into(),
+            timeout,
+            rollback_timeout: Duration::from_secs(120),
+            on_failure: OnFailure::Rollback,
+            poll: PollSchedule::DEPLOY,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// Deletes the services (their task containers stop) and the cluster.
+    fn drop(&mut self) {
+        let env = self.env;
+        let endpoint = self.endpoint.clone();
+        let name = self.name.clone();
+        let services = self.services.clone();
+        // A client of its own: the test's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(&endpoint).await);
+                for service in services {
+                    let _ = ecs
+                        .delete_service()
+                        .cluster(&name)
+                        .service(service)
+                        .force(true)
+                        .send()
+                        .await;
+                }
+                let _ = ecs.delete_cluster().cluster(&name).send().await;
+            });
+        })
+        .join();
+        // The emulator stops a deleted service's essential containers but leaves the others
+        // (the api's log-router sidecar) running: remove every container of the cluster.
+        remove_containers(
+            self.env.docker_cli(),
+            &format!("label=com.amazonaws.ecs.cluster={}", self.arn),
+        );
+    }
+}
+
+/// A run id shaped like the runner's (a lower-case ULID: 26 characters).
+pub fn ulid_like() -> String {
+    let id = unique("r").replace('-', "");
+    format!("{:0>26}", &id[id.len().saturating_sub(26)..]).to_lowercase()
+}
