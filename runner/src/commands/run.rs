@@ -263,14 +263,15 @@ pub(super) async fn resume(
         return Err(exit_codes::INVALID_INPUT);
     }
     let mut settings = settings(args);
-    settings.until = until;
+    settings.until.clone_from(&until);
     let driver = driver(compiled, store, settings, args, session.as_ref());
     let result = if retry {
         driver.retry(&id).await
     } else {
         driver.resume(&id).await
     };
-    Ok(report(&driver, &result, session.as_ref(), args, None).await)
+    // As for `run`: in a job, a run that waits at the gate `--until` named exits 0.
+    Ok(report(&driver, &result, session.as_ref(), args, until.as_deref()).await)
 }
 
 /// Why a stored run cannot be resumed (or retried), told to the user, as the exit code.
