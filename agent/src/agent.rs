@@ -167,6 +167,7 @@ impl Agent {
             scheduler: scheduler.clone(),
             poller: poller.clone(),
             sessions: Sessions::new(
+                store.clone(),
                 &credentials.approvers,
                 credentials.metrics_token.as_ref(),
                 settings.session_ttl,

@@ -133,8 +133,8 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-fn signed_in(app: &App, headers: &HeaderMap) -> Option<SignedIn> {
-    if let Some((id, session)) = app.sessions.signed_in(headers) {
+async fn signed_in(app: &App, headers: &HeaderMap) -> Option<SignedIn> {
+    if let Some((id, session)) = app.sessions.signed_in(headers).await {
         return Some(SignedIn {
             name: session.approver.unwrap_or_default(),
             csrf: Some(session.csrf),
@@ -154,7 +154,7 @@ async fn require_approver(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match signed_in(&app, request.headers()) {
+    match signed_in(&app, request.headers()).await {
         Some(signed) => {
             request.extensions_mut().insert(signed);
             next.run(request).await
@@ -185,7 +185,7 @@ fn unauthenticated(method: &Method, uri: &axum::http::Uri) -> Response {
 }
 
 async fn fallback(State(app): State<Arc<App>>, request: Request) -> Response {
-    match signed_in(&app, request.headers()) {
+    match signed_in(&app, request.headers()).await {
         Some(signed) => (
             StatusCode::NOT_FOUND,
             Html(pages::message(
@@ -240,7 +240,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let allowed = bearer(&headers).is_some_and(|token| app.sessions.is_metrics_token(token))
-        || signed_in(&app, &headers).is_some();
+        || signed_in(&app, &headers).await.is_some();
     if !allowed {
         return (
             StatusCode::UNAUTHORIZED,
@@ -279,8 +279,9 @@ struct NextQuery {
 
 async fn login_form(State(app): State<Arc<App>>, Query(query): Query<NextQuery>) -> Response {
     let next = local_path(query.next.as_deref());
-    let Some((id, session)) = app.sessions.create(None) else {
-        return busy();
+    let (id, session) = match app.sessions.create(None).await {
+        Ok(created) => created,
+        Err(error) => return store_unavailable(&error),
     };
     (
         [(
@@ -292,13 +293,15 @@ async fn login_form(State(app): State<Arc<App>>, Query(query): Query<NextQuery>)
         .into_response()
 }
 
-fn busy() -> Response {
+/// The answer when the store that keeps sessions cannot be written.
+fn store_unavailable(error: &envelope_runner::store::StoreError) -> Response {
+    tracing::error!("keeping a web session in the store failed: {error}");
     (
         StatusCode::SERVICE_UNAVAILABLE,
         Html(pages::message(
             None,
-            "Too many sign-ins",
-            "The agent holds too many sessions; try again in a few minutes.",
+            "Sign-in unavailable",
+            "The agent cannot reach its state store; try again in a few minutes.",
             "/login",
         )),
     )
@@ -362,9 +365,11 @@ async fn login(
         )
             .into_response();
     }
-    let login_session = cookie(&headers, LOGIN_COOKIE)
-        .and_then(|id| app.sessions.get(&id).map(|session| (id, session)))
-        .filter(|(_, session)| session.approver.is_none());
+    let login_session = match cookie(&headers, LOGIN_COOKIE) {
+        Some(id) => app.sessions.get(&id).await.map(|session| (id, session)),
+        None => None,
+    }
+    .filter(|(_, session)| session.approver.is_none());
     let Some((login_id, login_session)) = login_session else {
         return forbidden_form(None, "/login");
     };
@@ -397,9 +402,12 @@ async fn login(
         return response;
     };
     app.login_backoff.succeeded(client);
-    app.sessions.remove(&login_id);
-    let Some((id, _)) = app.sessions.create(Some(name.clone())) else {
-        return busy();
+    if let Err(error) = app.sessions.remove(&login_id).await {
+        return store_unavailable(&error);
+    }
+    let id = match app.sessions.create(Some(name.clone())).await {
+        Ok((id, _)) => id,
+        Err(error) => return store_unavailable(&error),
     };
     tracing::info!(approver = %name, "{name} signed in to the web UI");
     let mut response = Redirect::to(&next).into_response();
@@ -432,7 +440,9 @@ async fn logout(
     if form.csrf.is_empty() || !same(&form.csrf, csrf) {
         return forbidden_form(Some(&signed.viewer()), "/");
     }
-    app.sessions.remove(session);
+    if let Err(error) = app.sessions.remove(session).await {
+        return store_unavailable(&error);
+    }
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,

@@ -4,15 +4,18 @@
 //! (`HttpOnly`, `SameSite=Strict`, a random 256-bit id, `Secure` behind HTTPS). Each session
 //! has its own random CSRF token, which every form carries and every POST must return. The
 //! sign-in form itself is protected the same way by a short-lived anonymous session under a
-//! separate cookie, so that opening the sign-in page never signs anyone out. Sessions live in
-//! memory: a restarted agent asks people to sign in again.
+//! separate cookie, so that opening the sign-in page never signs anyone out.
+//!
+//! Sessions live in the run state store (under the SHA-256 of their id, expiring by the
+//! store's clock), so every agent on the same store honours them, a restarted agent keeps
+//! everyone signed in, and signing out on one agent signs out on all.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use envelope_runner::secret::Secret;
+use envelope_runner::store::{SessionRecord, Store, StoreError};
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -23,20 +26,13 @@ pub const SESSION_COOKIE: &str = "envelope_session";
 pub const LOGIN_COOKIE: &str = "envelope_login";
 /// How long the sign-in form stays valid.
 const LOGIN_TTL: Duration = Duration::from_secs(30 * 60);
-/// Sessions kept at most; past it, expired and then anonymous ones are dropped first.
-const MAX_SESSIONS: usize = 10_000;
 
 /// One session: who signed in (or nobody yet), and the token its forms carry.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub approver: Option<String>,
-    pub csrf: String,
-    expires: Instant,
-}
+pub type Session = SessionRecord;
 
-/// The sessions of this process, and the approvers who may open one.
+/// The sessions in the store, and the approvers who may open one.
 pub struct Sessions {
-    sessions: Mutex<HashMap<String, Session>>,
+    store: Arc<dyn Store>,
     /// Approver names with the SHA-256 of their tokens.
     approvers: Vec<(String, [u8; 32])>,
     metrics_token: Option<[u8; 32]>,
@@ -64,13 +60,14 @@ pub fn same(a: &str, b: &str) -> bool {
 
 impl Sessions {
     pub fn new(
+        store: Arc<dyn Store>,
         approvers: &[(String, Secret)],
         metrics_token: Option<&Secret>,
         ttl: Duration,
         secure: bool,
     ) -> Self {
         Sessions {
-            sessions: Mutex::default(),
+            store,
             approvers: approvers
                 .iter()
                 .map(|(name, token)| (name.clone(), digest(token.expose())))
@@ -99,61 +96,43 @@ impl Sessions {
             .is_some_and(|expected| bool::from(digest(token).ct_eq(&expected)))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    /// A new session (anonymous when `approver` is `None`); returns its id.
-    pub fn create(&self, approver: Option<String>) -> Option<(String, Session)> {
+    /// A new session (anonymous when `approver` is `None`) in the store; returns its id.
+    pub async fn create(&self, approver: Option<String>) -> Result<(String, Session), StoreError> {
         let ttl = if approver.is_some() {
             self.ttl
         } else {
             LOGIN_TTL
         };
-        let mut sessions = self.lock();
-        if sessions.len() >= MAX_SESSIONS {
-            let now = Instant::now();
-            sessions.retain(|_, session| session.expires > now);
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, session| session.approver.is_some());
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            return None;
-        }
         let id = random_token();
         let session = Session {
             approver,
             csrf: random_token(),
-            expires: Instant::now() + ttl,
         };
-        sessions.insert(id.clone(), session.clone());
-        Some((id, session))
+        self.store.put_session(&id, &session, ttl).await?;
+        Ok((id, session))
     }
 
-    /// The live session with this id.
-    pub fn get(&self, id: &str) -> Option<Session> {
-        let mut sessions = self.lock();
-        match sessions.get(id) {
-            Some(session) if session.expires > Instant::now() => Some(session.clone()),
-            Some(_) => {
-                sessions.remove(id);
+    /// The live session with this id. A store that cannot be read counts as no session (the
+    /// person is asked to sign in again), and is logged.
+    pub async fn get(&self, id: &str) -> Option<Session> {
+        match self.store.session(id).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!("reading a web session failed: {error}");
                 None
             }
-            None => None,
         }
     }
 
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
+    /// Ends the session in the store, for every agent on it.
+    pub async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.store.delete_session(id).await
     }
 
     /// The signed-in session the request's cookie names: (id, session).
-    pub fn signed_in(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+    pub async fn signed_in(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let id = cookie(headers, SESSION_COOKIE)?;
-        let session = self.get(&id)?;
+        let session = self.get(&id).await?;
         session.approver.is_some().then_some((id, session))
     }
 
@@ -200,8 +179,9 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn sessions() -> Sessions {
+    fn sessions_in(store: Arc<dyn Store>) -> Sessions {
         Sessions::new(
+            store,
             &[
                 ("alice".into(), Secret::new("alice-token")),
                 ("bob".into(), Secret::new("bob-token")),
@@ -212,9 +192,17 @@ mod tests {
         )
     }
 
+    /// Sessions in an SQLite store of their own; the directory lives as long as the test.
+    fn sessions() -> (tempfile::TempDir, Sessions) {
+        let directory = tempfile::tempdir().unwrap();
+        let store =
+            envelope_runner::store::open_sqlite(&directory.path().join("state.db")).unwrap();
+        (directory, sessions_in(Arc::new(store)))
+    }
+
     #[test]
     fn tokens_name_their_approver() {
-        let sessions = sessions();
+        let (_directory, sessions) = sessions();
         assert_eq!(sessions.approver_for("bob-token").as_deref(), Some("bob"));
         assert_eq!(sessions.approver_for("bob-token "), None);
         assert_eq!(sessions.approver_for(""), None);
@@ -222,22 +210,23 @@ mod tests {
         assert!(!sessions.is_metrics_token("alice-token"));
     }
 
-    #[test]
-    fn sessions_are_random_and_carry_their_own_csrf_token() {
-        let sessions = sessions();
-        let (first, one) = sessions.create(Some("alice".into())).unwrap();
-        let (second, two) = sessions.create(Some("alice".into())).unwrap();
+    #[tokio::test]
+    async fn sessions_are_random_and_carry_their_own_csrf_token() {
+        let (_directory, sessions) = sessions();
+        let (first, one) = sessions.create(Some("alice".into())).await.unwrap();
+        let (second, two) = sessions.create(Some("alice".into())).await.unwrap();
         assert_ne!(first, second);
         assert_ne!(one.csrf, two.csrf);
         assert_eq!(first.len(), 64);
-        assert_eq!(sessions.get(&first).unwrap().csrf, one.csrf);
-        sessions.remove(&first);
-        assert!(sessions.get(&first).is_none());
+        assert_eq!(sessions.get(&first).await.unwrap().csrf, one.csrf);
+        sessions.remove(&first).await.unwrap();
+        assert!(sessions.get(&first).await.is_none());
+        assert_eq!(sessions.get(&second).await, Some(two));
     }
 
     #[test]
     fn cookies_are_http_only_strict_and_secure_behind_https() {
-        let sessions = sessions();
+        let (_directory, sessions) = sessions();
         let value = sessions.set_cookie(SESSION_COOKIE, Some("abc"));
         assert_eq!(
             value.to_str().unwrap(),

@@ -8,6 +8,7 @@ mod cli;
 mod fake_github;
 mod polling;
 mod recovery;
+mod shared_sessions;
 mod support;
 mod untrusted;
 mod web;

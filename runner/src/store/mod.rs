@@ -20,19 +20,23 @@
 //! | `release_lease`    | clear holder and expiry (the generation stays), only if held by the same holder |
 //! | `supersede_run`    | update the status of a run, only if it is still before its gate   |
 //! | `claim_trigger`    | put, only if the key is new                                       |
+//! | `put_session`      | put the session (overwrites one of the same id)                   |
+//! | `delete_session`   | delete the session, if there                                      |
 //!
 //! "Exists" checks on runs are safe as a read before the write because runs are never deleted.
 //! Nothing in the contract needs a transaction over several items; both stores use transactions
 //! anyway where they keep derived fields (a run's current stage) next to the data, and the
 //! DynamoDB store writes a new run and its stages (separate items) in one transaction.
 //!
-//! Lease times come from the store's [`Clock`], never from the database's own clock.
+//! Lease and session times come from the store's [`Clock`], never from the database's own
+//! clock. Sessions are stored under the SHA-256 of their id (see `sessions`), never the id.
 
 mod clock;
 mod codec;
 mod dynamodb;
 mod error;
 mod schema;
+mod sessions;
 mod sqlite;
 
 #[cfg(test)]
@@ -52,6 +56,7 @@ use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
 pub use clock::{Clock, ManualClock};
 pub use dynamodb::{DynamoDbStore, client_config as dynamodb_client_config};
 pub use error::StoreError;
+pub use sessions::SessionRecord;
 pub use sqlite::SqliteStore;
 
 /// Where the store lives when nothing else is said, relative to the working directory.
@@ -167,6 +172,21 @@ pub trait Store: Send + Sync {
     /// `key` records `run` and returns `None`; every later claim returns `Some` of that first
     /// run, also when the same run claims again.
     async fn claim_trigger(&self, key: &str, run: &RunId) -> Result<Option<RunId>, StoreError>;
+
+    /// Keeps the web session `id` (the cookie value; only its SHA-256 is stored) for `ttl`
+    /// from now by the store's clock, replacing a session of the same id.
+    async fn put_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The session `id`, or `None` if there is none or it has expired by the store's clock.
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Ends the session `id` (signing out); nothing happens for an unknown one.
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
 }
 
 /// One line of a run listing (`history`, `status`): what a person scans for.

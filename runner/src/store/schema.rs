@@ -29,6 +29,9 @@
 //!
 //! Version 2 adds `leases.generation` (the fencing token; 0 for leases written by version 1,
 //! so their next grant is generation 1).
+//!
+//! Version 3 adds `sessions`: web sign-in sessions keyed by the SHA-256 of their id, with the
+//! expiry (by the store's clock) indexed so expired ones are deleted cheaply.
 
 use std::path::Path;
 
@@ -97,6 +100,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 2: a lease's generation, the fencing token that grows with every grant.
     "
     ALTER TABLE leases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    ",
+    // 3: web sign-in sessions, under the SHA-256 of their id.
+    "
+    CREATE TABLE sessions (
+        key           TEXT PRIMARY KEY NOT NULL,
+        approver      TEXT,
+        csrf          TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at_ms);
     ",
 ];
 

@@ -20,10 +20,12 @@ use super::clock::{Clock, duration_millis};
 use super::codec::{self, enum_name, run_record_json, to_json};
 use super::error::StoreError;
 use super::schema::{self, BUSY_TIMEOUT_SECONDS, sqlite_error};
-use super::{ApprovalOutcome, LeaseOutcome, RunSummary, Store};
+use super::sessions::session_key;
+use super::{ApprovalOutcome, LeaseOutcome, RunSummary, SessionRecord, Store};
 use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
 
 mod fencing;
+mod sessions;
 
 /// Prepared statements kept per connection; every statement below fits.
 const STATEMENT_CACHE: usize = 32;
@@ -369,6 +371,34 @@ impl Store for SqliteStore {
             Ok(existing)
         })
         .await
+    }
+
+    async fn put_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let (key, session) = (session_key(id), session.clone());
+        let now = self.clock.now_millis();
+        let expires = now.saturating_add(duration_millis(ttl));
+        self.with_connection(move |connection| {
+            sessions::put(connection, &key, &session, expires, now)
+        })
+        .await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let key = session_key(id);
+        let now = self.clock.now_millis();
+        self.with_connection(move |connection| sessions::get(connection, &key, now))
+            .await
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        let key = session_key(id);
+        self.with_connection(move |connection| sessions::delete(connection, &key))
+            .await
     }
 }
 

@@ -146,6 +146,7 @@ contract_tests!(
 );
 
 mod fencing;
+mod sessions;
 mod sqlite_file;
 
 fn state_path(directory: &TempDir) -> PathBuf {

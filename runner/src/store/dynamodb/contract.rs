@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::Value;
 
-use super::super::{ApprovalOutcome, LeaseOutcome, RunSummary, Store, StoreError};
+use super::super::{ApprovalOutcome, LeaseOutcome, RunSummary, SessionRecord, Store, StoreError};
 use super::item::{
     Item, RUN_SORT_KEY, STAGE_PREFIX, TRIGGER_SORT_KEY, approval_sort_key, enum_name, event_seq,
     event_sort_key, events_partition, is_stage, item_key, number, optional_string, run_partition,
@@ -541,5 +541,22 @@ impl Store for DynamoDbStore {
         Ok(Some(RunId(
             self.string(&existing, "first_run", &what)?.to_owned(),
         )))
+    }
+
+    async fn put_session(
+        &self,
+        id: &str,
+        session: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.write_session(id, session, ttl).await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.read_session(id).await
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        self.remove_session(id).await
     }
 }

@@ -15,6 +15,7 @@
 //! | event    | `events#ID`     | sequence number, 20 digits zero-padded | `line`                |
 //! | lease    | `lease#KEY`     | `lease`            | `holder` (absent once released), `expires_at_ms` (N), `generation` (N) |
 //! | trigger  | `trigger#KEY`   | `trigger`          | `first_run`, `claimed_at_ms` (N)          |
+//! | session  | `session#SHA256`| `session`          | `approver`, `csrf`, `expires_at_ms` (N), `expires_at` (N, the TTL attribute) |
 //!
 //! Two global secondary indexes list runs newest first (run ids are ULIDs, which sort by start
 //! time). Only run items carry their key attributes, so the indexes hold runs and nothing else,
@@ -79,6 +80,7 @@ mod contract;
 mod fencing;
 mod item;
 mod request;
+mod sessions;
 mod table;
 
 /// The table's partition and sort key attributes.
