@@ -39,7 +39,8 @@ impl DynamoDbStore {
         if let Some(approver) = &session.approver {
             item.insert("approver".into(), string(approver));
         }
-        self.client
+        let client: &aws_sdk_dynamodb::Client = &self.client;
+        client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -72,7 +73,8 @@ impl DynamoDbStore {
     }
 
     pub(super) async fn remove_session(&self, id: &str) -> Result<(), StoreError> {
-        self.client
+        let client: &aws_sdk_dynamodb::Client = &self.client;
+        client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(item_key(&session_partition(id), SESSION_SORT_KEY)))
