@@ -475,23 +475,14 @@ impl Store for DynamoDbStore {
         self.acquire_generation(key, holder, ttl).await
     }
 
-    async fn renew_lease(
+    async fn extend_lease(
         &self,
         key: &str,
         holder: &str,
+        generation: Option<u64>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.extend_lease(key, holder, None, ttl).await
-    }
-
-    async fn confirm_lease(
-        &self,
-        key: &str,
-        holder: &str,
-        generation: u64,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.extend_lease(key, holder, Some(generation), ttl).await
+        self.extend_held_lease(key, holder, generation, ttl).await
     }
 
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {

@@ -97,10 +97,9 @@ impl DynamoDbStore {
         })
     }
 
-    /// Extends the lease to `ttl` from now if `holder` has it (under `generation`, when one
-    /// is given): whether it did. Renewing is this without a generation, the fencing check
-    /// with one.
-    pub(super) async fn extend_lease(
+    /// [`Store::extend_lease`](super::super::Store::extend_lease): one conditional
+    /// `UpdateItem` of the expiry.
+    pub(super) async fn extend_held_lease(
         &self,
         key: &str,
         holder: &str,
