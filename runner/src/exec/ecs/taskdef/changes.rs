@@ -229,32 +229,21 @@ fn debug<T: Debug>(value: &Option<T>) -> String {
 }
 
 fn render_tags(tags: &Option<Vec<Tag>>) -> String {
-    sorted_list(
-        tags.iter()
-            .flatten()
-            .map(|t| pair(t.key.as_deref(), t.value.as_deref())),
-        " ",
-    )
+    sorted_list(tags, " ", |tag| {
+        pair(tag.key.as_deref(), tag.value.as_deref())
+    })
 }
 
 fn render_environment(environment: &Option<Vec<KeyValuePair>>) -> String {
-    sorted_list(
-        environment
-            .iter()
-            .flatten()
-            .map(|kv| pair(kv.name.as_deref(), kv.value.as_deref())),
-        " ",
-    )
+    sorted_list(environment, " ", |kv| {
+        pair(kv.name.as_deref(), kv.value.as_deref())
+    })
 }
 
 fn render_secrets(secrets: &Option<Vec<Secret>>) -> String {
-    sorted_list(
-        secrets
-            .iter()
-            .flatten()
-            .map(|s| format!("{} from {}", s.name, s.value_from)),
-        ", ",
-    )
+    sorted_list(secrets, ", ", |s| {
+        format!("{} from {}", s.name, s.value_from)
+    })
 }
 
 /// `name=value`, either side possibly missing.
@@ -262,14 +251,18 @@ fn pair(name: Option<&str>, value: Option<&str>) -> String {
     format!("{}={}", name.unwrap_or(""), value.unwrap_or(""))
 }
 
-/// The items sorted and joined with `separator`, or `(none)`: an order-free rendering, so a
-/// reordered list is no change.
-fn sorted_list(items: impl Iterator<Item = String>, separator: &str) -> String {
-    let mut items: Vec<String> = items.collect();
-    items.sort();
-    if items.is_empty() {
+/// The items, each rendered by `render`, sorted and joined with `separator`, or `(none)`: an
+/// order-free rendering, so a reordered list is no change.
+fn sorted_list<T>(
+    items: &Option<Vec<T>>,
+    separator: &str,
+    render: impl Fn(&T) -> String,
+) -> String {
+    let mut rendered: Vec<String> = items.iter().flatten().map(render).collect();
+    rendered.sort();
+    if rendered.is_empty() {
         "(none)".to_owned()
     } else {
-        items.join(separator)
+        rendered.join(separator)
     }
 }
