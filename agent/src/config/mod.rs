@@ -217,6 +217,7 @@ const CONFIG_FILE: DocumentKind = DocumentKind {
     read_as: "the agent configuration",
     start_with: "start with `repositories:`",
     schema,
+    empty_is_default: false,
 };
 
 /// Check a configuration text; relative paths in it are taken from `base`. Pure.

@@ -1,12 +1,12 @@
 //! The front end shared by the YAML documents that are checked against a JSON Schema: a
-//! pipeline file and the agent's configuration file.
+//! pipeline file, the project defaults file and the agent's configuration file.
 //!
 //! [`DocumentKind::check`] parses the text into a located tree ([`yaml::parse`]; an
 //! `invalid YAML` diagnostic on failure), requires the top level to be a mapping (a diagnostic
 //! naming what it found, with a "start with ..." help) and runs [`structure::check`] against
 //! the kind's schema. [`DocumentKind::read`] then deserializes the tree into the typed model.
-//! What differs between kinds (what the document is called, the help line, the schema) is a
-//! [`DocumentKind`].
+//! What differs between kinds (what the document is called, the help line, the schema, whether
+//! an empty document means the defaults) is a [`DocumentKind`].
 
 use super::diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use super::structure;
@@ -30,6 +30,9 @@ pub struct DocumentKind {
     pub start_with: &'static str,
     /// The JSON Schema the tree is checked against.
     pub schema: fn() -> serde_json::Value,
+    /// Whether a document without content (empty, or only comments) is read as the model's
+    /// defaults instead of being refused as not a mapping.
+    pub empty_is_default: bool,
 }
 
 impl DocumentKind {
@@ -54,6 +57,9 @@ impl DocumentKind {
                 return Err(diagnostics);
             }
         };
+        if self.empty_is_default && matches!(tree.value, yaml::Value::Null) {
+            return Ok((tree, diagnostics));
+        }
         if !matches!(tree.value, yaml::Value::Mapping(_)) {
             diagnostics.push(
                 Diagnostic::error(
@@ -78,14 +84,19 @@ impl DocumentKind {
         Ok((tree, diagnostics))
     }
 
-    /// Deserialize a tree [`DocumentKind::check`] returned into the typed model; a failure is
-    /// one diagnostic at the top of the document.
+    /// Deserialize a tree [`DocumentKind::check`] returned into the typed model (an empty one
+    /// as an empty mapping, where `empty_is_default`); a failure is one diagnostic at the top
+    /// of the document.
     pub fn read<T: DeserializeOwned>(
         &self,
         tree: &Node,
         source: &SourceFile,
     ) -> Result<T, Diagnostics> {
-        serde_json::from_value(tree.to_json()).map_err(|error| {
+        let json = match tree.value {
+            yaml::Value::Null if self.empty_is_default => serde_json::json!({}),
+            _ => tree.to_json(),
+        };
+        serde_json::from_value(json).map_err(|error| {
             let mut diagnostics = Diagnostics::default();
             diagnostics.push(Diagnostic::error(
                 source,
@@ -113,6 +124,7 @@ mod tests {
         read_as: "the sample",
         start_with: "start with `name:`",
         schema: || serde_json::to_value(schemars::schema_for!(Sample)).expect("schema serializes"),
+        empty_is_default: false,
     };
 
     fn check(text: &str) -> Result<(Node, Diagnostics), String> {
@@ -145,6 +157,37 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("start with `name:`"), "{error}");
+    }
+
+    #[test]
+    fn an_empty_document_is_not_a_mapping_unless_it_stands_for_the_defaults() {
+        for text in ["", "# nothing yet\n"] {
+            let error = check(text).unwrap_err();
+            assert!(
+                error.contains("a sample file must be a mapping, found nothing"),
+                "{error}"
+            );
+        }
+
+        #[derive(Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        struct Optional {
+            name: Option<String>,
+        }
+        let optional = DocumentKind {
+            empty_is_default: true,
+            schema: || {
+                serde_json::to_value(schemars::schema_for!(Optional)).expect("schema serializes")
+            },
+            ..SAMPLE
+        };
+        for text in ["", "# nothing yet\n"] {
+            let source = SourceFile::new("sample.yaml", text);
+            let (tree, diagnostics) = optional.check(&source).unwrap();
+            assert!(diagnostics.is_empty(), "{}", diagnostics.render(false));
+            let read: Optional = optional.read(&tree, &source).unwrap();
+            assert_eq!(read, Optional::default());
+        }
     }
 
     #[test]

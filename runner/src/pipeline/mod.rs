@@ -3,6 +3,7 @@
 //! `load` is the only function here that touches the file system; `compile` is a pure
 //! function of the file texts. Errors come back all at once as `Diagnostics`.
 
+mod defaults;
 pub mod diagnostic;
 pub mod document;
 pub mod duration;
@@ -283,6 +284,7 @@ const PIPELINE_FILE: document::DocumentKind = document::DocumentKind {
     read_as: "the pipeline",
     start_with: "start with `source:` and `stages:`",
     schema,
+    empty_is_default: false,
 };
 
 /// Parse and check a pipeline and its buildspecs. Pure.
@@ -292,7 +294,7 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
 
     let mut defaults = ProjectDefaults::default();
     if let Some(defaults_file) = &sources.defaults {
-        match compile_defaults(defaults_file) {
+        match defaults::compile(defaults_file) {
             Ok(parsed) => defaults = parsed,
             Err(errors) => diagnostics.extend(errors),
         }
@@ -375,35 +377,6 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
         aws,
         buildspecs,
         project_root: sources.project_root.clone(),
-    })
-}
-
-fn compile_defaults(source: &SourceFile) -> Result<ProjectDefaults, Diagnostics> {
-    let mut diagnostics = Diagnostics::default();
-    let tree = yaml::parse(&source.text).map_err(|error| {
-        let mut diagnostics = Diagnostics::default();
-        diagnostics.push(Diagnostic::error(
-            source,
-            error.position,
-            format!("invalid YAML: {}", error.message),
-        ));
-        diagnostics
-    })?;
-    if matches!(tree.value, yaml::Value::Null) {
-        return Ok(ProjectDefaults::default());
-    }
-    diagnostics.extend(structure::check(
-        &tree,
-        &defaults_schema(),
-        source,
-        "the project defaults",
-    ));
-    if diagnostics.has_errors() {
-        return Err(diagnostics);
-    }
-    serde_json::from_value(tree.to_json()).map_err(|error| {
-        diagnostics.push(Diagnostic::error(source, tree.position, error.to_string()));
-        diagnostics
     })
 }
 

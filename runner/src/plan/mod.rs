@@ -285,7 +285,7 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
                     build.idle_timeout.as_deref(),
                     crate::timeouts::BUILD_IDLE_TIMEOUT,
                 );
-                steps.push(Step::Build(BuildStep {
+                steps.push(Step::Build(Box::new(BuildStep {
                     name: stage_name.clone(),
                     repository: repository.clone(),
                     image_name: build.image.clone(),
@@ -319,7 +319,7 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
                     timeout_seconds: build_timeout.as_secs(),
                     idle_timeout: duration::format(idle_timeout),
                     idle_timeout_seconds: idle_timeout.as_secs(),
-                }));
+                })));
                 steps.push(Step::Push(PushStep {
                     name: push_step_name(&stage_name),
                     build: stage_name.clone(),

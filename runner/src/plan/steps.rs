@@ -6,12 +6,14 @@ use crate::run::StageKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// One step. Each build stage is followed by its push step.
+/// One step. Each build stage is followed by its push step. A build step, more than twice the
+/// size of any other, is boxed so that every step does not take its room (serde writes a box
+/// as what it holds, so the JSON plan is the same).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Step {
     Source(SourceStep),
-    Build(BuildStep),
+    Build(Box<BuildStep>),
     Push(PushStep),
     Approval(ApprovalStep),
     Migrate(MigrateStep),

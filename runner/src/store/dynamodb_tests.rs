@@ -30,7 +30,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use super::dynamodb::client_config;
+use super::dynamodb::{client_config, definition_argument};
 use super::*;
 use crate::run::{
     ApprovalRecord, RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord,
@@ -385,12 +385,7 @@ async fn the_printed_command_creates_the_table_the_store_creates() {
     let definitions: BTreeSet<String> = described
         .attribute_definitions()
         .iter()
-        .map(|definition| {
-            format!(
-                "AttributeName={},AttributeType=S",
-                definition.attribute_name()
-            )
-        })
+        .map(definition_argument)
         .collect();
     for definition in definitions {
         assert!(command.contains(&definition), "{definition} in {command}");

@@ -15,8 +15,9 @@
 //! | `append_events`    | put one item per event; an existing `(run, seq)` is overwritten   |
 //! | `decide_approval`  | put the decision, only if none exists                             |
 //! | `acquire_lease`    | put with the next generation, only if absent, expired, or held by the same holder |
-//! | `renew_lease`      | update the expiry, only if still held by the same holder          |
-//! | `confirm_lease`    | update the expiry, only if still held by the same holder *and generation* |
+//! | `extend_lease`     | update the expiry, only if still held by the same holder (*and generation*, when one is given) |
+//! | `renew_lease`      | `extend_lease` without a generation                               |
+//! | `confirm_lease`    | `extend_lease` with the generation the grant gave                 |
 //! | `release_lease`    | clear holder and expiry (the generation stays), only if held by the same holder |
 //! | `supersede_run`    | update the status of a run, only if it is still before its gate   |
 //! | `claim_trigger`    | put, only if the key is new                                       |
@@ -134,11 +135,28 @@ pub trait Store: Send + Sync {
         ttl: Duration,
     ) -> Result<LeaseOutcome, StoreError>;
 
+    /// Extends the lease to `ttl` from now only if `holder` holds it, and holds it under
+    /// `generation` when one is given: whether it did. [`Store::renew_lease`] is this without a
+    /// generation, [`Store::confirm_lease`] with one.
+    async fn extend_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        generation: Option<u64>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
     /// Extends `holder`'s lease to `ttl` from now. `false` if the lease is no longer
     /// `holder`'s: someone else took it after it expired, or it was released. A lease past its
     /// expiry that nobody took is still renewed, since no one else held it in between.
-    async fn renew_lease(&self, key: &str, holder: &str, ttl: Duration)
-    -> Result<bool, StoreError>;
+    async fn renew_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.extend_lease(key, holder, None, ttl).await
+    }
 
     /// The fencing check: extends the lease to `ttl` from now only if `holder` still holds it
     /// under `generation`, the one [`LeaseOutcome::Granted`] gave it. `false` once anyone
@@ -150,7 +168,9 @@ pub trait Store: Send + Sync {
         holder: &str,
         generation: u64,
         ttl: Duration,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        self.extend_lease(key, holder, Some(generation), ttl).await
+    }
 
     /// Gives the lease up if `holder` has it; otherwise does nothing. The lease's generation
     /// is kept, so a later grant gets a higher one.

@@ -294,36 +294,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn renew_lease(
+    async fn extend_lease(
         &self,
         key: &str,
         holder: &str,
+        generation: Option<u64>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let (key, holder) = (key.to_owned(), holder.to_owned());
         let expires = self.clock.now_millis().saturating_add(duration_millis(ttl));
         self.with_connection(move |connection| {
-            let renewed = connection
-                .prepare_cached(
-                    "UPDATE leases SET expires_at_ms = ?3 WHERE key = ?1 AND holder = ?2",
-                )?
-                .execute(params![key, holder, expires])?;
-            Ok(renewed == 1)
-        })
-        .await
-    }
-
-    async fn confirm_lease(
-        &self,
-        key: &str,
-        holder: &str,
-        generation: u64,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let (key, holder) = (key.to_owned(), holder.to_owned());
-        let expires = self.clock.now_millis().saturating_add(duration_millis(ttl));
-        self.with_connection(move |connection| {
-            fencing::confirm(connection, &key, &holder, generation, expires)
+            fencing::extend(connection, &key, &holder, generation, expires)
         })
         .await
     }

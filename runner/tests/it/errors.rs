@@ -1,7 +1,8 @@
-//! Every broken pipeline under fixtures/invalid fails with located, actionable errors; the
-//! rendered text is snapshot-tested so wording changes are reviewed.
+//! Every broken pipeline under fixtures/invalid fails with located, actionable errors, and so
+//! does a broken project defaults file; the rendered text is snapshot-tested so wording changes
+//! are reviewed.
 
-use envelope_runner::pipeline;
+use envelope_runner::pipeline::{self, diagnostic::SourceFile};
 use std::path::Path;
 
 /// Load a fixture relative to the fixtures folder so rendered paths are stable.
@@ -105,4 +106,32 @@ fn many_errors_are_all_reported() {
             "missing `{expected}` in:\n{rendered}"
         );
     }
+}
+
+/// The project defaults file goes through the pipeline file's front end: its errors are
+/// located in it, come with the pipeline's, and say what to do.
+#[test]
+fn defaults_file_errors() {
+    const PIPELINE: &str = "source:\n  repository: acme/app\n  tags: [\"v*\"]\n\
+                            stages:\n  - build:\n      image: app\n";
+    let render = |defaults: &str| {
+        let sources = pipeline::Sources {
+            pipeline: SourceFile::new("pipelines/app.yaml", PIPELINE),
+            defaults: Some(SourceFile::new("envelope.yaml", defaults)),
+            buildspecs: Default::default(),
+            project_root: ".".into(),
+        };
+        match pipeline::compile(&sources) {
+            Ok(_) => panic!("{defaults:?} should not validate"),
+            Err(diagnostics) => diagnostics.render(false),
+        }
+    };
+    let rendered = [
+        "aws:\n  regoin: eu-west-2\n",
+        "- aws:\n    region: eu-west-2\n",
+        "aws: {region: eu-west-2\n",
+    ]
+    .map(render)
+    .join("\n");
+    insta::assert_snapshot!("defaults_file_errors", rendered);
 }

@@ -1,12 +1,12 @@
 //! The text exchanged with the shell: sorting the lines it prints (output, echoed plumbing,
-//! sentinels), quoting for the lines sent to it, and parsing its `env -0` dumps.
+//! sentinels) and forwarding the output among them, quoting for the lines sent to it, and parsing its `env -0` dumps.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
 /// A line the shell printed, sorted.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum ShellLine {
+enum ShellLine {
     Output(String),
     /// Our own plumbing, echoed by `set -x` or `set -v`: not shown.
     Plumbing,
@@ -24,7 +24,7 @@ const COMMAND_FILE_NAME: &str = "buildspec command";
 
 /// Sort a line. Every plumbing line and file name contains `marker`, random per run; command
 /// files live in `scratch` (whose name contains the marker).
-pub(super) fn classify(line: &str, marker: &str, scratch: &str) -> ShellLine {
+fn classify(line: &str, marker: &str, scratch: &str) -> ShellLine {
     // The shell names the command file in its errors (`…/command-3.sh: line 1: foo: command
     // not found`): those lines are the command's, so they are shown with a readable name.
     let line = name_command_files(line, scratch);
@@ -46,6 +46,44 @@ pub(super) fn classify(line: &str, marker: &str, scratch: &str) -> ShellLine {
             status,
         },
         None => ShellLine::Plumbing,
+    }
+}
+
+/// What a sentinel reports: the end of a command, or of the shell (`shell_exited`), with its
+/// status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct End {
+    pub(super) shell_exited: bool,
+    pub(super) status: i32,
+}
+
+/// Sort a line and hand what it carries of a command's output to `lines` (with a sentinel, what
+/// the command printed before it on the same line); the [`End`] a sentinel reports comes back.
+pub(super) fn forward(
+    line: &str,
+    marker: &str,
+    scratch: &str,
+    lines: &mut dyn FnMut(String),
+) -> Option<End> {
+    match classify(line, marker, scratch) {
+        ShellLine::Output(output) => {
+            lines(output);
+            None
+        }
+        ShellLine::Plumbing => None,
+        ShellLine::Sentinel {
+            before,
+            shell_exited,
+            status,
+        } => {
+            if !before.is_empty() {
+                lines(before);
+            }
+            Some(End {
+                shell_exited,
+                status,
+            })
+        }
     }
 }
 
@@ -147,6 +185,30 @@ mod tests {
         ];
         for (line, expected) in cases {
             assert_eq!(classify(line, marker, scratch), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn forwards_output_and_returns_the_end() {
+        let (marker, scratch) = ("envelope0123", "/tmp/envelope0123-x");
+        let end = |shell_exited, status| {
+            Some(End {
+                shell_exited,
+                status,
+            })
+        };
+        let cases: [(&str, &[&str], Option<End>); 5] = [
+            ("hello", &["hello"], None),
+            ("+ envelope0123_done 0", &[], None),
+            ("envelope0123:done:0", &[], end(false, 0)),
+            ("partialenvelope0123:done:2", &["partial"], end(false, 2)),
+            ("envelope0123:exit:3", &[], end(true, 3)),
+        ];
+        for (line, shown, expected) in cases {
+            let mut seen = Vec::new();
+            let ended = forward(line, marker, scratch, &mut |text| seen.push(text));
+            assert_eq!(seen, shown, "{line}");
+            assert_eq!(ended, expected, "{line}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! lines, reading its output up to each sentinel, and restarting it when a command ends it.
 
 use super::BuildspecError;
-use super::protocol::{ShellLine, classify, parse_environment, shell_quote, take_line};
+use super::protocol::{End, forward, parse_environment, shell_quote, take_line};
 use super::variables::is_variable_name;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -328,22 +328,15 @@ impl Session {
                         return Ok(self.ended(None, status));
                     }
                     let text = take_line(&mut self.buffer);
-                    match classify(&text, &self.marker, &self.scratch_path) {
-                        ShellLine::Output(output) => lines(output),
-                        ShellLine::Plumbing => {}
-                        ShellLine::Sentinel { before, shell_exited, status } => {
-                            if !before.is_empty() {
-                                lines(before);
-                            }
-                            if !shell_exited {
-                                return Ok(CommandEnd::Exited(status));
-                            }
-                            // Kill the group before reaping the shell, while its id is
-                            // still reserved: background processes go with it.
-                            process.group.kill();
-                            let wait_status = process.child.wait().await.ok();
-                            return Ok(self.ended(Some(status), wait_status));
+                    if let Some(end) = forward(&text, &self.marker, &self.scratch_path, lines) {
+                        if !end.shell_exited {
+                            return Ok(CommandEnd::Exited(end.status));
                         }
+                        // Kill the group before reaping the shell, while its id is still
+                        // reserved: background processes go with it.
+                        process.group.kill();
+                        let wait_status = process.child.wait().await.ok();
+                        return Ok(self.ended(Some(end.status), wait_status));
                     }
                 }
                 status = process.child.wait() => {
@@ -361,17 +354,9 @@ impl Session {
                                     Ok(_) => {}
                                 }
                                 let text = take_line(&mut self.buffer);
-                                match classify(&text, &self.marker, &self.scratch_path) {
-                                    ShellLine::Output(output) => lines(output),
-                                    ShellLine::Plumbing => {}
-                                    ShellLine::Sentinel { before, shell_exited, status } => {
-                                        if !before.is_empty() {
-                                            lines(before);
-                                        }
-                                        if shell_exited {
-                                            trap_status = Some(status);
-                                        }
-                                    }
+                                let end = forward(&text, &self.marker, &self.scratch_path, lines);
+                                if let Some(End { shell_exited: true, status }) = end {
+                                    trap_status = Some(status);
                                 }
                             }
                             () = &mut deadline => break,

@@ -5,18 +5,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, PutRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update, WriteRequest,
+    AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
 use serde_json::Value;
 
 use super::super::{ApprovalOutcome, LeaseOutcome, RunSummary, SessionRecord, Store, StoreError};
 use super::item::{
     Item, RUN_SORT_KEY, STAGE_PREFIX, TRIGGER_SORT_KEY, approval_sort_key, enum_name, event_seq,
-    event_sort_key, events_partition, is_stage, item_key, number, optional_string, run_partition,
+    event_sort_key, events_partition, item_key, number, optional_string, run_partition,
     run_record_json, string, to_json, trigger_partition,
 };
-use super::request::{backoff, condition_failed, required};
+use super::request::{RunItems, backoff, required};
 use super::{
     DynamoDbStore, LISTING, LISTING_RUNS, MAX_ATTEMPTS, MAX_BATCH_ITEMS, MAX_TRANSACTION_ITEMS,
     PARTITION_KEY, RUNS_BY_ID, RUNS_BY_PIPELINE, SORT_KEY,
@@ -89,26 +88,25 @@ impl Store for DynamoDbStore {
     }
 
     async fn get_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
-        let items = self.partition(&run_partition(id), "reading a run").await?;
-        let Some(run_item) = items
-            .iter()
-            .find(|item| optional_string(item, SORT_KEY) == Some(RUN_SORT_KEY))
+        let Some(RunItems {
+            run: run_item,
+            stages,
+        }) = self.run_items(id, "reading a run").await?
         else {
             return Ok(None);
         };
         let what = format!("run {id}");
-        let mut value: Value = self.parse_json(self.string(run_item, "record", &what)?, &what)?;
+        let mut value: Value = self.parse_json(self.string(&run_item, "record", &what)?, &what)?;
         if let Some(object) = value.as_object_mut() {
-            let status = self.string(run_item, "status", &what)?;
+            let status = self.string(&run_item, "status", &what)?;
             object.insert("status".into(), Value::String(status.to_owned()));
             object.insert("stages".into(), Value::Array(Vec::new()));
         }
         let mut run: RunRecord = serde_json::from_value(value)
             .map_err(|error| self.unreadable(&what, error.to_string()))?;
-        run.finished_at = optional_string(run_item, "finished_at").map(str::to_owned);
-        let mut stages = items
+        run.finished_at = optional_string(&run_item, "finished_at").map(str::to_owned);
+        let mut stages = stages
             .iter()
-            .filter(|item| is_stage(item))
             .map(|item| self.stage_from_item(id, item))
             .collect::<Result<Vec<_>, _>>()?;
         stages.sort_by_key(|(position, _)| *position);
@@ -118,21 +116,17 @@ impl Store for DynamoDbStore {
 
     async fn save_stage(&self, id: &RunId, stage: &StageRecord) -> Result<(), StoreError> {
         const OPERATION: &str = "recording a stage transition";
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            let items = self.partition(&run_partition(id), OPERATION).await?;
-            let Some(run_item) = items
-                .iter()
-                .find(|item| optional_string(item, SORT_KEY) == Some(RUN_SORT_KEY))
-            else {
-                return Err(StoreError::RunNotFound { id: id.clone() });
-            };
-            let revision = self.number(run_item, "revision", &format!("run {id}"))?;
+        let gave_up =
+            || format!("other processes kept recording stages of run {id} at the same time; retry");
+        self.retry_lost_races(OPERATION, gave_up, move || async move {
+            let RunItems { run, stages: items } = self
+                .run_items(id, OPERATION)
+                .await?
+                .ok_or_else(|| StoreError::RunNotFound { id: id.clone() })?;
+            let revision = self.number(&run, "revision", &format!("run {id}"))?;
             // (position, name, finished) of every stage, with this one replaced or appended.
             let mut stages = Vec::new();
-            for item in items.iter().filter(|item| is_stage(item)) {
+            for item in &items {
                 let what = format!("a stage of run {id}");
                 let sort = self.string(item, SORT_KEY, &what)?;
                 let name = &sort[STAGE_PREFIX.len()..];
@@ -196,17 +190,9 @@ impl Store for DynamoDbStore {
             ];
             // A failed condition means another process recorded a stage of this run since the
             // read: read again and recompute.
-            if self.transact(OPERATION, items).await?.is_ok() {
-                return Ok(());
-            }
-        }
-        Err(StoreError::DynamoDb {
-            table: self.table.clone(),
-            operation: OPERATION,
-            detail: format!(
-                "other processes kept recording stages of run {id} at the same time; retry"
-            ),
+            Ok(self.transact(OPERATION, items).await?.ok())
         })
+        .await
     }
 
     async fn set_run_status(
@@ -216,10 +202,7 @@ impl Store for DynamoDbStore {
         finished_at: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(item_key(&run_partition(id), RUN_SORT_KEY)))
+            .update_item(&run_partition(id), RUN_SORT_KEY)
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PARTITION_KEY)
             .expression_attribute_names("#status", "status")
@@ -244,10 +227,6 @@ impl Store for DynamoDbStore {
         limit: usize,
         before: Option<&RunId>,
     ) -> Result<Vec<RunSummary>, StoreError> {
-        let mut summaries = Vec::new();
-        if limit == 0 {
-            return Ok(summaries);
-        }
         let (index, partition_name, partition) = match pipeline {
             Some(pipeline) => (RUNS_BY_PIPELINE, "pipeline", pipeline),
             None => (RUNS_BY_ID, LISTING, LISTING_RUNS),
@@ -256,39 +235,22 @@ impl Store for DynamoDbStore {
         if before.is_some() {
             condition.push_str(" AND #run_id < :before");
         }
-        let mut start = None;
-        loop {
-            // DynamoDB ends a page at 1 MB whatever the limit says.
-            let page_size = limit - summaries.len();
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(index)
-                .key_condition_expression(&condition)
-                .scan_index_forward(false)
-                .limit(i32::try_from(page_size).unwrap_or(i32::MAX))
-                .expression_attribute_names("#partition", partition_name)
-                .expression_attribute_values(":partition", string(partition))
-                .set_exclusive_start_key(start);
-            if let Some(before) = before {
-                query = query
-                    .expression_attribute_names("#run_id", "run_id")
-                    .expression_attribute_values(":before", string(&before.0));
-            }
-            let page = query
-                .send()
-                .await
-                .map_err(|error| self.sdk_error("listing runs", error))?;
-            for item in page.items() {
-                summaries.push(self.summary_from_item(item)?);
-            }
-            start = page.last_evaluated_key().cloned();
-            if start.is_none() || summaries.len() >= limit {
-                summaries.truncate(limit);
-                return Ok(summaries);
-            }
+        let mut query = self
+            .query()
+            .index_name(index)
+            .key_condition_expression(condition)
+            .scan_index_forward(false)
+            .expression_attribute_names("#partition", partition_name)
+            .expression_attribute_values(":partition", string(partition));
+        if let Some(before) = before {
+            query = query
+                .expression_attribute_names("#run_id", "run_id")
+                .expression_attribute_values(":before", string(&before.0));
         }
+        self.query_items(query, Some(limit), "listing runs", |item| {
+            self.summary_from_item(item)
+        })
+        .await
     }
 
     async fn append_events(&self, id: &RunId, events: &[(u64, String)]) -> Result<(), StoreError> {
@@ -350,50 +312,30 @@ impl Store for DynamoDbStore {
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError> {
         let after = after_seq.map(event_seq).transpose()?;
-        let mut events = Vec::new();
-        if limit == 0 {
-            return Ok(events);
-        }
         let mut condition = "#pk = :pk".to_owned();
         if after.is_some() {
             condition.push_str(" AND #sk > :after");
         }
-        let mut start = None;
-        loop {
-            let page_size = limit - events.len();
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression(&condition)
-                .limit(i32::try_from(page_size).unwrap_or(i32::MAX))
-                .expression_attribute_names("#pk", PARTITION_KEY)
-                .expression_attribute_values(":pk", string(events_partition(id)))
-                .set_exclusive_start_key(start);
-            if let Some(after) = after {
-                query = query
-                    .expression_attribute_names("#sk", SORT_KEY)
-                    .expression_attribute_values(":after", string(event_sort_key(after)));
-            }
-            let page = query
-                .send()
-                .await
-                .map_err(|error| self.sdk_error("reading events", error))?;
-            for item in page.items() {
-                let what = format!("an event of run {id}");
-                let sort = self.string(item, SORT_KEY, &what)?;
-                let seq = sort
-                    .parse()
-                    .map_err(|_| self.unreadable(&what, format!("sequence number `{sort}`")))?;
-                events.push((seq, self.string(item, "line", &what)?.to_owned()));
-            }
-            start = page.last_evaluated_key().cloned();
-            if start.is_none() || events.len() >= limit {
-                events.truncate(limit);
-                return Ok(events);
-            }
+        let mut query = self
+            .query()
+            .consistent_read(true)
+            .key_condition_expression(condition)
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_values(":pk", string(events_partition(id)));
+        if let Some(after) = after {
+            query = query
+                .expression_attribute_names("#sk", SORT_KEY)
+                .expression_attribute_values(":after", string(event_sort_key(after)));
         }
+        self.query_items(query, Some(limit), "reading events", |item| {
+            let what = format!("an event of run {id}");
+            let sort = self.string(item, SORT_KEY, &what)?;
+            let seq = sort
+                .parse()
+                .map_err(|_| self.unreadable(&what, format!("sequence number `{sort}`")))?;
+            Ok((seq, self.string(item, "line", &what)?.to_owned()))
+        })
+        .await
     }
 
     async fn decide_approval(
@@ -412,41 +354,19 @@ impl Store for DynamoDbStore {
         {
             return Err(StoreError::RunNotFound { id: id.clone() });
         }
-        let sort = approval_sort_key(stage);
-        let written = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Item::from([
-                (PARTITION_KEY.into(), string(&partition)),
-                (SORT_KEY.into(), string(&sort)),
-                ("record".into(), string(to_json(decision))),
-            ])))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PARTITION_KEY)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let returned = match written {
-            Ok(_) => return Ok(ApprovalOutcome::Recorded),
-            Err(error) => match condition_failed(&error) {
-                Some(existing) => existing,
-                None => return Err(self.sdk_error(OPERATION, error)),
-            },
-        };
-        // Decisions are never deleted, so the one that won is there.
-        let existing = self
-            .conflicting_item(returned.as_ref(), &partition, &sort, OPERATION)
-            .await?
-            .ok_or_else(|| {
-                self.unreadable(
-                    format!("the approval of stage `{stage}` of run {id}"),
-                    "it disappeared",
-                )
-            })?;
         let what = format!("the approval of stage `{stage}` of run {id}");
-        let record = self.parse_json(self.string(&existing, "record", &what)?, &what)?;
-        Ok(ApprovalOutcome::AlreadyDecided(record))
+        let record = Item::from([("record".into(), string(to_json(decision)))]);
+        let sort = approval_sort_key(stage);
+        match self
+            .put_if_absent(&partition, &sort, record, OPERATION, &what)
+            .await?
+        {
+            None => Ok(ApprovalOutcome::Recorded),
+            Some(first) => {
+                let record = self.parse_json(self.string(&first, "record", &what)?, &what)?;
+                Ok(ApprovalOutcome::AlreadyDecided(record))
+            }
+        }
     }
 
     async fn approval(
@@ -475,23 +395,14 @@ impl Store for DynamoDbStore {
         self.acquire_generation(key, holder, ttl).await
     }
 
-    async fn renew_lease(
+    async fn extend_lease(
         &self,
         key: &str,
         holder: &str,
+        generation: Option<u64>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.extend_lease(key, holder, None, ttl).await
-    }
-
-    async fn confirm_lease(
-        &self,
-        key: &str,
-        holder: &str,
-        generation: u64,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.extend_lease(key, holder, Some(generation), ttl).await
+        self.extend_held_lease(key, holder, generation, ttl).await
     }
 
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
@@ -508,38 +419,25 @@ impl Store for DynamoDbStore {
     }
 
     async fn claim_trigger(&self, key: &str, run: &RunId) -> Result<Option<RunId>, StoreError> {
-        const OPERATION: &str = "claiming a trigger";
-        let partition = trigger_partition(key);
-        let written = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Item::from([
-                (PARTITION_KEY.into(), string(&partition)),
-                (SORT_KEY.into(), string(TRIGGER_SORT_KEY)),
-                ("first_run".into(), string(&run.0)),
-                ("claimed_at_ms".into(), number(self.clock.now_millis())),
-            ])))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PARTITION_KEY)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let returned = match written {
-            Ok(_) => return Ok(None),
-            Err(error) => match condition_failed(&error) {
-                Some(existing) => existing,
-                None => return Err(self.sdk_error(OPERATION, error)),
-            },
-        };
         let what = format!("the claim of trigger `{key}`");
-        // Claims are never deleted, so the first one is there.
-        let existing = self
-            .conflicting_item(returned.as_ref(), &partition, TRIGGER_SORT_KEY, OPERATION)
+        let claim = Item::from([
+            ("first_run".into(), string(&run.0)),
+            ("claimed_at_ms".into(), number(self.clock.now_millis())),
+        ]);
+        let Some(first) = self
+            .put_if_absent(
+                &trigger_partition(key),
+                TRIGGER_SORT_KEY,
+                claim,
+                "claiming a trigger",
+                &what,
+            )
             .await?
-            .ok_or_else(|| self.unreadable(&what, "it disappeared"))?;
+        else {
+            return Ok(None);
+        };
         Ok(Some(RunId(
-            self.string(&existing, "first_run", &what)?.to_owned(),
+            self.string(&first, "first_run", &what)?.to_owned(),
         )))
     }
 

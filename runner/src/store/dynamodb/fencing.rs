@@ -11,11 +11,11 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 use super::super::clock::{duration_millis, from_millis};
 use super::super::{LeaseOutcome, StoreError};
 use super::item::{
-    LEASE_SORT_KEY, RUN_SORT_KEY, enum_name, is_stage, item_key, lease_partition, number,
-    optional_string, run_partition, string,
+    LEASE_SORT_KEY, RUN_SORT_KEY, enum_name, lease_partition, number, optional_string,
+    run_partition, string,
 };
-use super::request::backoff;
-use super::{DynamoDbStore, MAX_ATTEMPTS, PARTITION_KEY};
+use super::request::RunItems;
+use super::{DynamoDbStore, PARTITION_KEY};
 use crate::run::{RunId, RunStatus, StageStatus};
 
 impl DynamoDbStore {
@@ -26,20 +26,16 @@ impl DynamoDbStore {
         ttl: Duration,
     ) -> Result<LeaseOutcome, StoreError> {
         const OPERATION: &str = "taking a lease";
-        let partition = lease_partition(key);
-        let what = format!("the lease `{key}`");
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
+        let partition = &lease_partition(key);
+        let what = &format!("the lease `{key}`");
+        let gave_up =
+            || format!("the lease `{key}` kept changing hands while it was being taken; retry");
+        self.retry_lost_races(OPERATION, gave_up, move || async move {
             let now = self.clock.now_millis();
             let expires = now.saturating_add(duration_millis(ttl));
             // Free, expired, or already ours; the same condition as the SQLite store's upsert.
             let written = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(item_key(&partition, LEASE_SORT_KEY)))
+                .update_item(partition, LEASE_SORT_KEY)
                 .update_expression(
                     "SET #holder = :holder, #expires = :expires ADD #generation :one",
                 )
@@ -63,11 +59,11 @@ impl DynamoDbStore {
             let returned = match written {
                 Ok(output) => {
                     let item = output.attributes().cloned().unwrap_or_default();
-                    let generation = self.number(&item, "generation", &what)?;
-                    return Ok(LeaseOutcome::Granted {
+                    let generation = self.number(&item, "generation", what)?;
+                    return Ok(Some(LeaseOutcome::Granted {
                         expires_at: from_millis(expires),
                         generation: u64::try_from(generation).unwrap_or(0),
-                    });
+                    }));
                 }
                 Err(error) => match error.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
@@ -76,31 +72,25 @@ impl DynamoDbStore {
                     _ => return Err(self.sdk_error(OPERATION, error)),
                 },
             };
-            // The holder may have released it since the write; then try again.
-            if let Some(existing) = self
-                .conflicting_item(returned.as_ref(), &partition, LEASE_SORT_KEY, OPERATION)
+            let Some(existing) = self
+                .conflicting_item(returned.as_ref(), partition, LEASE_SORT_KEY, OPERATION)
                 .await?
                 .filter(|item| optional_string(item, "holder").is_some())
-            {
-                return Ok(LeaseOutcome::Held {
-                    by: self.string(&existing, "holder", &what)?.to_owned(),
-                    expires_at: from_millis(self.number(&existing, "expires_at_ms", &what)?),
-                });
-            }
-        }
-        Err(StoreError::DynamoDb {
-            table: self.table.clone(),
-            operation: OPERATION,
-            detail: format!(
-                "the lease `{key}` kept changing hands while it was being taken; retry"
-            ),
+            else {
+                // The holder released it since the write: try again.
+                return Ok(None);
+            };
+            Ok(Some(LeaseOutcome::Held {
+                by: self.string(&existing, "holder", what)?.to_owned(),
+                expires_at: from_millis(self.number(&existing, "expires_at_ms", what)?),
+            }))
         })
+        .await
     }
 
-    /// Extends the lease to `ttl` from now if `holder` has it (under `generation`, when one
-    /// is given): whether it did. Renewing is this without a generation, the fencing check
-    /// with one.
-    pub(super) async fn extend_lease(
+    /// [`Store::extend_lease`](super::super::Store::extend_lease): one conditional
+    /// `UpdateItem` of the expiry.
+    pub(super) async fn extend_held_lease(
         &self,
         key: &str,
         holder: &str,
@@ -109,10 +99,7 @@ impl DynamoDbStore {
     ) -> Result<bool, StoreError> {
         let expires = self.clock.now_millis().saturating_add(duration_millis(ttl));
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(item_key(&lease_partition(key), LEASE_SORT_KEY)))
+            .update_item(&lease_partition(key), LEASE_SORT_KEY)
             .update_expression("SET #expires = :expires")
             .expression_attribute_names("#expires", "expires_at_ms")
             .expression_attribute_names("#holder", "holder")
@@ -144,10 +131,7 @@ impl DynamoDbStore {
         holder: &str,
     ) -> Result<(), StoreError> {
         let released = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(item_key(&lease_partition(key), LEASE_SORT_KEY)))
+            .update_item(&lease_partition(key), LEASE_SORT_KEY)
             .update_expression("SET #expires = :zero REMOVE #holder")
             .condition_expression("#holder = :holder")
             .expression_attribute_names("#expires", "expires_at_ms")
@@ -168,39 +152,31 @@ impl DynamoDbStore {
         finished_at: &str,
     ) -> Result<bool, StoreError> {
         const OPERATION: &str = "superseding a run";
-        let what = format!("run {id}");
+        let what = &format!("run {id}");
         let open =
-            [RunStatus::Queued, RunStatus::Running, RunStatus::Waiting].map(|s| enum_name(&s));
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            let items = self.partition(&run_partition(id), OPERATION).await?;
-            let Some(run_item) = items
-                .iter()
-                .find(|item| optional_string(item, super::SORT_KEY) == Some(RUN_SORT_KEY))
-            else {
-                return Err(StoreError::RunNotFound { id: id.clone() });
-            };
-            let status = self.string(run_item, "status", &what)?;
+            &[RunStatus::Queued, RunStatus::Running, RunStatus::Waiting].map(|s| enum_name(&s));
+        let gave_up = || format!("run {id} kept changing while it was being superseded; retry");
+        let gate = i64::try_from(gate).unwrap_or(i64::MAX);
+        self.retry_lost_races(OPERATION, gave_up, move || async move {
+            let RunItems { run, stages } = self
+                .run_items(id, OPERATION)
+                .await?
+                .ok_or_else(|| StoreError::RunNotFound { id: id.clone() })?;
+            let status = self.string(&run, "status", what)?;
             if !open.iter().any(|open| open == status) {
-                return Ok(false);
+                return Ok(Some(false));
             }
-            let revision = self.number(run_item, "revision", &what)?;
-            let gate = i64::try_from(gate).unwrap_or(i64::MAX);
-            for item in items.iter().filter(|item| is_stage(item)) {
+            let revision = self.number(&run, "revision", what)?;
+            for item in &stages {
                 let (position, stage) = self.stage_from_item(id, item)?;
                 if position >= gate && stage.status != StageStatus::Pending {
-                    return Ok(false);
+                    return Ok(Some(false));
                 }
             }
             // One write on the run item, conditioned on the revision read above: any stage
             // transition since (the run starting a stage past its gate) fails it.
             let written = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(item_key(&run_partition(id), RUN_SORT_KEY)))
+                .update_item(&run_partition(id), RUN_SORT_KEY)
                 .update_expression("SET #status = :superseded, #finished = :finished")
                 .condition_expression(
                     "#revision = :revision AND #status IN (:queued, :running, :waiting)",
@@ -219,14 +195,9 @@ impl DynamoDbStore {
                 .expression_attribute_values(":waiting", string(&open[2]))
                 .send()
                 .await;
-            if self.condition_held(OPERATION, written)? {
-                return Ok(true);
-            }
-        }
-        Err(StoreError::DynamoDb {
-            table: self.table.clone(),
-            operation: OPERATION,
-            detail: format!("run {id} kept changing while it was being superseded; retry"),
+            // Lost to a stage transition: read again.
+            Ok(self.condition_held(OPERATION, written)?.then_some(true))
         })
+        .await
     }
 }

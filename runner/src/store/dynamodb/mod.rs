@@ -75,6 +75,8 @@ use aws_smithy_types::retry::RetryConfig;
 use super::clock::Clock;
 use super::error::StoreError;
 use table::check_layout;
+#[cfg(test)]
+pub(super) use table::definition_argument;
 
 mod contract;
 mod fencing;

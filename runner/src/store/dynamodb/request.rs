@@ -1,19 +1,26 @@
-//! Requests to DynamoDB: reading a partition or an item, running a transaction with retries,
-//! what a failed request means as a `StoreError`, and backoff for this module's own retries.
+//! Requests to DynamoDB: reading a partition, a run's items, a query's pages or an item,
+//! putting an item only if it is new, running a transaction with retries, retrying what lost a
+//! race with another writer, what a failed request means as a `StoreError`, and backoff for
+//! this module's own retries.
 
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{CancellationReason, Put, TransactWriteItem};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::{
+    CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 
 use super::super::error::StoreError;
-use super::item::{Item, item_key, string};
-use super::{DynamoDbStore, MAX_ATTEMPTS, MAX_BACKOFF, PARTITION_KEY};
+use super::item::{Item, RUN_SORT_KEY, is_stage, item_key, optional_string, run_partition, string};
+use super::{DynamoDbStore, MAX_ATTEMPTS, MAX_BACKOFF, PARTITION_KEY, SORT_KEY};
 use crate::backoff::Backoff;
 use crate::error_chain;
+use crate::run::RunId;
 
 impl DynamoDbStore {
     pub(super) fn table_missing(&self) -> StoreError {
@@ -120,25 +127,95 @@ impl DynamoDbStore {
         partition: &str,
         operation: &'static str,
     ) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
+        let query = self
+            .query()
+            .consistent_read(true)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_values(":pk", string(partition));
+        self.query_items(query, None, operation, |item| Ok(item.clone()))
+            .await
+    }
+
+    /// Run `id`'s item and its stages' items (its approvals left out), read together with
+    /// strong consistency; `None` for an unknown run.
+    pub(super) async fn run_items(
+        &self,
+        id: &RunId,
+        operation: &'static str,
+    ) -> Result<Option<RunItems>, StoreError> {
+        let mut items = self.partition(&run_partition(id), operation).await?;
+        let Some(at) = items
+            .iter()
+            .position(|item| optional_string(item, SORT_KEY) == Some(RUN_SORT_KEY))
+        else {
+            return Ok(None);
+        };
+        let run = items.remove(at);
+        items.retain(is_stage);
+        Ok(Some(RunItems { run, stages: items }))
+    }
+
+    /// Runs `attempt` until it comes to an answer (`Some`), with backoff between attempts:
+    /// `None` means it lost a race with another writer and reads again. After
+    /// [`MAX_ATTEMPTS`] lost races the operation fails with `gave_up` as its detail.
+    pub(super) async fn retry_lost_races<T, Attempt>(
+        &self,
+        operation: &'static str,
+        gave_up: impl FnOnce() -> String,
+        mut attempt: impl FnMut() -> Attempt,
+    ) -> Result<T, StoreError>
+    where
+        Attempt: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        for number in 0..MAX_ATTEMPTS {
+            if number > 0 {
+                tokio::time::sleep(backoff(number)).await;
+            }
+            if let Some(answer) = attempt().await? {
+                return Ok(answer);
+            }
+        }
+        Err(StoreError::DynamoDb {
+            table: self.table.clone(),
+            operation,
+            detail: gave_up(),
+        })
+    }
+
+    /// What `query` finds, page after page, each item read by `read`; with a `limit`, no more
+    /// than that many (each page asks for what is still missing, and DynamoDB ends a page at
+    /// 1 MB whatever its limit says).
+    pub(super) async fn query_items<T>(
+        &self,
+        query: QueryFluentBuilder,
+        limit: Option<usize>,
+        operation: &'static str,
+        mut read: impl FnMut(&Item) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut found = Vec::new();
+        let missing = |found: &Vec<T>| limit.map(|limit| limit.saturating_sub(found.len()));
+        if missing(&found) == Some(0) {
+            return Ok(found);
+        }
         let mut start = None;
         loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", PARTITION_KEY)
-                .expression_attribute_values(":pk", string(partition))
+            let page = query
+                .clone()
+                .set_limit(
+                    missing(&found).map(|missing| i32::try_from(missing).unwrap_or(i32::MAX)),
+                )
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|error| self.sdk_error(operation, error))?;
-            items.extend(page.items().iter().cloned());
+            for item in page.items() {
+                found.push(read(item)?);
+            }
             start = page.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(items);
+            if start.is_none() || missing(&found) == Some(0) {
+                found.truncate(limit.unwrap_or(usize::MAX));
+                return Ok(found);
             }
         }
     }
@@ -234,6 +311,58 @@ impl DynamoDbStore {
         }
     }
 
+    /// Puts the item of `partition` and `sort` with `attributes`, only if there is none yet:
+    /// `None` when this call wrote it, else the item written first. Items put this way are
+    /// never deleted, so that one is there; if it is not, `what` names it in the error.
+    pub(super) async fn put_if_absent(
+        &self,
+        partition: &str,
+        sort: &str,
+        attributes: Item,
+        operation: &'static str,
+        what: &str,
+    ) -> Result<Option<Item>, StoreError> {
+        let mut item = item_key(partition, sort);
+        item.extend(attributes);
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let returned = match written {
+            Ok(_) => return Ok(None),
+            Err(error) => match error.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    failed.item().cloned()
+                }
+                _ => return Err(self.sdk_error(operation, error)),
+            },
+        };
+        let existing = self
+            .conflicting_item(returned.as_ref(), partition, sort, operation)
+            .await?
+            .ok_or_else(|| self.unreadable(what, "it disappeared"))?;
+        Ok(Some(existing))
+    }
+
+    /// An `UpdateItem` of the item of `partition` and `sort`, for the caller to complete.
+    pub(super) fn update_item(&self, partition: &str, sort: &str) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(partition, sort)))
+    }
+
+    /// A `Query` of the table, for the caller to complete.
+    pub(super) fn query(&self) -> QueryFluentBuilder {
+        self.client.query().table_name(&self.table)
+    }
+
     /// The existing item a conditional put ran into: DynamoDB returns it with the failure when
     /// asked to; otherwise (or if it is gone by now) it is read.
     pub(super) async fn conflicting_item(
@@ -259,6 +388,13 @@ impl DynamoDbStore {
     }
 }
 
+/// A run's items, as [`DynamoDbStore::run_items`] reads them.
+pub(super) struct RunItems {
+    pub(super) run: Item,
+    /// In sort key order, that is by name.
+    pub(super) stages: Vec<Item>,
+}
+
 fn is_throttling(code: &str) -> bool {
     matches!(
         code,
@@ -274,15 +410,6 @@ fn is_throttling(code: &str) -> bool {
 pub(super) fn backoff(attempt: u32) -> Duration {
     const RETRY: Backoff = Backoff::equal(MAX_ATTEMPTS, Duration::from_millis(100), MAX_BACKOFF);
     RETRY.delay(attempt, &mut rand::rng())
-}
-
-/// The item a conditional put ran into when its condition failed (`Some(None)` when DynamoDB
-/// did not return it), or `None` for any other failure.
-pub(super) fn condition_failed<R>(error: &SdkError<PutItemError, R>) -> Option<Option<Item>> {
-    match error.as_service_error() {
-        Some(PutItemError::ConditionalCheckFailedException(failed)) => Some(failed.item().cloned()),
-        _ => None,
-    }
 }
 
 /// The SDK's builders fail only when a required field is missing; every call here sets them.

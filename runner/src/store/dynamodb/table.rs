@@ -81,12 +81,7 @@ impl DynamoDbStore {
             .unwrap_or_default();
         let definitions: Vec<String> = attribute_definitions()
             .iter()
-            .map(|definition| {
-                format!(
-                    "AttributeName={},AttributeType=S",
-                    definition.attribute_name()
-                )
-            })
+            .map(definition_argument)
             .collect();
         let indexes: Vec<Value> = [RUNS_BY_PIPELINE, RUNS_BY_ID]
             .into_iter()
@@ -128,6 +123,15 @@ fn attribute_definitions() -> Vec<AttributeDefinition> {
             )
         })
         .collect()
+}
+
+/// An attribute definition as `aws dynamodb create-table --attribute-definitions` takes it.
+pub(in crate::store) fn definition_argument(definition: &AttributeDefinition) -> String {
+    format!(
+        "AttributeName={},AttributeType={}",
+        definition.attribute_name(),
+        definition.attribute_type().as_str()
+    )
 }
 
 fn index_partition_key(index: &str) -> &'static str {

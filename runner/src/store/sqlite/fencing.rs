@@ -45,22 +45,22 @@ pub(super) fn acquire(
     })
 }
 
-/// Extends the lease only if `holder` holds it under `generation`.
-pub(super) fn confirm(
+/// Extends the lease only if `holder` holds it, under `generation` when one is given.
+pub(super) fn extend(
     connection: &mut Connection,
     key: &str,
     holder: &str,
-    generation: u64,
+    generation: Option<u64>,
     expires: i64,
 ) -> Result<bool, Failure> {
-    let generation = i64::try_from(generation).unwrap_or(i64::MAX);
-    let confirmed = connection
+    let generation = generation.map(|generation| i64::try_from(generation).unwrap_or(i64::MAX));
+    let extended = connection
         .prepare_cached(
             "UPDATE leases SET expires_at_ms = ?4
-             WHERE key = ?1 AND holder = ?2 AND generation = ?3",
+             WHERE key = ?1 AND holder = ?2 AND (?3 IS NULL OR generation = ?3)",
         )?
         .execute(params![key, holder, generation, expires])?;
-    Ok(confirmed == 1)
+    Ok(extended == 1)
 }
 
 /// Frees the lease if `holder` has it, keeping its generation.

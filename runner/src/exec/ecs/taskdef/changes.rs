@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Debug};
 
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
-use aws_sdk_ecs::types::{ContainerDefinition, Tag};
+use aws_sdk_ecs::types::{ContainerDefinition, KeyValuePair, Secret, Tag};
 use serde::{Deserialize, Serialize};
 
 /// What changes between two task definition revisions, for an approval page or a log.
@@ -69,87 +69,36 @@ pub fn diff(
     old: &RegisterTaskDefinitionInput,
     new: &RegisterTaskDefinitionInput,
 ) -> TaskDefinitionDiff {
+    let mut fields = Comparison::new(old, new);
+    fields.field("family", |t| &t.family, text);
+    fields.field("taskRoleArn", |t| &t.task_role_arn, text);
+    fields.field("executionRoleArn", |t| &t.execution_role_arn, text);
+    fields.field("networkMode", |t| &t.network_mode, debug);
+    fields.field("cpu", |t| &t.cpu, text);
+    fields.field("memory", |t| &t.memory, text);
+    fields.field(
+        "requiresCompatibilities",
+        |t| &t.requires_compatibilities,
+        debug,
+    );
+    fields.field("volumes", |t| &t.volumes, debug);
+    fields.field("placementConstraints", |t| &t.placement_constraints, debug);
+    fields.field("pidMode", |t| &t.pid_mode, debug);
+    fields.field("ipcMode", |t| &t.ipc_mode, debug);
+    fields.field("proxyConfiguration", |t| &t.proxy_configuration, debug);
+    fields.field("ephemeralStorage", |t| &t.ephemeral_storage, debug);
+    fields.field("runtimePlatform", |t| &t.runtime_platform, debug);
+    fields.field("enableFaultInjection", |t| &t.enable_fault_injection, debug);
+    fields.field("tags", |t| &t.tags, render_tags);
     let mut out = TaskDefinitionDiff {
         family: new
             .family
             .clone()
             .or_else(|| old.family.clone())
             .unwrap_or_default(),
+        other: fields.changes,
         ..TaskDefinitionDiff::default()
     };
-    let other = &mut out.other;
-    compare(other, "family", &old.family, &new.family, text);
-    compare(
-        other,
-        "taskRoleArn",
-        &old.task_role_arn,
-        &new.task_role_arn,
-        text,
-    );
-    compare(
-        other,
-        "executionRoleArn",
-        &old.execution_role_arn,
-        &new.execution_role_arn,
-        text,
-    );
-    compare(
-        other,
-        "networkMode",
-        &old.network_mode,
-        &new.network_mode,
-        debug,
-    );
-    compare(other, "cpu", &old.cpu, &new.cpu, text);
-    compare(other, "memory", &old.memory, &new.memory, text);
-    compare(
-        other,
-        "requiresCompatibilities",
-        &old.requires_compatibilities,
-        &new.requires_compatibilities,
-        debug,
-    );
-    compare(other, "volumes", &old.volumes, &new.volumes, debug);
-    compare(
-        other,
-        "placementConstraints",
-        &old.placement_constraints,
-        &new.placement_constraints,
-        debug,
-    );
-    compare(other, "pidMode", &old.pid_mode, &new.pid_mode, debug);
-    compare(other, "ipcMode", &old.ipc_mode, &new.ipc_mode, debug);
-    compare(
-        other,
-        "proxyConfiguration",
-        &old.proxy_configuration,
-        &new.proxy_configuration,
-        debug,
-    );
-    compare(
-        other,
-        "ephemeralStorage",
-        &old.ephemeral_storage,
-        &new.ephemeral_storage,
-        debug,
-    );
-    compare(
-        other,
-        "runtimePlatform",
-        &old.runtime_platform,
-        &new.runtime_platform,
-        debug,
-    );
-    compare(
-        other,
-        "enableFaultInjection",
-        &old.enable_fault_injection,
-        &new.enable_fault_injection,
-        debug,
-    );
-    compare(other, "tags", &old.tags, &new.tags, |tags| {
-        render_tags(tags.as_deref())
-    });
 
     let old_containers = containers_by_name(old);
     let new_containers = containers_by_name(new);
@@ -195,55 +144,21 @@ fn diff_container(
     if before_rest == after_rest {
         return;
     }
-    let (b, a) = (before, after);
-    let mut changes = Vec::new();
-    let c = &mut changes;
-    compare(c, "command", &b.command, &a.command, words);
-    compare(c, "entryPoint", &b.entry_point, &a.entry_point, words);
-    compare(c, "environment", &b.environment, &a.environment, |env| {
-        sorted_list(
-            env.iter()
-                .flatten()
-                .map(|kv| pair(kv.name.as_deref(), kv.value.as_deref())),
-            " ",
-        )
-    });
-    compare(c, "secrets", &b.secrets, &a.secrets, |secrets| {
-        sorted_list(
-            secrets
-                .iter()
-                .flatten()
-                .map(|s| format!("{} from {}", s.name, s.value_from)),
-            ", ",
-        )
-    });
-    compare(c, "cpu", &Some(b.cpu), &Some(a.cpu), debug);
-    compare(c, "memory", &b.memory, &a.memory, debug);
-    compare(
-        c,
-        "memoryReservation",
-        &b.memory_reservation,
-        &a.memory_reservation,
-        debug,
-    );
-    compare(c, "essential", &b.essential, &a.essential, debug);
-    compare(c, "portMappings", &b.port_mappings, &a.port_mappings, debug);
-    compare(
-        c,
-        "logConfiguration",
-        &b.log_configuration,
-        &a.log_configuration,
-        debug,
-    );
-    compare(c, "healthCheck", &b.health_check, &a.health_check, debug);
-    compare(c, "user", &b.user, &a.user, text);
-    compare(
-        c,
-        "workingDirectory",
-        &b.working_directory,
-        &a.working_directory,
-        text,
-    );
+    let mut fields = Comparison::new(before, after);
+    fields.field("command", |c| &c.command, debug);
+    fields.field("entryPoint", |c| &c.entry_point, debug);
+    fields.field("environment", |c| &c.environment, render_environment);
+    fields.field("secrets", |c| &c.secrets, render_secrets);
+    fields.field("cpu", |c| &c.cpu, ToString::to_string);
+    fields.field("memory", |c| &c.memory, debug);
+    fields.field("memoryReservation", |c| &c.memory_reservation, debug);
+    fields.field("essential", |c| &c.essential, debug);
+    fields.field("portMappings", |c| &c.port_mappings, debug);
+    fields.field("logConfiguration", |c| &c.log_configuration, debug);
+    fields.field("healthCheck", |c| &c.health_check, debug);
+    fields.field("user", |c| &c.user, text);
+    fields.field("workingDirectory", |c| &c.working_directory, text);
+    let mut changes = fields.changes;
     if changes.is_empty() {
         changes.push(FieldChange {
             field: "settings".to_owned(),
@@ -268,19 +183,38 @@ fn containers_by_name(
         .collect()
 }
 
-fn compare<T: PartialEq>(
-    changes: &mut Vec<FieldChange>,
-    field: &str,
-    before: &T,
-    after: &T,
-    render: impl Fn(&T) -> String,
-) {
-    if before != after {
-        changes.push(FieldChange {
-            field: field.to_owned(),
-            before: render(before),
-            after: render(after),
-        });
+/// Two versions of one thing (a task definition, a container) compared setting by setting:
+/// each [`Comparison::field`] that differs adds a [`FieldChange`].
+struct Comparison<'a, T> {
+    before: &'a T,
+    after: &'a T,
+    changes: Vec<FieldChange>,
+}
+
+impl<'a, T> Comparison<'a, T> {
+    fn new(before: &'a T, after: &'a T) -> Self {
+        Comparison {
+            before,
+            after,
+            changes: Vec::new(),
+        }
+    }
+
+    /// Compares the setting `get` reads; a change is named `name` and shown by `render`.
+    fn field<F: PartialEq>(
+        &mut self,
+        name: &str,
+        get: impl Fn(&T) -> &F,
+        render: impl Fn(&F) -> String,
+    ) {
+        let (before, after) = (get(self.before), get(self.after));
+        if before != after {
+            self.changes.push(FieldChange {
+                field: name.to_owned(),
+                before: render(before),
+                after: render(after),
+            });
+        }
     }
 }
 
@@ -294,19 +228,22 @@ fn debug<T: Debug>(value: &Option<T>) -> String {
         .map_or_else(|| "(none)".to_owned(), |v| format!("{v:?}"))
 }
 
-fn words(value: &Option<Vec<String>>) -> String {
-    value
-        .as_ref()
-        .map_or_else(|| "(none)".to_owned(), |words| format!("{words:?}"))
+fn render_tags(tags: &Option<Vec<Tag>>) -> String {
+    sorted_list(tags, " ", |tag| {
+        pair(tag.key.as_deref(), tag.value.as_deref())
+    })
 }
 
-fn render_tags(tags: Option<&[Tag]>) -> String {
-    sorted_list(
-        tags.unwrap_or_default()
-            .iter()
-            .map(|t| pair(t.key.as_deref(), t.value.as_deref())),
-        " ",
-    )
+fn render_environment(environment: &Option<Vec<KeyValuePair>>) -> String {
+    sorted_list(environment, " ", |kv| {
+        pair(kv.name.as_deref(), kv.value.as_deref())
+    })
+}
+
+fn render_secrets(secrets: &Option<Vec<Secret>>) -> String {
+    sorted_list(secrets, ", ", |s| {
+        format!("{} from {}", s.name, s.value_from)
+    })
 }
 
 /// `name=value`, either side possibly missing.
@@ -314,14 +251,18 @@ fn pair(name: Option<&str>, value: Option<&str>) -> String {
     format!("{}={}", name.unwrap_or(""), value.unwrap_or(""))
 }
 
-/// The items sorted and joined with `separator`, or `(none)`: an order-free rendering, so a
-/// reordered list is no change.
-fn sorted_list(items: impl Iterator<Item = String>, separator: &str) -> String {
-    let mut items: Vec<String> = items.collect();
-    items.sort();
-    if items.is_empty() {
+/// The items, each rendered by `render`, sorted and joined with `separator`, or `(none)`: an
+/// order-free rendering, so a reordered list is no change.
+fn sorted_list<T>(
+    items: &Option<Vec<T>>,
+    separator: &str,
+    render: impl Fn(&T) -> String,
+) -> String {
+    let mut rendered: Vec<String> = items.iter().flatten().map(render).collect();
+    rendered.sort();
+    if rendered.is_empty() {
         "(none)".to_owned()
     } else {
-        items.join(separator)
+        rendered.join(separator)
     }
 }

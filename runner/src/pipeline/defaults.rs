@@ -1,0 +1,86 @@
+//! The project defaults file (`envelope.yaml` next to `pipelines/`), checked by the same front
+//! end as a pipeline file ([`document`](super::document)); an empty file sets no defaults.
+
+use super::defaults_schema;
+use super::diagnostic::{Diagnostics, SourceFile};
+use super::document::DocumentKind;
+use super::model::ProjectDefaults;
+
+const DEFAULTS_FILE: DocumentKind = DocumentKind {
+    called: "the project defaults file",
+    read_as: "the project defaults",
+    start_with: "start with `aws:`",
+    schema: defaults_schema,
+    empty_is_default: true,
+};
+
+/// Parse and check the defaults file. Pure.
+pub(super) fn compile(source: &SourceFile) -> Result<ProjectDefaults, Diagnostics> {
+    let (tree, diagnostics) = DEFAULTS_FILE.check(source)?;
+    if diagnostics.has_errors() {
+        return Err(diagnostics);
+    }
+    DEFAULTS_FILE.read(&tree, source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::document::YAML_SYNTAX_HELP;
+    use crate::pipeline::model::Aws;
+
+    fn compile_text(text: &str) -> Result<ProjectDefaults, String> {
+        compile(&SourceFile::new("envelope.yaml", text)).map_err(|errors| errors.render(false))
+    }
+
+    #[test]
+    fn an_empty_file_sets_no_defaults() {
+        for text in ["", "\n", "# defaults come later\n"] {
+            assert_eq!(
+                compile_text(text),
+                Ok(ProjectDefaults::default()),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn aws_settings_are_read() {
+        let defaults = compile_text("aws:\n  region: eu-west-2\n  account: \"123456789012\"\n");
+        assert_eq!(
+            defaults,
+            Ok(ProjectDefaults {
+                aws: Some(Aws {
+                    region: Some("eu-west-2".into()),
+                    account: Some("123456789012".into()),
+                    registry: None,
+                }),
+            })
+        );
+    }
+
+    #[test]
+    fn errors_are_located_and_say_what_to_do() {
+        let cases = [
+            ("aws: [eu-west-2\n", vec!["invalid YAML", YAML_SYNTAX_HELP]),
+            (
+                "- aws\n",
+                vec![
+                    "the project defaults file must be a mapping, found a list",
+                    "start with `aws:`",
+                ],
+            ),
+            (
+                "aws:\n  regoin: eu-west-2\n",
+                vec!["envelope.yaml:2:3", "did you mean `region`?"],
+            ),
+            ("aws: eu-west-2\n", vec!["`aws` must be a mapping"]),
+        ];
+        for (text, expected) in cases {
+            let error = compile_text(text).expect_err(text);
+            for part in expected {
+                assert!(error.contains(part), "{part:?} in {error}");
+            }
+        }
+    }
+}
