@@ -322,8 +322,17 @@ impl Driver {
                         let _ = self.flush_events(&record.id).await;
                         announced = Some(by);
                     }
-                    if let Some(stopped) = self.stopped_from_outside(record).await? {
-                        return Ok(GateResult::Stopped(stopped));
+                    // A store that does not answer this check is not a reason to leave the
+                    // queue: the next `acquire` retries it for up to the lease's time to live
+                    // and fails the run only if the store stays away longer than that.
+                    match self.stopped_from_outside(record).await {
+                        Ok(Some(stopped)) => return Ok(GateResult::Stopped(stopped)),
+                        Ok(None) => {}
+                        Err(error) => tracing::warn!(
+                            run = %record.id.0,
+                            %error,
+                            "could not check whether the waiting run was stopped; checking again"
+                        ),
                     }
                     tokio::select! {
                         () = tokio::time::sleep(self.settings.approval_poll) => {}
