@@ -3,8 +3,9 @@
 //! An SDK client starts every call with a method that takes no argument and is named after
 //! the operation (`.describe_services()`, `.get_item()`), so every `.name()` whose name is an
 //! operation of an SDK crate is a candidate. It is that crate's call when the file names the
-//! crate (`aws_sdk_ecs::…`, `use aws_sdk_dynamodb::Client`) and no other named crate has the
-//! operation. A candidate the file's crates do not explain is reported unless it is listed as
+//! crate (`aws_sdk_ecs::…`, `use aws_sdk_dynamodb::Client`), or the file is a submodule whose
+//! directory's `mod.rs` names it (the module's client type, used as `self.client` in its
+//! submodules), and no other named crate has the operation. A candidate the file's crates do not explain is reported unless it is listed as
 //! not an AWS call, so a call on a client that arrived from elsewhere is never skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +31,7 @@ pub fn needed_actions(sources: &Sources, catalog: &Catalog) -> Needs {
     let mut needs = Needs::default();
     let mut explained: BTreeSet<(&str, &str)> = BTreeSet::new();
     for file in &sources.files {
-        let crates = crates_named(&file.code.text);
+        let crates = crates_of(file, sources);
         for (offset, method) in method_calls(&file.code.text) {
             let candidates = catalog.operations(&method);
             if candidates.is_empty() {
@@ -142,6 +143,21 @@ fn transaction_items(sources: &Sources) -> BTreeSet<&'static str> {
     found
 }
 
+/// The `aws_sdk_*` crates a file's code names, with those its module's `mod.rs` names when
+/// it is another file of that module's directory.
+fn crates_of(file: &crate::sources::SourceFile, sources: &Sources) -> BTreeSet<String> {
+    let mut crates = crates_named(&file.code.text);
+    if let Some((dir, name)) = file.path.rsplit_once('/')
+        && name != "mod.rs"
+    {
+        let module = format!("{dir}/mod.rs");
+        if let Some(parent) = sources.files.iter().find(|other| other.path == module) {
+            crates.extend(crates_named(&parent.code.text));
+        }
+    }
+    crates
+}
+
 /// The `aws_sdk_*` crates a file's code names.
 pub fn crates_named(code: &str) -> BTreeSet<String> {
     identifiers(code)
@@ -222,5 +238,22 @@ mod tests {
             crates_named(code),
             BTreeSet::from(["aws_sdk_dynamodb".to_owned(), "aws_sdk_ecs".to_owned()])
         );
+    }
+
+    #[test]
+    fn a_submodule_has_the_crates_its_mod_rs_names() {
+        let sources = Sources { files: Vec::new() }
+            .with_file("src/store/mod.rs", "use aws_sdk_dynamodb::Client;")
+            .with_file("src/store/items.rs", "self.client.put_item()")
+            .with_file("src/other.rs", "self.client.put_item()")
+            .with_file("src/store/deeper/mod.rs", "self.client.put_item()");
+        let crates = |path: &str| {
+            let file = sources.files.iter().find(|f| f.path == path).unwrap();
+            crates_of(file, &sources)
+        };
+        let dynamodb = BTreeSet::from(["aws_sdk_dynamodb".to_owned()]);
+        assert_eq!(crates("src/store/items.rs"), dynamodb);
+        assert_eq!(crates("src/other.rs"), BTreeSet::new());
+        assert_eq!(crates("src/store/deeper/mod.rs"), BTreeSet::new());
     }
 }

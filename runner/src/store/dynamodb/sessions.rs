@@ -39,8 +39,7 @@ impl DynamoDbStore {
         if let Some(approver) = &session.approver {
             item.insert("approver".into(), string(approver));
         }
-        let client: &aws_sdk_dynamodb::Client = &self.client;
-        client
+        self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -73,8 +72,7 @@ impl DynamoDbStore {
     }
 
     pub(super) async fn remove_session(&self, id: &str) -> Result<(), StoreError> {
-        let client: &aws_sdk_dynamodb::Client = &self.client;
-        client
+        self.client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(item_key(&session_partition(id), SESSION_SORT_KEY)))
