@@ -155,6 +155,13 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Read every page of the SQLite run store (`PRAGMA quick_check`) without changing it. Other
+    /// commands check the pages only after an unclean shutdown; run this after a disk or power
+    /// problem, or on a schedule. Exit code 7 when the store is damaged.
+    CheckStore {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Print the JSON Schema of pipeline files (point your editor's YAML support at it).
     Schema {
         /// Which schema: the pipeline file, the project defaults file, or a buildspec.

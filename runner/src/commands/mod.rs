@@ -6,6 +6,7 @@
 mod actions;
 mod agent;
 mod approve;
+mod check_store;
 mod inspect;
 mod manual;
 mod outcome;
@@ -167,6 +168,7 @@ fn dispatch(command: Command, context: &Context) -> i32 {
             Fence::Yes,
             exit_code(inspect::logs(project, &run, stage, follow, output, &store)),
         ),
+        Command::CheckStore { store } => check_store::check_store(project, &store, &mut stdout),
         Command::Completions { shell } => manual::completions(shell, &mut stdout),
         Command::Man { dir } => manual::man(dir.as_deref(), &mut stdout),
         Command::Agent { args } => agent::agent(&args),

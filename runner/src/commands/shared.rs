@@ -22,11 +22,16 @@ pub(super) fn current_user() -> String {
 }
 
 pub(super) async fn open_store(project: &Path, args: &StoreArgs) -> Result<Arc<dyn Store>, i32> {
-    let url = args
-        .store
+    store::open(&store_url(project, args))
+        .await
+        .map_err(store_failed)
+}
+
+/// `--store`, else the project's SQLite file.
+pub(super) fn store_url(project: &Path, args: &StoreArgs) -> String {
+    args.store
         .clone()
-        .unwrap_or_else(|| project.join(".envelope/state.db").display().to_string());
-    store::open(&url).await.map_err(store_failed)
+        .unwrap_or_else(|| project.join(".envelope/state.db").display().to_string())
 }
 
 /// The pipeline `name` (or file) of the project, compiled; its diagnostics printed otherwise.

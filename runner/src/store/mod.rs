@@ -303,3 +303,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 pub fn open_sqlite(path: &Path) -> Result<SqliteStore, StoreError> {
     SqliteStore::open(path)
 }
+
+/// Checks every page of the SQLite store at `path` (`PRAGMA quick_check`) without changing
+/// it. Opening checks them only after an unclean shutdown (see `sqlite/integrity.rs`).
+pub fn check_sqlite(path: &Path) -> Result<(), StoreError> {
+    sqlite::check(path)
+}

@@ -7,7 +7,8 @@
 //! 1. read the header (garbage bytes fail here: damaged);
 //! 2. a file with tables but not our application id is someone else's database;
 //! 3. a schema version above [`SUPPORTED_VERSION`] is from a newer envelope-runner;
-//! 4. `PRAGMA quick_check` on an existing store (damaged pages fail here);
+//! 4. `PRAGMA quick_check` of an existing store when the caller asks for it (after an unclean
+//!    shutdown, see `sqlite/integrity.rs`; damaged pages fail here);
 //! 5. only then switch to WAL and apply the missing steps, in one `BEGIN IMMEDIATE`
 //!    transaction, re-reading the version inside it (another process may have migrated first).
 //!
@@ -116,14 +117,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// The newest schema this build reads and writes.
 pub(crate) const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// How many `quick_check` problems to put in an error message.
-const PROBLEMS_SHOWN: usize = 3;
-
-/// Checks that the file at `path` is an intact envelope-runner store no newer than this build,
-/// then switches it to WAL and migrates it. Writes nothing before the checks pass.
+/// Checks that the file at `path` is an envelope-runner store no newer than this build (and,
+/// with `check_pages`, that its pages are intact), then switches it to WAL and migrates it.
+/// Writes nothing before the checks pass.
 pub(crate) fn check_and_migrate(
     connection: &mut Connection,
     path: &Path,
+    check_pages: bool,
 ) -> Result<(), StoreError> {
     let sqlite = |source| sqlite_error(path, source);
     let (version, application_id, tables) = {
@@ -153,8 +153,8 @@ pub(crate) fn check_and_migrate(
             supported: SUPPORTED_VERSION,
         });
     }
-    if version > 0 {
-        quick_check(connection, path)?;
+    if version > 0 && check_pages {
+        super::sqlite::quick_check(connection, path)?;
     }
 
     // WAL lets readers (a `status` in another terminal) run while a run writes, and makes a
@@ -189,33 +189,6 @@ pub(crate) fn check_and_migrate(
         .pragma_update(None, "user_version", SUPPORTED_VERSION)
         .map_err(sqlite)?;
     transaction.commit().map_err(sqlite)
-}
-
-/// `PRAGMA quick_check`: the b-tree structure, without the cost of checking index contents.
-fn quick_check(connection: &Connection, path: &Path) -> Result<(), StoreError> {
-    let mut statement = connection
-        .prepare("PRAGMA quick_check")
-        .map_err(|source| sqlite_error(path, source))?;
-    let problems = statement
-        .query_map([], |row| row.get::<_, String>(0))
-        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| sqlite_error(path, source))?;
-    if problems.len() == 1 && problems[0] == "ok" {
-        return Ok(());
-    }
-    let mut detail = problems
-        .iter()
-        .take(PROBLEMS_SHOWN)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join("; ");
-    if problems.len() > PROBLEMS_SHOWN {
-        detail.push_str(&format!("; and {} more", problems.len() - PROBLEMS_SHOWN));
-    }
-    Err(StoreError::Corrupt {
-        path: path.into(),
-        detail: format!("integrity check: {detail}"),
-    })
 }
 
 /// How long a write waits for another process's write to finish before giving up.

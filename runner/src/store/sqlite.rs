@@ -25,7 +25,11 @@ use super::{ApprovalOutcome, LeaseOutcome, RunSummary, SessionRecord, Store};
 use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
 
 mod fencing;
+mod integrity;
 mod sessions;
+
+pub(super) use integrity::check;
+pub(super) use integrity::quick_check;
 
 /// Prepared statements kept per connection; every statement below fits.
 const STATEMENT_CACHE: usize = 32;
@@ -42,6 +46,8 @@ pub struct SqliteStore {
 struct Shared {
     path: PathBuf,
     connection: Mutex<Connection>,
+    /// Held as long as the connection, so a later process knows it is not alone.
+    _open: integrity::OpenLock,
 }
 
 impl SqliteStore {
@@ -61,17 +67,21 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECONDS))
             .map_err(sqlite)?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        integrity::keep_file_as_is(&connection, true);
+        let (open, last_close) = integrity::lock_open(path)?;
+        let check_pages = matches!(last_close, integrity::LastClose::Unclean);
         // Switching a new file to WAL takes an exclusive lock for which SQLite does not wait
         // (it answers SQLITE_BUSY at once), so processes creating the store together retry.
         let deadline = std::time::Instant::now() + Duration::from_secs(BUSY_TIMEOUT_SECONDS);
         loop {
-            match schema::check_and_migrate(&mut connection, path) {
+            match schema::check_and_migrate(&mut connection, path, check_pages) {
                 Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(15));
                 }
                 result => break result?,
             }
         }
+        integrity::keep_file_as_is(&connection, false);
         connection
             .pragma_update(None, "foreign_keys", true)
             .map_err(sqlite)?;
@@ -85,6 +95,7 @@ impl SqliteStore {
             shared: Arc::new(Shared {
                 path: path.into(),
                 connection: Mutex::new(connection),
+                _open: open,
             }),
             clock: Clock::system(),
         })
@@ -114,7 +125,12 @@ impl SqliteStore {
                 .connection
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            operation(&mut connection).map_err(|failure| failure.into_store_error(&shared.path))
+            let result = operation(&mut connection)
+                .map_err(|failure| failure.into_store_error(&shared.path));
+            if let Err(StoreError::Corrupt { .. }) = &result {
+                integrity::keep_file_as_is(&connection, true);
+            }
+            result
         })
         .await;
         match outcome {

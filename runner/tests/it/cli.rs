@@ -207,3 +207,40 @@ fn plan_takes_the_region_from_the_flag_then_the_files_then_aws_region() {
         "--region beats all"
     );
 }
+
+#[test]
+fn check_store_reads_every_page_and_says_when_the_store_is_damaged() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = directory.path().join("state.db");
+    let check = || {
+        runner()
+            .args(["check-store", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+    let missing = check();
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no run store"));
+
+    // `history` creates the store; a second page holds the runs table.
+    let history = runner()
+        .args(["history", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(history.status.code(), Some(0), "{history:?}");
+    let intact = check();
+    assert_eq!(intact.status.code(), Some(0), "{intact:?}");
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("every page is intact"));
+
+    let mut bytes = std::fs::read(&store).unwrap();
+    assert!(bytes.len() >= 2 * 4096, "the store has more than its header page");
+    bytes[4096..2 * 4096].fill(0xa5);
+    std::fs::write(&store, &bytes).unwrap();
+    let damaged = check();
+    let stderr = String::from_utf8_lossy(&damaged.stderr);
+    assert_eq!(damaged.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("is damaged") && stderr.contains("not modified"), "{stderr}");
+    assert_eq!(std::fs::read(&store).unwrap(), bytes, "the file was left as it was");
+}
