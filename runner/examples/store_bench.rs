@@ -1,5 +1,6 @@
-//! Store overhead of the state store: time per stage transition, and `history`-style listings
-//! over 10,000 recorded runs, against the targets of the runs issue.
+//! Store overhead of the state store: time per stage transition, `history`-style listings, and
+//! what opening the store plus one read costs a `history` or `status` command, over 10,000
+//! recorded runs (or `--runs N`), against their targets.
 //!
 //! Run with `cargo run -p envelope-runner --example store_bench [DIRECTORY]` (the dev profile:
 //! release builds take too long on the project's machines; dependencies, SQLite included, are
@@ -34,6 +35,8 @@ const STAGES: [&str; 6] = ["source", "build", "push", "approval", "migrate", "de
 
 const TRANSITION_TARGET: Duration = Duration::from_millis(5);
 const LISTING_TARGET: Duration = Duration::from_millis(100);
+/// What opening the store and one read may cost a command, however many runs there are.
+const COMMAND_TARGET: Duration = Duration::from_millis(10);
 
 /// The store measured, and what is needed to open it again.
 enum Bench {
@@ -200,9 +203,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(store);
 
-    let timed = Instant::now();
-    drop(bench.open().await?);
-    let open_time = timed.elapsed();
+    // What a `history` or `status` command pays: open the store (schema check; pages only
+    // after an unclean shutdown), then one read. Each sample opens the store afresh.
+    let (mut opens, mut histories, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..LISTING_REPEATS {
+        let timed = Instant::now();
+        drop(bench.open().await?);
+        opens.push(timed.elapsed());
+        let timed = Instant::now();
+        let store = bench.open().await?;
+        assert!(!store.list_runs(Some("api"), 20, None).await?.is_empty());
+        drop(store);
+        histories.push(timed.elapsed());
+        let timed = Instant::now();
+        let store = bench.open().await?;
+        let newest = store.list_runs(None, 1, None).await?;
+        assert!(store.get_run(&newest[0].id).await?.is_some());
+        drop(store);
+        statuses.push(timed.elapsed());
+    }
+    let size = match &bench {
+        Bench::Sqlite { path, .. } => format!(
+            "a {:.0} MB SQLite file",
+            std::fs::metadata(path)?.len() as f64 / 1e6
+        ),
+        Bench::DynamoDb { .. } => "DynamoDB: DescribeTable and layout check".into(),
+    };
 
     println!();
     println!(
@@ -236,6 +262,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             per_run,
             None,
         ),
+        (
+            format!("open the store ({size})"),
+            opens,
+            Some(COMMAND_TARGET),
+        ),
+        (
+            format!("history: open + list_runs(Some(\"api\"), 20) over {listed} runs"),
+            histories,
+            Some(COMMAND_TARGET),
+        ),
+        (
+            format!("status: open + newest run + get_run over {listed} runs"),
+            statuses,
+            Some(COMMAND_TARGET),
+        ),
     ];
     for (name, mut samples, target) in rows {
         samples.sort();
@@ -253,14 +294,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             millis(p95)
         );
     }
-    let open_measure = match &bench {
-        Bench::Sqlite { path, .. } => format!(
-            "open_sqlite: schema check and quick_check of a {:.0} MB file",
-            std::fs::metadata(path)?.len() as f64 / 1e6
-        ),
-        Bench::DynamoDb { .. } => "DynamoDbStore::open: DescribeTable and layout check".into(),
-    };
-    println!("{open_measure:<64} {:>9}", millis(open_time));
     if let Bench::DynamoDb {
         client,
         table,
