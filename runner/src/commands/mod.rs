@@ -6,7 +6,9 @@
 mod actions;
 mod agent;
 mod approve;
+mod env_file;
 mod inspect;
+mod local;
 mod manual;
 mod outcome;
 mod plan;
