@@ -38,9 +38,11 @@ pub(super) fn read_all(files: &[impl AsRef<Path>]) -> Result<BTreeMap<String, En
     Ok(variables)
 }
 
-/// `(name, value, line)` of every assignment in `text`, or `(line, problem)` of the first bad
-/// line.
-fn parse(text: &str) -> Result<Vec<(String, String, usize)>, (usize, String)> {
+/// One `KEY=VALUE` line: the name, the value and the line number.
+type Assignment = (String, String, usize);
+
+/// Every assignment in `text`, or `(line, problem)` of the first bad line.
+fn parse(text: &str) -> Result<Vec<Assignment>, (usize, String)> {
     let mut found = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
