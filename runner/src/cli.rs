@@ -220,6 +220,18 @@ pub struct RunCommand {
     /// With --local: push to this registry host (for example 127.0.0.1:5000).
     #[arg(long, value_name = "HOST", requires = "local")]
     pub registry: Option<String>,
+    /// With --local: a BuildKit build secret, `ID=env:NAME` (from an environment variable) or
+    /// `ID=file:PATH`, used instead of the source the pipeline declares for that id. Repeatable.
+    #[arg(
+        long = "secret",
+        value_name = "ID=env:NAME|ID=file:PATH",
+        requires = "local"
+    )]
+    pub secrets: Vec<String>,
+    /// With --local: read `KEY=VALUE` lines (dotenv format) for the variables the pipeline
+    /// declares in `env:`; they beat this process's environment, later files win. Repeatable.
+    #[arg(long = "env-file", value_name = "PATH", requires = "local")]
+    pub env_files: Vec<PathBuf>,
     #[command(flatten)]
     pub common: RunArgs,
 }

@@ -189,6 +189,7 @@ impl Scheduler {
             until,
             local_source: None,
             local_registry: None,
+            build_secrets: Default::default(),
             registry_endpoint: None,
             user: self.inner.settings.agent_id.clone(),
             approval_poll: Duration::from_secs(5),

@@ -6,6 +6,7 @@
 
 use super::Context;
 use super::actions::Job;
+use super::local;
 use super::outcome;
 use super::settings::{reporter, settings};
 use super::shared::{find_run, load_pipeline, open_store, store_failed};
@@ -17,8 +18,10 @@ use crate::plan::PlanContext;
 use crate::redact;
 use crate::report::EventSink;
 use crate::run::{RunId, RunRecord, RunStatus, RunTrigger, StageKind, StageStatus, TriggerKind};
+use crate::secret::Secret;
 use crate::store::Store;
 use crate::trigger::actions::{ActionsEnvironment, ActionsSession, RunEnd, StoredRun};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,11 +32,14 @@ struct Revision {
     tag: Option<String>,
 }
 
-/// What a new run is, from the command line and the GitHub Actions job: the pipeline and the
-/// revision to build.
+/// What a new run is, from the command line and the GitHub Actions job: the pipeline, the
+/// revision to build, the values of its declared `env:` variables and (`--local --secret`)
+/// build secrets given on the command line.
 struct NewRun {
     compiled: CompiledPipeline,
     revision: Revision,
+    env: BTreeMap<String, String>,
+    build_secrets: BTreeMap<String, Secret>,
 }
 
 /// `run`: start a run of a pipeline.
@@ -52,18 +58,26 @@ pub(super) async fn run(context: &Context, request: RunCommand) -> Result<i32, i
     .await)
 }
 
-/// Read the new run from the arguments: the pipeline (its secrets masked in a job), `--until`
-/// checked, and the revision to build.
+/// Read the new run from the arguments: the pipeline, `--secret` values (both masked in a
+/// job), `--until` checked, `--env-file` variables and the revision to build.
 fn new_run(
     context: &Context,
     request: &RunCommand,
     session: Option<&mut ActionsSession>,
 ) -> Result<NewRun, i32> {
     let compiled = load_pipeline(context, &request.pipeline)?;
+    let refused = |error: String| {
+        eprintln!("error: {error}");
+        exit_codes::INVALID_INPUT
+    };
+    let build_secrets = local::secrets(&request.secrets, &compiled).map_err(refused)?;
     if let Some(session) = session {
-        session.mask(&redact::pipeline_secrets(&compiled));
+        let mut masked = redact::pipeline_secrets(&compiled);
+        masked.extend(build_secrets.values().map(|s| s.expose().to_owned()));
+        session.mask(&masked);
     }
     check_until(&compiled, request.until.as_deref())?;
+    let env = local::env(&request.env_files, &compiled).map_err(refused)?;
     let revision = revision(
         &compiled,
         context.job.as_ref().map(|job| &job.environment),
@@ -71,7 +85,12 @@ fn new_run(
         request.sha.clone(),
         request.local,
     )?;
-    Ok(NewRun { compiled, revision })
+    Ok(NewRun {
+        compiled,
+        revision,
+        env,
+        build_secrets,
+    })
 }
 
 /// Drive a new run: its settings (which also stop it on a signal from here on), its trigger and
@@ -82,10 +101,16 @@ async fn start(
     request: &RunCommand,
     session: Option<&ActionsSession>,
 ) -> (Driver, Result<RunOutcome, DriverError>) {
-    let NewRun { compiled, revision } = new_run;
-    let settings = run_settings(request);
+    let NewRun {
+        compiled,
+        revision,
+        env,
+        build_secrets,
+    } = new_run;
+    let mut settings = run_settings(request);
+    settings.build_secrets = build_secrets;
     let environment = session.map(ActionsSession::environment);
-    let (trigger, context) = trigger(&compiled, revision, &settings, environment);
+    let (trigger, context) = trigger(revision, env, &settings, environment);
     let driver = driver(compiled, store, settings, &request.common, session);
     let result = driver.start(trigger, context).await;
     (driver, result)
@@ -105,8 +130,8 @@ fn run_settings(request: &RunCommand) -> RunSettings {
 
 /// What a new run records as its trigger, and the context it is planned in.
 fn trigger(
-    compiled: &CompiledPipeline,
     revision: Revision,
+    env: BTreeMap<String, String>,
     settings: &RunSettings,
     actions: Option<&ActionsEnvironment>,
 ) -> (RunTrigger, PlanContext) {
@@ -124,7 +149,9 @@ fn trigger(
     let context = PlanContext {
         git_ref: revision.git_ref,
         sha: revision.sha,
-        env: compiled.declared_env(),
+        env,
+        // Read here, not by plan (which stays pure); used only when the ref is no release.
+        local_tag: settings.local_source.as_deref().map(local::stand_in_tag),
         ..PlanContext::default()
     };
     (trigger, context)

@@ -35,6 +35,7 @@ pub(super) fn settings(args: &RunArgs) -> RunSettings {
         until: None,
         local_source: None,
         local_registry: None,
+        build_secrets: Default::default(),
         registry_endpoint: args.registry_endpoint.clone(),
         user: current_user(),
         approval_poll: Duration::from_secs_f64(args.approval_poll.max(0.05)),

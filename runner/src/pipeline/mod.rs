@@ -10,6 +10,7 @@ pub mod duration;
 pub mod model;
 pub mod names;
 pub mod paths;
+mod salvage;
 pub mod structure;
 pub mod template;
 pub mod untrusted;
@@ -291,6 +292,7 @@ const PIPELINE_FILE: document::DocumentKind = document::DocumentKind {
 pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
     let file = &sources.pipeline;
     let (tree, mut diagnostics) = PIPELINE_FILE.check(file)?;
+    let well_formed = !diagnostics.has_errors();
 
     let mut defaults = ProjectDefaults::default();
     if let Some(defaults_file) = &sources.defaults {
@@ -346,12 +348,30 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
         }
     }
 
-    if diagnostics.has_errors() {
-        diagnostics.sort();
-        return Err(diagnostics);
-    }
-    let pipeline: Pipeline = match PIPELINE_FILE.read(&tree, file) {
+    // The meaning checks run on the whole tree when its shape is right, else on the part
+    // `salvage` can still read: one pass reports both kinds of error.
+    let salvaged;
+    let readable = if well_formed {
+        &tree
+    } else {
+        match salvage::readable(&tree, &schema(), file) {
+            Some(part) => {
+                salvaged = part;
+                &salvaged
+            }
+            None => {
+                diagnostics.sort();
+                return Err(diagnostics);
+            }
+        }
+    };
+    let pipeline: Pipeline = match PIPELINE_FILE.read(readable, file) {
         Ok(pipeline) => pipeline,
+        // A salvaged part that still cannot be read adds nothing to its structural errors.
+        Err(_) if !well_formed => {
+            diagnostics.sort();
+            return Err(diagnostics);
+        }
         Err(error) => {
             diagnostics.extend(error);
             return Err(diagnostics);
@@ -361,7 +381,7 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
         .name
         .clone()
         .unwrap_or_else(|| name_from_path(&file.path));
-    diagnostics.extend(validate::check(&pipeline, &name, &tree, file));
+    diagnostics.extend(validate::check(&pipeline, &name, readable, file));
     // A missing region is not an error here: a run also takes it from `--region` or the
     // environment (see exec::aws_target), and says so when none names one.
     let aws = merge_aws(defaults.aws.as_ref(), pipeline.aws.as_ref());

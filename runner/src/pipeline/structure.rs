@@ -18,15 +18,46 @@ use serde_json::Value as Json;
 /// Check `tree` against `schema` (a schemars root with `$defs`). `document` names the whole
 /// document in messages about its top level (for example `the agent configuration`).
 pub fn check(tree: &Node, schema: &Json, source: &SourceFile, document: &str) -> Diagnostics {
+    check_part(tree, schema, schema, &[], source, document)
+}
+
+/// [`check`] of one part of a document: `node`, found at `path`, against `schema`, a part of
+/// the schemars root `root` (whose `$defs` its references name).
+pub fn check_part(
+    node: &Node,
+    root: &Json,
+    schema: &Json,
+    path: &[PathSegment],
+    source: &SourceFile,
+    document: &str,
+) -> Diagnostics {
     let mut walker = Walker {
-        root: schema,
+        root,
         source,
         document,
         diagnostics: Diagnostics::default(),
     };
-    let mut path = Vec::new();
-    walker.walk(schema, tree, &mut path);
+    let mut path = path.to_vec();
+    walker.walk(schema, node, &mut path);
     walker.diagnostics
+}
+
+/// `schema` with its `$ref`s followed inside `root`.
+pub fn resolve<'a>(root: &'a Json, schema: &'a Json) -> &'a Json {
+    let mut schema = schema;
+    for _ in 0..32 {
+        let Some(reference) = schema.get("$ref").and_then(Json::as_str) else {
+            break;
+        };
+        let Some(pointer) = reference.strip_prefix('#') else {
+            break;
+        };
+        match root.pointer(pointer) {
+            Some(target) => schema = target,
+            None => break,
+        }
+    }
+    schema
 }
 
 struct Walker<'a> {
@@ -38,20 +69,7 @@ struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     fn resolve(&self, schema: &'a Json) -> &'a Json {
-        let mut schema = schema;
-        for _ in 0..32 {
-            let Some(reference) = schema.get("$ref").and_then(Json::as_str) else {
-                break;
-            };
-            let Some(pointer) = reference.strip_prefix('#') else {
-                break;
-            };
-            match self.root.pointer(pointer) {
-                Some(target) => schema = target,
-                None => break,
-            }
-        }
-        schema
+        resolve(self.root, schema)
     }
 
     fn walk(&mut self, schema: &'a Json, node: &Node, path: &mut Vec<PathSegment>) {
@@ -368,7 +386,7 @@ impl<'a> Walker<'a> {
     }
 }
 
-fn types_of(schema: &Json) -> Vec<&str> {
+pub(crate) fn types_of(schema: &Json) -> Vec<&str> {
     match schema.get("type") {
         Some(Json::String(t)) => vec![t.as_str()],
         Some(Json::Array(ts)) => ts.iter().filter_map(Json::as_str).collect(),

@@ -17,7 +17,7 @@ pub enum PlanError {
     #[error("`{0}` is not a 40-character hexadecimal commit sha")]
     BadSha(String),
     #[error(
-        "stage `{stage}` reads `${{env.{variable}}}` but {variable} is not set in the environment"
+        "stage `{stage}` reads `${{env.{variable}}}` but {variable} is not set; export it, or with `run --local` give it in an `--env-file`"
     )]
     MissingEnv { stage: String, variable: String },
     #[error(transparent)]

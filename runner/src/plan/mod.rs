@@ -48,6 +48,10 @@ pub struct PlanContext {
     /// Outputs of build stages a run has pushed (`<stage>.digest`, `.image`, `.repository`),
     /// so that later stages (and the approval notice) get the real values, not placeholders.
     pub outputs: BTreeMap<String, String>,
+    /// With `run --local`: what `${release.tag}` (and so `${release.version}`) reads when the
+    /// ref is no release tag, `local-<short sha>` of the working tree (the command chooses it).
+    /// `None` for every other run, whose `${release.tag}` without a release stays an error.
+    pub local_tag: Option<String>,
 }
 
 /// The resolved steps of one run.
@@ -73,6 +77,9 @@ pub struct Trigger {
     pub short_sha: Option<String>,
     pub tag: Option<String>,
     pub branch: Option<String>,
+    /// `tag` is the `--local` stand-in (`PlanContext::local_tag`), not a release.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub local_stand_in: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -150,7 +157,8 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
         values.insert(format!("env.{name}"), value.clone());
     }
     // A branch (or commit) run of a pipeline that deploys releases builds and pushes only.
-    let branch_run = trigger.tag.is_none() && !pipeline.source.tags.is_empty();
+    let branch_run =
+        (trigger.tag.is_none() || trigger.local_stand_in) && !pipeline.source.tags.is_empty();
     let mut left_out = Vec::new();
     for (name, value) in &context.outputs {
         values.insert(name.clone(), value.clone());

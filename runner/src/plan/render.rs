@@ -21,7 +21,11 @@ impl Plan {
             self.trigger
                 .tag
                 .as_ref()
-                .map(|tag| format!("  release {tag}"))
+                .map(|tag| if self.trigger.local_stand_in {
+                    format!("  release {tag} (local stand-in, not a release)")
+                } else {
+                    format!("  release {tag}")
+                })
                 .unwrap_or_default()
         );
         let _ = writeln!(

@@ -52,12 +52,18 @@ pub(super) fn trigger_of(compiled: &CompiledPipeline, context: &PlanContext) -> 
         (git_ref.len() == 40 && git_ref.chars().all(|c| c.is_ascii_hexdigit()))
             .then(|| git_ref.clone())
     });
+    // A `--local` run of no release tags its images with the stand-in instead.
+    let (tag, local_stand_in) = match (tag, &context.local_tag) {
+        (None, Some(stand_in)) => (Some(stand_in.clone()), true),
+        (tag, _) => (tag, false),
+    };
     Trigger {
         short_sha: sha.as_ref().map(|sha| sha[..7].to_owned()),
         sha,
         tag,
         branch,
         git_ref,
+        local_stand_in,
     }
 }
 
@@ -109,4 +115,66 @@ pub(super) fn render_text(
             Some(values.get(&name).cloned().unwrap_or(format!("<{name}>")))
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pipeline::compile_text;
+    use crate::plan::{PlanContext, PlanError, Step, plan};
+
+    const PIPELINE: &str = "source:\n  repository: acme/app\n  tags: [\"v*\"]\nstages:\n  - build:\n      image: app\n      build_args:\n        VERSION: ${release.version}\n        RELEASE: ${release.tag}\n      tags: [\"${release.tag}\", latest]\n";
+
+    fn build_of(context: &PlanContext) -> Result<crate::plan::BuildStep, PlanError> {
+        let compiled = compile_text(PIPELINE);
+        let plan = plan(&compiled, context)?;
+        Ok(plan
+            .steps
+            .into_iter()
+            .find_map(|step| match step {
+                Step::Build(build) => Some(*build),
+                _ => None,
+            })
+            .expect("a build step"))
+    }
+
+    #[test]
+    fn a_local_run_without_a_release_reads_the_stand_in_for_the_release_tag() {
+        let local = PlanContext {
+            git_ref: "HEAD".into(),
+            local_tag: Some("local-0123456".into()),
+            ..PlanContext::default()
+        };
+        let build = build_of(&local).unwrap();
+        assert_eq!(build.tags, ["local-0123456", "latest"]);
+        assert_eq!(build.build_args["RELEASE"], "local-0123456");
+        assert_eq!(build.build_args["VERSION"], "local-0123456");
+        let compiled = compile_text(PIPELINE);
+        let planned = plan(&compiled, &local).unwrap();
+        assert!(planned.trigger.local_stand_in);
+        assert!(
+            planned
+                .render_text()
+                .contains("release local-0123456 (local stand-in, not a release)"),
+            "{}",
+            planned.render_text()
+        );
+    }
+
+    #[test]
+    fn a_release_tag_beats_the_stand_in_and_other_runs_still_need_one() {
+        let release = PlanContext {
+            git_ref: "v1.2.3".into(),
+            local_tag: Some("local-0123456".into()),
+            ..PlanContext::default()
+        };
+        assert_eq!(build_of(&release).unwrap().tags, ["v1.2.3", "latest"]);
+        let branch = PlanContext {
+            git_ref: "main".into(),
+            ..PlanContext::default()
+        };
+        assert!(matches!(
+            build_of(&branch),
+            Err(PlanError::NoReleaseTag { .. })
+        ));
+    }
 }

@@ -80,6 +80,7 @@ invalid_fixture! {
     bad_enum_value => "bad-enum.yaml", "did you mean `rollback`?";
     missing_buildspec => "missing-buildspec.yaml", "no buildspec at `buildspecs/nope.yml`";
     unsupported_buildspec_section => "unsupported-buildspec.yaml", "buildspec section `artifacts` is not supported yet";
+    structure_and_meaning => "structure-and-meaning.yaml", "unknown stage kind `biuld`";
     many_errors_at_once => "many-errors.yaml", "is not an SNS topic ARN";
     unclosed_variable => "unclosed-variable.yaml", "is never closed";
     duplicate_key => "duplicate-key.yaml", "duplicate mapping key `image`";
@@ -100,6 +101,29 @@ fn many_errors_are_all_reported() {
         "secret `composer` needs exactly one source",
         "bad duration for `timeout`",
         "service `envelope-prod-api` is listed twice",
+    ] {
+        assert!(
+            rendered.contains(expected),
+            "missing `{expected}` in:\n{rendered}"
+        );
+    }
+}
+
+/// Structural errors do not hide meaning errors: the stages that can be read are judged
+/// (stage order included, the misspelt build counting as a build) in the same pass.
+#[test]
+fn structural_and_meaning_errors_come_in_one_pass() {
+    let rendered = render_errors("structure-and-meaning.yaml");
+    for expected in [
+        "unknown key `descripton`",
+        "unknown stage kind `biuld`",
+        "unknown key `comand`",
+        "must be a mapping",
+        "stage `deploy` comes before any build stage",
+        "bad duration for `timeout`: `half an hour`",
+        "unknown variable `${git.shaa}`",
+        "bad duration for `timeout`: `soon`",
+        "8 errors found",
     ] {
         assert!(
             rendered.contains(expected),

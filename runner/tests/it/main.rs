@@ -7,6 +7,7 @@ mod actions;
 mod cli;
 mod errors;
 mod fuzz;
+mod local;
 mod paths;
 mod pipelines;
 mod untrusted;

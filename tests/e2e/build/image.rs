@@ -249,7 +249,7 @@ async fn a_secret_is_readable_in_its_step_and_absent_from_every_layer_history_an
 }
 
 /// SHA-256 in hex, for a Dockerfile that checks a secret without containing it.
-fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     let output = Command::new("sha256sum")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -10,7 +10,7 @@
 mod cache;
 mod context;
 mod errors;
-mod image;
+pub(crate) mod image;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

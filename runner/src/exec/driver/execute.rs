@@ -422,7 +422,7 @@ impl Driver {
         state: &mut RunState,
     ) -> Result<StepResult, StageFailure> {
         match step {
-            Step::Source(source) => self.source(source, record, state).await,
+            Step::Source(source) => self.source(source, &plan.trigger, record, state).await,
             Step::Build(build) => {
                 self.ensure_checkout(plan, record, state).await?;
                 let limit = Duration::from_secs(build.timeout_seconds);

@@ -20,6 +20,7 @@ pub use gate::{GateRefusal, gate_to_decide};
 use state::{context_record, gate_index, pending_stages};
 use state::{now, plan_context};
 pub use steps::approval_deadline;
+pub(crate) use steps::local_head;
 
 use crate::event::Event;
 use crate::exec::lease::GateLease;
@@ -46,6 +47,9 @@ pub struct RunSettings {
     pub local_source: Option<PathBuf>,
     /// With `local_source`: push to this registry host instead of only tagging locally.
     pub local_registry: Option<String>,
+    /// Build secret values by id that replace the source the pipeline declares for them
+    /// (`run --local --secret`); the driver adds them to the redactor.
+    pub build_secrets: BTreeMap<String, crate::secret::Secret>,
     /// Contact this `host:port` instead of the registry host the pipeline names (mirrors,
     /// VPC endpoints, a local emulator).
     pub registry_endpoint: Option<String>,
@@ -194,6 +198,12 @@ impl Driver {
         events
             .redactor()
             .add_all(crate::redact::pipeline_secrets(&compiled));
+        events.redactor().add_all(
+            settings
+                .build_secrets
+                .values()
+                .map(crate::secret::Secret::expose),
+        );
         Driver {
             compiled,
             store,
@@ -417,10 +427,7 @@ impl Driver {
             .start_at(seen.last().map(|(seq, _)| seq + 1).unwrap_or(1));
         self.events.emit(Event::Notice {
             stage: None,
-            message: format!(
-                "resuming run {id} at stage `{}`",
-                record.next_stage().map(|s| s.name.as_str()).unwrap_or("-")
-            ),
+            message: state::resume_notice(&record),
         });
         self.execute(record, context).await
     }

@@ -1,5 +1,6 @@
-//! Secrets a build asks for, fetched from Secrets Manager and registered with the redactor
-//! before any output can show them.
+//! Secrets a build asks for, given on the command line (`--secret`) or read from the source
+//! the pipeline declares (an environment variable, a file, Secrets Manager), and registered
+//! with the redactor before any output can show them.
 
 use super::*;
 use crate::exec::build;
@@ -14,21 +15,22 @@ impl Driver {
         let mut secrets = Vec::new();
         for reference in &step.secrets {
             let (kind, name) = reference.from.split_once(':').unwrap_or(("", ""));
-            let value = match kind {
-                "env" => std::env::var(name).map_err(|_| {
+            let value = match (self.settings.build_secrets.get(&reference.id), kind) {
+                (Some(given), _) => given.expose().to_owned(),
+                (None, "env") => std::env::var(name).map_err(|_| {
                     StageFailure::new(format!(
                         "build secret `{}` reads environment variable {name}, which is not set; export it before the run",
                         reference.id
                     ))
                 })?,
-                "file" => crate::pipeline::paths::read_secret_file(
+                (None, "file") => crate::pipeline::paths::read_secret_file(
                     &self.compiled,
                     &step.name,
                     &reference.id,
                     name,
                 )
                 .map_err(StageFailure::new)?,
-                "aws_secret" => {
+                (None, "aws_secret") => {
                     let client = aws_sdk_secretsmanager::Client::new(self.aws().await?);
                     let answer = client.get_secret_value().secret_id(name).send().await.map_err(|error| {
                         let read = crate::aws_error::AwsFailure::during(&error, "Secrets Manager GetSecretValue");
@@ -46,7 +48,7 @@ impl Driver {
                         (None, None) => String::new(),
                     }
                 }
-                _ => return Err(StageFailure::new(format!("build secret `{}` has no source", reference.id))),
+                (None, _) => return Err(StageFailure::new(format!("build secret `{}` has no source", reference.id))),
             };
             self.events.redactor().add(&value);
             secrets.push(build::BuildSecret {

@@ -50,6 +50,7 @@ pub(super) fn context_record(context: &PlanContext) -> BTreeMap<String, String> 
         ("created", &context.created),
         ("account", &context.account),
         ("region", &context.region),
+        ("local_tag", &context.local_tag),
     ] {
         if let Some(value) = value {
             record.insert(key.to_owned(), value.clone());
@@ -79,6 +80,20 @@ pub(super) fn plan_context(record: &RunRecord) -> PlanContext {
             })
             .collect(),
         outputs: BTreeMap::new(),
+        local_tag: get("local_tag"),
+    }
+}
+
+/// The notice a run continued by `resume` opens with: a run that never started (the agent
+/// creates its runs queued) starts; only one that has run before resumes.
+pub(super) fn resume_notice(record: &RunRecord) -> String {
+    let stage = record.next_stage().map(|s| s.name.as_str()).unwrap_or("-");
+    let never_started =
+        record.status == RunStatus::Queued && record.stages.iter().all(|s| s.started_at.is_none());
+    if never_started {
+        format!("starting run {} at stage `{stage}`", record.id)
+    } else {
+        format!("resuming run {} at stage `{stage}`", record.id)
     }
 }
 
@@ -192,6 +207,7 @@ mod tests {
             region: Some("eu-west-2".into()),
             env: [("APP_ENV".to_owned(), "prod".to_owned())].into(),
             outputs: BTreeMap::new(),
+            local_tag: Some("local-0123456".into()),
         };
         let back = plan_context(&record(Vec::new(), context_record(&context)));
         assert_eq!(back, context);
@@ -263,5 +279,30 @@ mod tests {
         assert_eq!(outputs["worker.image"], "r/worker@sha256:2");
         assert_eq!(outputs["worker.repository"], "r/worker");
         assert_eq!(outputs["worker.digest"], "sha256:2");
+    }
+
+    #[test]
+    fn only_a_run_that_ran_before_is_resumed() {
+        let pending = vec![
+            sample::stage("source", StageKind::Source, StageStatus::Pending),
+            sample::stage("build", StageKind::Build, StageStatus::Pending),
+        ];
+        let queued = sample::run(RunStatus::Queued, pending.clone());
+        let notice = resume_notice(&queued);
+        assert!(notice.starts_with("starting run "), "{notice}");
+        assert!(notice.ends_with("at stage `source`"), "{notice}");
+        let mut source_done = pending;
+        source_done[0].status = StageStatus::Succeeded;
+        source_done[0].started_at = Some("2026-11-26T09:00:00Z".into());
+        for (status, stages) in [
+            (RunStatus::Running, source_done.clone()),
+            (RunStatus::Queued, source_done),
+        ] {
+            let notice = resume_notice(&sample::run(status, stages));
+            assert!(notice.starts_with("resuming run "), "{notice}");
+            assert!(notice.ends_with("at stage `build`"), "{notice}");
+        }
+        let crashed = sample::run(RunStatus::Running, queued.stages.clone());
+        assert!(resume_notice(&crashed).starts_with("resuming run "));
     }
 }

@@ -7,3 +7,4 @@ mod push;
 mod source;
 
 pub use approval::approval_deadline;
+pub(crate) use source::local_head;

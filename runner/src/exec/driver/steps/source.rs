@@ -11,6 +11,7 @@ impl Driver {
     pub(in crate::exec::driver) async fn source(
         &self,
         step: &plan::SourceStep,
+        trigger: &plan::Trigger,
         record: &RunRecord,
         state: &mut RunState,
     ) -> Result<StepResult, StageFailure> {
@@ -25,6 +26,13 @@ impl Driver {
                     sha.as_deref().unwrap_or("not a git repository")
                 ),
             });
+            if let Some(tag) = trigger.tag.as_ref().filter(|_| trigger.local_stand_in) {
+                self.events.emit(Event::Output {
+                    stage: step.name.clone(),
+                    key: "release tag".into(),
+                    value: format!("{tag} (a local stand-in for ${{release.tag}}: not a release)"),
+                });
+            }
             state.checkout = Some(local.clone());
             state.sha = sha.clone();
             return Ok(StepResult::Done(StageOutputs {
@@ -152,12 +160,15 @@ impl Driver {
         });
         let mut source = source.clone();
         source.expected_sha = state.sha.clone().or(source.expected_sha);
-        self.source(&source, record, state).await.map(|_| ())
+        self.source(&source, &plan.trigger, record, state)
+            .await
+            .map(|_| ())
     }
 }
 
-/// The commit at HEAD of a local working tree; uncommitted changes are built but not marked.
-pub(in crate::exec::driver) fn local_head(path: &std::path::Path) -> Option<String> {
+/// The commit at HEAD of a local working tree (uncommitted changes are built too; the
+/// `--local` stand-in tag marks them, see `commands::local`).
+pub(crate) fn local_head(path: &std::path::Path) -> Option<String> {
     let repository = git2::Repository::discover(path).ok()?;
     let sha = repository
         .head()
