@@ -34,7 +34,30 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::context::{BuildContext, ContextSummary, Entry, PullFilter, WalkError};
 use super::daemon::{ConnectError, DaemonEndpoint};
+use crate::exec::docker_config::IDENTITY_TOKEN_USER;
+use crate::exec::push::RegistryCredentials;
 use crate::secret::Secret;
+
+/// What the lookup of one registry host's credentials gives: credentials, `None` for an
+/// anonymous pull, or why they could not be had (passed to the daemon, which fails the pull).
+pub type LookupFuture =
+    futures_util::future::BoxFuture<'static, Result<Option<RegistryCredentials>, String>>;
+
+/// Asked for the credentials of a registry host the build was given none for.
+#[derive(Clone)]
+pub struct CredentialLookup(Arc<dyn Fn(String) -> LookupFuture + Send + Sync>);
+
+impl CredentialLookup {
+    pub fn new(lookup: impl Fn(String) -> LookupFuture + Send + Sync + 'static) -> Self {
+        CredentialLookup(Arc::new(lookup))
+    }
+}
+
+impl std::fmt::Debug for CredentialLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialLookup")
+    }
+}
 
 /// The gRPC methods this side serves, announced to the daemon when the session opens.
 const METHODS: &[&str] = &[
@@ -65,7 +88,8 @@ pub(crate) struct Session {
 
 impl Session {
     /// Opens a session on the daemon at `endpoint`, serving `context`, `secrets` (id to value)
-    /// and `credentials` (registry host to user and password). `shared_key` names the context
+    /// and `credentials` (registry host to user and password; other hosts are asked of
+    /// `lookup`). `shared_key` names the context
     /// directory across sessions: the daemon keeps its copy of a directory under that key and
     /// the next build's pull only sends what changed.
     pub(crate) async fn open(
@@ -75,6 +99,7 @@ impl Session {
         context: Arc<BuildContext>,
         secrets: HashMap<String, Secret>,
         credentials: HashMap<String, (String, Secret)>,
+        lookup: Option<CredentialLookup>,
     ) -> Result<Session, ConnectError> {
         // The daemon refuses an id it still knows, so every session gets a fresh one.
         let id = ulid::Ulid::new().to_string().to_lowercase();
@@ -96,7 +121,10 @@ impl Session {
                 outcome: Arc::clone(&upload),
             }))
             .add_service(SecretsServer::new(SecretStore(Arc::new(secrets))))
-            .add_service(AuthServer::new(Credentials(Arc::new(credentials))))
+            .add_service(AuthServer::new(Credentials {
+                known: Arc::new(credentials),
+                lookup,
+            }))
             .prepare();
         let server = tokio::spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(routes);
@@ -423,7 +451,23 @@ impl Secrets for SecretStore {
     }
 }
 
-struct Credentials(Arc<HashMap<String, (String, Secret)>>);
+struct Credentials {
+    known: Arc<HashMap<String, (String, Secret)>>,
+    lookup: Option<CredentialLookup>,
+}
+
+/// The answer for a user and password; an identity token goes without a user, as BuildKit
+/// takes it.
+fn answer(username: &str, password: &Secret) -> CredentialsResponse {
+    CredentialsResponse {
+        username: if username == IDENTITY_TOKEN_USER {
+            String::new()
+        } else {
+            username.to_owned()
+        },
+        secret: password.expose().to_owned(),
+    }
+}
 
 #[tonic::async_trait]
 impl Auth for Credentials {
@@ -432,15 +476,18 @@ impl Auth for Credentials {
         request: Request<CredentialsRequest>,
     ) -> Result<Response<CredentialsResponse>, Status> {
         let host = registry_host(&request.get_ref().host);
-        let response = match self.0.get(&host) {
-            Some((username, password)) => CredentialsResponse {
-                username: username.clone(),
-                secret: password.expose().to_owned(),
-            },
+        if let Some((username, password)) = self.known.get(&host) {
+            return Ok(Response::new(answer(username, password)));
+        }
+        let Some(lookup) = &self.lookup else {
             // Anonymous access.
-            None => CredentialsResponse::default(),
+            return Ok(Response::new(CredentialsResponse::default()));
         };
-        Ok(Response::new(response))
+        match (lookup.0)(host).await {
+            Ok(Some(found)) => Ok(Response::new(answer(&found.username, &found.password))),
+            Ok(None) => Ok(Response::new(CredentialsResponse::default())),
+            Err(message) => Err(Status::unauthenticated(message)),
+        }
     }
 
     // Only asked for when this side claims a token authority, which it does not: the daemon
@@ -526,10 +573,26 @@ mod tests {
             .expect_err("unknown secret");
         assert_eq!(missing.code(), tonic::Code::NotFound);
 
-        let credentials = Credentials(Arc::new(HashMap::from([(
-            "127.0.0.1:5001".to_owned(),
-            ("AWS".to_owned(), Secret::new("token")),
-        )])));
+        let credentials = Credentials {
+            known: Arc::new(HashMap::from([(
+                "127.0.0.1:5001".to_owned(),
+                ("AWS".to_owned(), Secret::new("token")),
+            )])),
+            lookup: Some(CredentialLookup::new(|host| {
+                Box::pin(async move {
+                    match host.as_str() {
+                        "ghcr.io" => Ok(None),
+                        "private.example.com" => Ok(Some(RegistryCredentials {
+                            server: host,
+                            username: IDENTITY_TOKEN_USER.to_owned(),
+                            password: Secret::new("refresh"),
+                            expires_at: None,
+                        })),
+                        _ => Err(format!("the helper failed for {host}")),
+                    }
+                })
+            })),
+        };
         let known = credentials
             .credentials(Request::new(CredentialsRequest {
                 host: "127.0.0.1:5001".to_owned(),
@@ -545,5 +608,24 @@ mod tests {
             .await
             .expect("answer");
         assert_eq!(anonymous.get_ref(), &CredentialsResponse::default());
+        let looked_up = credentials
+            .credentials(Request::new(CredentialsRequest {
+                host: "private.example.com".to_owned(),
+            }))
+            .await
+            .expect("answer");
+        assert_eq!(
+            looked_up.get_ref().username,
+            "",
+            "an identity token has no user"
+        );
+        assert_eq!(looked_up.get_ref().secret, "refresh");
+        let failed = credentials
+            .credentials(Request::new(CredentialsRequest {
+                host: "broken.example.com".to_owned(),
+            }))
+            .await
+            .expect_err("the lookup failed");
+        assert_eq!(failed.message(), "the helper failed for broken.example.com");
     }
 }
