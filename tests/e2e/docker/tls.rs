@@ -2,6 +2,8 @@
 //! `DOCKER_HOST` + `DOCKER_TLS_VERIFY` + `DOCKER_CERT_PATH` and through a Docker context; a CA
 //! the daemon's certificate does not chain to is refused with the host named.
 
+use std::path::Path;
+
 use super::{local_project, local_run};
 use crate::support::docker_config::DockerConfigDir;
 use crate::support::text;
@@ -22,14 +24,18 @@ async fn builds_on_a_daemon_over_tls_from_docker_host_and_from_a_context() {
     );
     let reference = format!("{image}:e2e");
 
-    let output = local_run(env, project.path(), source.path(), None)
-        .env("DOCKER_HOST", remote.host())
-        .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", remote.client_dir())
-        .output()
-        .unwrap();
-    let all = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{all}");
+    // `run app --local` in `project` against the remote daemon, with the files in `certs`.
+    let over_tls = |project: &Path, source: &Path, certs: &Path| {
+        let output = local_run(env, project, source, None)
+            .env("DOCKER_HOST", remote.host())
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", certs)
+            .output()
+            .unwrap();
+        (text(&output), output.status.code())
+    };
+    let (all, code) = over_tls(project.path(), source.path(), &remote.client_dir());
+    assert_eq!(code, Some(0), "{all}");
     assert!(
         remote.daemon.has_image(&reference),
         "built on the remote daemon:\n{all}"
@@ -56,15 +62,9 @@ async fn builds_on_a_daemon_over_tls_from_docker_host_and_from_a_context() {
     assert_eq!(output.status.code(), Some(0), "{all}");
 
     // A CA the daemon's certificate does not chain to.
-    let output = local_run(env, project.path(), source.path(), None)
-        .env("DOCKER_HOST", remote.host())
-        .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", remote.wrong_ca_dir())
-        .output()
-        .unwrap();
-    let all = text(&output);
+    let (all, code) = over_tls(project.path(), source.path(), &remote.wrong_ca_dir());
     eprintln!("{all}");
-    assert_eq!(output.status.code(), Some(6), "{all}");
+    assert_eq!(code, Some(6), "{all}");
     assert!(
         all.contains(&format!(
             "cannot reach the Docker daemon at tcp://127.0.0.1:{} (TLS) from DOCKER_HOST",

@@ -35,6 +35,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::context::{BuildContext, ContextSummary, Entry, PullFilter, WalkError};
 use super::daemon::{ConnectError, DaemonEndpoint};
 use crate::exec::docker_config::IDENTITY_TOKEN_USER;
+pub(crate) use crate::exec::docker_config::registry_host;
 use crate::exec::push::RegistryCredentials;
 use crate::secret::Secret;
 
@@ -511,22 +512,6 @@ impl Auth for Credentials {
         _request: Request<VerifyTokenAuthorityRequest>,
     ) -> Result<Response<VerifyTokenAuthorityResponse>, Status> {
         Err(Status::unavailable("client-side tokens are not used"))
-    }
-}
-
-/// The host key the daemon asks credentials for: `registry.example.com[:port]`, with Docker
-/// Hub's aliases folded into the host its registry answers on.
-pub(crate) fn registry_host(server: &str) -> String {
-    let server = server
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = server.split('/').next().unwrap_or(server);
-    match host {
-        "docker.io" | "index.docker.io" | "registry.hub.docker.com" => {
-            "registry-1.docker.io".to_owned()
-        }
-        other => other.to_owned(),
     }
 }
 

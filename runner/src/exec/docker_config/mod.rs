@@ -196,9 +196,9 @@ impl DockerConfig {
         &self,
         host: &str,
     ) -> Result<Option<RegistryCredentials>, DockerConfigError> {
-        let key = registry_key(host);
+        let key = registry_host(host);
         if let Source::Helper { name, store } = self.source(&key) {
-            let server = if key == registry_key(DOCKER_HUB_KEY) {
+            let server = if key == registry_host(DOCKER_HUB_KEY) {
                 DOCKER_HUB_KEY.to_owned()
             } else {
                 key.clone()
@@ -236,7 +236,7 @@ impl DockerConfig {
             .file
             .cred_helpers
             .iter()
-            .find(|(server, _)| registry_key(server) == key)
+            .find(|(server, _)| registry_host(server) == key)
             .map(|(_, name)| name);
         match (helper, &self.file.creds_store) {
             (Some(name), _) if !name.is_empty() => Source::Helper {
@@ -262,7 +262,7 @@ impl DockerConfig {
             .file
             .auths
             .iter()
-            .find(|(server, _)| registry_key(server) == key)
+            .find(|(server, _)| registry_host(server) == key)
         else {
             return Ok(None);
         };
@@ -313,19 +313,20 @@ fn credentials(host: &str, username: String, password: Secret) -> RegistryCreden
     }
 }
 
-/// A registry as `config.json` keys may write it (`https://host/v1/`, `host:port`, `host`),
-/// reduced to `host[:port]`, with Docker Hub's names folded into one.
-fn registry_key(server: &str) -> String {
+/// A registry as `config.json` keys and the daemon write it (`https://host/v1/`, `host:port`,
+/// `host/path`), reduced to `host[:port]`, with Docker Hub's aliases folded into the host its
+/// registry answers on.
+pub(crate) fn registry_host(server: &str) -> String {
     let server = server
         .trim()
         .trim_start_matches("https://")
         .trim_start_matches("http://");
     let host = server.split('/').next().unwrap_or(server);
     match host {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            "index.docker.io".to_owned()
+        "docker.io" | "index.docker.io" | "registry.hub.docker.com" => {
+            "registry-1.docker.io".to_owned()
         }
-        other => other.to_ascii_lowercase(),
+        other => other.to_owned(),
     }
 }
 
@@ -392,7 +393,7 @@ mod tests {
         ];
         for (json, host, expected) in cases {
             assert_eq!(
-                config(json).source(&registry_key(host)),
+                config(json).source(&registry_host(host)),
                 expected,
                 "{json} {host}"
             );
