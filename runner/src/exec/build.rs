@@ -32,6 +32,7 @@ mod error;
 mod failure;
 mod options;
 mod progress;
+mod registry_auth;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,8 +51,8 @@ pub use self::failure::{buildspec_failure, exit_code, step_reason};
 use self::options::{as_buildkit_request, build_options};
 pub(crate) use self::progress::CACHE_IMPORT_STEP;
 use self::progress::ProgressTracker;
+pub use self::registry_auth::{CredentialLookup, LookupFuture};
 use self::session::Session;
-pub use self::session::{CredentialLookup, LookupFuture};
 use crate::redact::Redactor;
 use crate::secret::Secret;
 

@@ -20,12 +20,7 @@ use bollard::grpc::build::health::{
 use bollard::grpc::build::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
 use bollard::grpc::build::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
 use bollard::grpc::build::moby::filesync::packet::file_sync_server::{FileSync, FileSyncServer};
-use bollard::grpc::build::moby::filesync::v1::auth_server::{Auth, AuthServer};
-use bollard::grpc::build::moby::filesync::v1::{
-    CredentialsRequest, CredentialsResponse, FetchTokenRequest, FetchTokenResponse,
-    GetTokenAuthorityRequest, GetTokenAuthorityResponse, VerifyTokenAuthorityRequest,
-    VerifyTokenAuthorityResponse,
-};
+use bollard::grpc::build::moby::filesync::v1::auth_server::AuthServer;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -34,31 +29,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::context::{BuildContext, ContextSummary, Entry, PullFilter, WalkError};
 use super::daemon::{ConnectError, DaemonEndpoint};
-use crate::exec::docker_config::IDENTITY_TOKEN_USER;
+use super::registry_auth::{CredentialLookup, Credentials};
 pub(crate) use crate::exec::docker_config::registry_host;
-use crate::exec::push::RegistryCredentials;
 use crate::secret::Secret;
-
-/// What the lookup of one registry host's credentials gives: credentials, `None` for an
-/// anonymous pull, or why they could not be had (passed to the daemon, which fails the pull).
-pub type LookupFuture =
-    futures_util::future::BoxFuture<'static, Result<Option<RegistryCredentials>, String>>;
-
-/// Asked for the credentials of a registry host the build was given none for.
-#[derive(Clone)]
-pub struct CredentialLookup(Arc<dyn Fn(String) -> LookupFuture + Send + Sync>);
-
-impl CredentialLookup {
-    pub fn new(lookup: impl Fn(String) -> LookupFuture + Send + Sync + 'static) -> Self {
-        CredentialLookup(Arc::new(lookup))
-    }
-}
-
-impl std::fmt::Debug for CredentialLookup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CredentialLookup")
-    }
-}
 
 /// The gRPC methods this side serves, announced to the daemon when the session opens.
 const METHODS: &[&str] = &[
@@ -122,10 +95,7 @@ impl Session {
                 outcome: Arc::clone(&upload),
             }))
             .add_service(SecretsServer::new(SecretStore(Arc::new(secrets))))
-            .add_service(AuthServer::new(Credentials {
-                known: Arc::new(credentials),
-                lookup,
-            }))
+            .add_service(AuthServer::new(Credentials::new(credentials, lookup)))
             .prepare();
         let server = tokio::spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(routes);
@@ -452,69 +422,6 @@ impl Secrets for SecretStore {
     }
 }
 
-struct Credentials {
-    known: Arc<HashMap<String, (String, Secret)>>,
-    lookup: Option<CredentialLookup>,
-}
-
-/// The answer for a user and password; an identity token goes without a user, as BuildKit
-/// takes it.
-fn answer(username: &str, password: &Secret) -> CredentialsResponse {
-    CredentialsResponse {
-        username: if username == IDENTITY_TOKEN_USER {
-            String::new()
-        } else {
-            username.to_owned()
-        },
-        secret: password.expose().to_owned(),
-    }
-}
-
-#[tonic::async_trait]
-impl Auth for Credentials {
-    async fn credentials(
-        &self,
-        request: Request<CredentialsRequest>,
-    ) -> Result<Response<CredentialsResponse>, Status> {
-        let host = registry_host(&request.get_ref().host);
-        if let Some((username, password)) = self.known.get(&host) {
-            return Ok(Response::new(answer(username, password)));
-        }
-        let Some(lookup) = &self.lookup else {
-            // Anonymous access.
-            return Ok(Response::new(CredentialsResponse::default()));
-        };
-        match (lookup.0)(host).await {
-            Ok(Some(found)) => Ok(Response::new(answer(&found.username, &found.password))),
-            Ok(None) => Ok(Response::new(CredentialsResponse::default())),
-            Err(message) => Err(Status::unauthenticated(message)),
-        }
-    }
-
-    // Only asked for when this side claims a token authority, which it does not: the daemon
-    // then fetches registry tokens itself with the credentials above.
-    async fn fetch_token(
-        &self,
-        _request: Request<FetchTokenRequest>,
-    ) -> Result<Response<FetchTokenResponse>, Status> {
-        Err(Status::unimplemented("tokens are fetched by the daemon"))
-    }
-
-    async fn get_token_authority(
-        &self,
-        _request: Request<GetTokenAuthorityRequest>,
-    ) -> Result<Response<GetTokenAuthorityResponse>, Status> {
-        Err(Status::unavailable("client-side tokens are not used"))
-    }
-
-    async fn verify_token_authority(
-        &self,
-        _request: Request<VerifyTokenAuthorityRequest>,
-    ) -> Result<Response<VerifyTokenAuthorityResponse>, Status> {
-        Err(Status::unavailable("client-side tokens are not used"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,7 +443,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_secrets_by_id_and_credentials_by_host() {
+    async fn serves_secrets_by_id() {
         let store = SecretStore(Arc::new(HashMap::from([(
             "token".to_owned(),
             Secret::new("hunter2"),
@@ -557,60 +464,5 @@ mod tests {
             .await
             .expect_err("unknown secret");
         assert_eq!(missing.code(), tonic::Code::NotFound);
-
-        let credentials = Credentials {
-            known: Arc::new(HashMap::from([(
-                "127.0.0.1:5001".to_owned(),
-                ("AWS".to_owned(), Secret::new("token")),
-            )])),
-            lookup: Some(CredentialLookup::new(|host| {
-                Box::pin(async move {
-                    match host.as_str() {
-                        "ghcr.io" => Ok(None),
-                        "private.example.com" => Ok(Some(RegistryCredentials {
-                            server: host,
-                            username: IDENTITY_TOKEN_USER.to_owned(),
-                            password: Secret::new("refresh"),
-                            expires_at: None,
-                        })),
-                        _ => Err(format!("the helper failed for {host}")),
-                    }
-                })
-            })),
-        };
-        let known = credentials
-            .credentials(Request::new(CredentialsRequest {
-                host: "127.0.0.1:5001".to_owned(),
-            }))
-            .await
-            .expect("answer");
-        assert_eq!(known.get_ref().username, "AWS");
-        assert_eq!(known.get_ref().secret, "token");
-        let anonymous = credentials
-            .credentials(Request::new(CredentialsRequest {
-                host: "ghcr.io".to_owned(),
-            }))
-            .await
-            .expect("answer");
-        assert_eq!(anonymous.get_ref(), &CredentialsResponse::default());
-        let looked_up = credentials
-            .credentials(Request::new(CredentialsRequest {
-                host: "private.example.com".to_owned(),
-            }))
-            .await
-            .expect("answer");
-        assert_eq!(
-            looked_up.get_ref().username,
-            "",
-            "an identity token has no user"
-        );
-        assert_eq!(looked_up.get_ref().secret, "refresh");
-        let failed = credentials
-            .credentials(Request::new(CredentialsRequest {
-                host: "broken.example.com".to_owned(),
-            }))
-            .await
-            .expect_err("the lookup failed");
-        assert_eq!(failed.message(), "the helper failed for broken.example.com");
     }
 }
