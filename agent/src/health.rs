@@ -1,8 +1,10 @@
 //! `GET /healthz`: whether this agent can do its job. Three checks, each with a reason:
 //!
 //! - **store**: a one-run listing answers within [`CHECK_TIMEOUT`];
-//! - **docker**: the daemon (`DOCKER_HOST`, else the local socket) answers a ping, when a
-//!   watched pipeline builds images (the only stages that need it); otherwise not checked;
+//! - **docker**: the daemon the runner would use (`DOCKER_HOST` with its TLS files, else the
+//!   Docker context, else the local socket; `envelope_runner::exec::docker_host`) answers a
+//!   ping, when a watched pipeline builds images (the only stages that need it); otherwise
+//!   not checked;
 //! - **poll**: GitHub answered a poll (200 or 304) within the last three poll intervals, or,
 //!   while GitHub's rate limit pauses polling, three intervals after the pause ends.
 //!
@@ -140,26 +142,22 @@ impl Health {
         if !self.docker_needed {
             return Check::ok("not checked: no watched pipeline builds images");
         }
-        // DOCKER_HOST as the Docker CLI and the runner read it.
-        let docker = match std::env::var("DOCKER_HOST") {
-            Ok(host) if !host.is_empty() => bollard::Docker::connect_with_host(&host),
-            _ => bollard::Docker::connect_with_local_defaults(),
-        };
-        let docker = match docker {
-            Ok(docker) => docker,
+        // The daemon exactly as the runner chooses it.
+        let (docker, target) = match envelope_runner::exec::docker_host::from_environment() {
+            Ok(connected) => connected,
             Err(error) => {
                 return Check::failed(format!(
-                    "cannot reach Docker: {error}; builds would fail. Start the daemon or fix DOCKER_HOST"
+                    "{error}; builds would fail. Start the daemon or fix DOCKER_HOST / DOCKER_CONTEXT"
                 ));
             }
         };
         match tokio::time::timeout(CHECK_TIMEOUT, docker.ping()).await {
-            Ok(Ok(_)) => Check::ok("the Docker daemon answers"),
+            Ok(Ok(_)) => Check::ok(format!("the Docker daemon at {target} answers")),
             Ok(Err(error)) => Check::failed(format!(
-                "the Docker daemon does not answer: {error}; builds would fail. Start the daemon or fix DOCKER_HOST"
+                "the Docker daemon at {target} does not answer: {error}; builds would fail. Start the daemon or fix DOCKER_HOST / DOCKER_CONTEXT"
             )),
             Err(_) => Check::failed(format!(
-                "the Docker daemon did not answer within {}s; builds would fail",
+                "the Docker daemon at {target} did not answer within {}s; builds would fail",
                 CHECK_TIMEOUT.as_secs()
             )),
         }

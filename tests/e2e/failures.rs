@@ -233,13 +233,13 @@ async fn a_docker_host_nobody_listens_on_is_an_environment_error() {
     let error = final_error(&output);
     assert!(
         error.starts_with(&format!(
-            "error: stage `build` failed: cannot reach the Docker daemon at {host} ("
+            "error: stage `build` failed: cannot reach the Docker daemon at {host} from DOCKER_HOST ("
         )),
         "{all}"
     );
     assert!(error.contains("refused"), "{all}");
     assert!(
-        error.contains("set DOCKER_HOST to a running daemon"),
+        error.contains("set DOCKER_HOST (or DOCKER_CONTEXT) to a running daemon"),
         "{all}"
     );
 }

@@ -9,6 +9,7 @@ use envelope_tests::support;
 mod approval;
 mod build;
 mod buildspec;
+mod docker;
 mod drills;
 mod ecs;
 mod failures;

@@ -11,6 +11,7 @@ mod project;
 pub mod counting_proxy;
 pub mod cutting_proxy;
 pub mod docker;
+pub mod docker_config;
 pub mod ecs;
 pub mod fault_proxy;
 pub mod http;
@@ -21,6 +22,7 @@ pub mod process_tree;
 pub mod registry;
 pub mod sqlite_locker;
 pub mod test_image;
+pub mod tls_daemon;
 pub mod webhook;
 
 pub use cli::{run_id, runner, stage, status_json, status_json_with_store, text};

@@ -18,10 +18,17 @@ pub struct PrivateDaemon {
     daemon: Option<Child>,
     /// How many times the daemon was started (each start logs to its own file).
     starts: usize,
+    /// More `dockerd` arguments (another listener, TLS).
+    extra_args: Vec<String>,
 }
 
 impl PrivateDaemon {
     pub fn start() -> PrivateDaemon {
+        PrivateDaemon::start_with(Vec::new())
+    }
+
+    /// [`PrivateDaemon::start`] with more `dockerd` arguments.
+    pub fn start_with(extra_args: Vec<String>) -> PrivateDaemon {
         let dir = tempfile::Builder::new()
             .prefix("edr-")
             .tempdir_in("/tmp")
@@ -35,6 +42,7 @@ impl PrivateDaemon {
             bridge,
             daemon: None,
             starts: 0,
+            extra_args,
         };
         // Dropped (and cleaned up) if any of this fails.
         sh(&["ip", "link", "add", &daemon.bridge, "type", "bridge"]);
@@ -92,6 +100,7 @@ impl PrivateDaemon {
             .arg(self.dir.join("docker.pid"))
             .args(["--bridge", &self.bridge])
             .args(["--iptables=false", "--ip-masq=false", "--ip6tables=false"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -127,6 +136,29 @@ impl PrivateDaemon {
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// Copies `image` from the daemon `docker_cli` talks to (`docker save | docker load`): a
+    /// new daemon has no images and nothing can be pulled here.
+    pub fn load_image(&self, docker_cli: &str, image: &str) {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg("\"$1\" save \"$2\" | \"$1\" --host \"$3\" load")
+            .args(["sh", docker_cli, image, &self.host()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "loading {image} into the private daemon: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Whether the daemon has an image by this reference.
+    pub fn has_image(&self, reference: &str) -> bool {
+        self.docker(&["image", "inspect", reference])
+            .status
+            .success()
     }
 
     /// The daemon's pid, while it runs.

@@ -32,6 +32,7 @@ mod error;
 mod failure;
 mod options;
 mod progress;
+mod registry_auth;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +51,7 @@ pub use self::failure::{buildspec_failure, exit_code, step_reason};
 use self::options::{as_buildkit_request, build_options};
 pub(crate) use self::progress::CACHE_IMPORT_STEP;
 use self::progress::ProgressTracker;
+pub use self::registry_auth::{CredentialLookup, LookupFuture};
 use self::session::Session;
 use crate::redact::Redactor;
 use crate::secret::Secret;
@@ -77,6 +79,12 @@ pub struct BuildRequest {
     pub cache_from: Vec<String>,
     /// Credentials for pulling `cache_from` (and base images) from private registries.
     pub registry_auth: Vec<RegistryCredentials>,
+    /// Asked for the credentials of any other registry the build pulls from (a private base
+    /// image): the Docker configuration's, in a run.
+    pub registry_auth_lookup: Option<CredentialLookup>,
+    /// The files the client was connected with, when the daemon is reached over TLS (the
+    /// session opens a connection of its own).
+    pub daemon_tls: Option<crate::exec::docker_host::TlsFiles>,
     pub no_cache: bool,
     /// The build fails when the daemon reports nothing for this long (default
     /// [`crate::timeouts::BUILD_IDLE_TIMEOUT`]).
@@ -180,8 +188,8 @@ pub async fn build(
     let dockerfile_name = context.dockerfile_name().to_owned();
     let context = Arc::new(context);
 
-    let endpoint =
-        DaemonEndpoint::of(docker).map_err(|error| BuildError::Session(error.to_string()))?;
+    let endpoint = DaemonEndpoint::of(docker, request.daemon_tls.as_ref())
+        .map_err(|error| BuildError::Session(error.to_string()))?;
     match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
@@ -242,6 +250,7 @@ pub async fn build(
         context,
         secrets,
         credentials,
+        request.registry_auth_lookup.clone(),
     )
     .await
     .map_err(|error| match error {

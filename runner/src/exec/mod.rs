@@ -5,6 +5,8 @@ pub mod aws_target;
 pub mod build;
 pub(crate) mod build_limits;
 pub mod buildspec;
+pub mod docker_config;
+pub mod docker_host;
 pub mod driver;
 pub mod ecs;
 pub mod lease;

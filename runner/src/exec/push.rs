@@ -32,6 +32,7 @@ use error::{FailureKind, classify, redact};
 
 use stream::{DaemonMessage, LayerSizes, LayerTally, interpret};
 
+use crate::exec::docker_config::IDENTITY_TOKEN_USER;
 use crate::secret::Secret;
 
 /// Credentials for one registry: a user and a password or token (ECR: user `AWS` and the
@@ -221,12 +222,24 @@ impl<'a> Plan<'a> {
         self.request.credentials.as_ref()
     }
 
+    /// What the daemon is given: a user and password, or an identity token (the Docker CLI's
+    /// `identitytoken`, given with the user [`IDENTITY_TOKEN_USER`]).
     fn docker_credentials(&self) -> Option<DockerCredentials> {
-        self.credentials().map(|credentials| DockerCredentials {
-            username: Some(credentials.username.clone()),
-            password: Some(credentials.password.expose().to_string()),
-            serveraddress: Some(self.endpoint.host().to_string()),
-            ..Default::default()
+        self.credentials().map(|credentials| {
+            let serveraddress = Some(self.endpoint.host().to_string());
+            if credentials.username == IDENTITY_TOKEN_USER {
+                return DockerCredentials {
+                    identitytoken: Some(credentials.password.expose().to_string()),
+                    serveraddress,
+                    ..Default::default()
+                };
+            }
+            DockerCredentials {
+                username: Some(credentials.username.clone()),
+                password: Some(credentials.password.expose().to_string()),
+                serveraddress,
+                ..Default::default()
+            }
         })
     }
 

@@ -4,12 +4,15 @@
 //!
 //! bollard keeps the daemon's address crate-private and exposes it only through its `Debug`
 //! output, so it is read from there. The unit tests below pin that format: a bollard upgrade
-//! that changes it fails them rather than builds.
+//! that changes it fails them rather than builds. A daemon reached over TLS is connected to
+//! with the same files bollard's client was given ([`TlsFiles`]), through rustls.
 
 use std::path::PathBuf;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+
+use crate::exec::docker_host::{TlsFiles, client_config};
 
 /// Where the daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,14 +20,20 @@ pub(crate) enum DaemonEndpoint {
     Unix(PathBuf),
     /// `host:port` of a plain-HTTP daemon.
     Tcp(String),
+    /// `host:port` of a daemon reached over TLS, and the files to reach it with.
+    Tls {
+        address: String,
+        files: TlsFiles,
+    },
 }
 
 /// Why no raw connection could be made.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
     #[error(
-        "builds need a Docker daemon reached over a Unix socket or plain TCP (DOCKER_HOST=unix://... \
-         or tcp://...), but the Docker client is connected another way ({0})"
+        "builds need a Docker daemon reached over a Unix socket, plain TCP or TCP with TLS files \
+         (DOCKER_HOST=unix://... or tcp://..., DOCKER_TLS_VERIFY, DOCKER_CERT_PATH, or a Docker \
+         context), but the Docker client is connected another way ({0})"
     )]
     Unsupported(String),
     #[error("cannot connect to the Docker daemon at {endpoint}: {source}")]
@@ -45,17 +54,21 @@ impl std::fmt::Display for DaemonEndpoint {
         match self {
             DaemonEndpoint::Unix(path) => write!(f, "unix://{}", path.display()),
             DaemonEndpoint::Tcp(address) => write!(f, "tcp://{address}"),
+            DaemonEndpoint::Tls { address, .. } => write!(f, "tcp://{address} (TLS)"),
         }
     }
 }
 
 impl DaemonEndpoint {
-    /// The endpoint `docker` talks to.
-    pub(crate) fn of(docker: &bollard::Docker) -> Result<Self, ConnectError> {
-        Self::from_debug(&format!("{docker:?}"))
+    /// The endpoint `docker` talks to; `tls` are the files it was connected with over TLS.
+    pub(crate) fn of(
+        docker: &bollard::Docker,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Self, ConnectError> {
+        Self::from_debug(&format!("{docker:?}"), tls)
     }
 
-    fn from_debug(debug: &str) -> Result<Self, ConnectError> {
+    fn from_debug(debug: &str, tls: Option<&TlsFiles>) -> Result<Self, ConnectError> {
         let unsupported =
             || ConnectError::Unsupported(debug_field(debug, "client_type: ").unwrap_or_default());
         let client_type = debug_field(debug, "client_type: ").ok_or_else(unsupported)?;
@@ -63,6 +76,13 @@ impl DaemonEndpoint {
         match client_type.as_str() {
             "Unix" => Ok(DaemonEndpoint::Unix(PathBuf::from(address))),
             "Http" => Ok(DaemonEndpoint::Tcp(address)),
+            "SSL" => match tls {
+                Some(files) => Ok(DaemonEndpoint::Tls {
+                    address,
+                    files: files.clone(),
+                }),
+                None => Err(unsupported()),
+            },
             _ => Err(unsupported()),
         }
     }
@@ -91,6 +111,21 @@ impl DaemonEndpoint {
                     .map_err(io_error)?;
                 send_upgrade(TokioIo::new(stream), path, headers).await
             }
+            DaemonEndpoint::Tls { address, files } => {
+                let config = client_config(files).map_err(|detail| ConnectError::Io {
+                    endpoint: self.to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, detail),
+                })?;
+                let name = server_name(address).map_err(io_error)?;
+                let stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .map_err(io_error)?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, stream)
+                    .await
+                    .map_err(io_error)?;
+                send_upgrade(TokioIo::new(stream), path, headers).await
+            }
         };
         result.map_err(|detail| ConnectError::Refused {
             endpoint: self.to_string(),
@@ -98,6 +133,22 @@ impl DaemonEndpoint {
             detail,
         })
     }
+}
+
+/// The name the daemon's certificate must carry: the host of `host:port` (an address or a
+/// DNS name).
+fn server_name(address: &str) -> Result<rustls::pki_types::ServerName<'static>, std::io::Error> {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => address,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|error| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{host}` is not a host name or address: {error}"),
+        )
+    })
 }
 
 async fn send_upgrade<IO>(
@@ -182,7 +233,7 @@ mod tests {
         )
         .expect("unix client");
         assert_eq!(
-            DaemonEndpoint::of(&unix).expect("unix endpoint"),
+            DaemonEndpoint::of(&unix, None).expect("unix endpoint"),
             DaemonEndpoint::Unix(socket)
         );
         let http = bollard::Docker::connect_with_http(
@@ -192,17 +243,32 @@ mod tests {
         )
         .expect("http client");
         assert_eq!(
-            DaemonEndpoint::of(&http).expect("tcp endpoint"),
+            DaemonEndpoint::of(&http, None).expect("tcp endpoint"),
             DaemonEndpoint::Tcp("127.0.0.1:2375".to_owned())
         );
     }
 
     #[test]
-    fn refuses_other_transports() {
-        let error = DaemonEndpoint::from_debug(
-            "Docker { transport: X, client_type: SSL, client_addr: \"host:2376\" }",
-        )
-        .expect_err("ssl is not supported");
+    fn tls_needs_the_files_the_client_was_connected_with() {
+        let debug = "Docker { transport: X, client_type: SSL, client_addr: \"host:2376\" }";
+        let error = DaemonEndpoint::from_debug(debug, None).expect_err("no files");
         assert!(error.to_string().contains("(SSL)"), "{error}");
+        let files = TlsFiles::in_dir(std::path::Path::new("/certs"));
+        assert_eq!(
+            DaemonEndpoint::from_debug(debug, Some(&files)).expect("tls endpoint"),
+            DaemonEndpoint::Tls {
+                address: "host:2376".to_owned(),
+                files,
+            }
+        );
+        for (address, name) in [
+            ("127.0.0.1:2376", "127.0.0.1"),
+            ("docker.example.com:2376", "docker.example.com"),
+            ("[::1]:2376", "::1"),
+        ] {
+            let expected =
+                rustls::pki_types::ServerName::try_from(name.to_owned()).expect("valid name");
+            assert_eq!(server_name(address).expect(address), expected, "{address}");
+        }
     }
 }

@@ -20,12 +20,7 @@ use bollard::grpc::build::health::{
 use bollard::grpc::build::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
 use bollard::grpc::build::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
 use bollard::grpc::build::moby::filesync::packet::file_sync_server::{FileSync, FileSyncServer};
-use bollard::grpc::build::moby::filesync::v1::auth_server::{Auth, AuthServer};
-use bollard::grpc::build::moby::filesync::v1::{
-    CredentialsRequest, CredentialsResponse, FetchTokenRequest, FetchTokenResponse,
-    GetTokenAuthorityRequest, GetTokenAuthorityResponse, VerifyTokenAuthorityRequest,
-    VerifyTokenAuthorityResponse,
-};
+use bollard::grpc::build::moby::filesync::v1::auth_server::AuthServer;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -34,6 +29,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::context::{BuildContext, ContextSummary, Entry, PullFilter, WalkError};
 use super::daemon::{ConnectError, DaemonEndpoint};
+use super::registry_auth::{CredentialLookup, Credentials};
+pub(crate) use crate::exec::docker_config::registry_host;
 use crate::secret::Secret;
 
 /// The gRPC methods this side serves, announced to the daemon when the session opens.
@@ -65,7 +62,8 @@ pub(crate) struct Session {
 
 impl Session {
     /// Opens a session on the daemon at `endpoint`, serving `context`, `secrets` (id to value)
-    /// and `credentials` (registry host to user and password). `shared_key` names the context
+    /// and `credentials` (registry host to user and password; other hosts are asked of
+    /// `lookup`). `shared_key` names the context
     /// directory across sessions: the daemon keeps its copy of a directory under that key and
     /// the next build's pull only sends what changed.
     pub(crate) async fn open(
@@ -75,6 +73,7 @@ impl Session {
         context: Arc<BuildContext>,
         secrets: HashMap<String, Secret>,
         credentials: HashMap<String, (String, Secret)>,
+        lookup: Option<CredentialLookup>,
     ) -> Result<Session, ConnectError> {
         // The daemon refuses an id it still knows, so every session gets a fresh one.
         let id = ulid::Ulid::new().to_string().to_lowercase();
@@ -96,7 +95,7 @@ impl Session {
                 outcome: Arc::clone(&upload),
             }))
             .add_service(SecretsServer::new(SecretStore(Arc::new(secrets))))
-            .add_service(AuthServer::new(Credentials(Arc::new(credentials))))
+            .add_service(AuthServer::new(Credentials::new(credentials, lookup)))
             .prepare();
         let server = tokio::spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(routes);
@@ -423,66 +422,6 @@ impl Secrets for SecretStore {
     }
 }
 
-struct Credentials(Arc<HashMap<String, (String, Secret)>>);
-
-#[tonic::async_trait]
-impl Auth for Credentials {
-    async fn credentials(
-        &self,
-        request: Request<CredentialsRequest>,
-    ) -> Result<Response<CredentialsResponse>, Status> {
-        let host = registry_host(&request.get_ref().host);
-        let response = match self.0.get(&host) {
-            Some((username, password)) => CredentialsResponse {
-                username: username.clone(),
-                secret: password.expose().to_owned(),
-            },
-            // Anonymous access.
-            None => CredentialsResponse::default(),
-        };
-        Ok(Response::new(response))
-    }
-
-    // Only asked for when this side claims a token authority, which it does not: the daemon
-    // then fetches registry tokens itself with the credentials above.
-    async fn fetch_token(
-        &self,
-        _request: Request<FetchTokenRequest>,
-    ) -> Result<Response<FetchTokenResponse>, Status> {
-        Err(Status::unimplemented("tokens are fetched by the daemon"))
-    }
-
-    async fn get_token_authority(
-        &self,
-        _request: Request<GetTokenAuthorityRequest>,
-    ) -> Result<Response<GetTokenAuthorityResponse>, Status> {
-        Err(Status::unavailable("client-side tokens are not used"))
-    }
-
-    async fn verify_token_authority(
-        &self,
-        _request: Request<VerifyTokenAuthorityRequest>,
-    ) -> Result<Response<VerifyTokenAuthorityResponse>, Status> {
-        Err(Status::unavailable("client-side tokens are not used"))
-    }
-}
-
-/// The host key the daemon asks credentials for: `registry.example.com[:port]`, with Docker
-/// Hub's aliases folded into the host its registry answers on.
-pub(crate) fn registry_host(server: &str) -> String {
-    let server = server
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = server.split('/').next().unwrap_or(server);
-    match host {
-        "docker.io" | "index.docker.io" | "registry.hub.docker.com" => {
-            "registry-1.docker.io".to_owned()
-        }
-        other => other.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,7 +443,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_secrets_by_id_and_credentials_by_host() {
+    async fn serves_secrets_by_id() {
         let store = SecretStore(Arc::new(HashMap::from([(
             "token".to_owned(),
             Secret::new("hunter2"),
@@ -525,25 +464,5 @@ mod tests {
             .await
             .expect_err("unknown secret");
         assert_eq!(missing.code(), tonic::Code::NotFound);
-
-        let credentials = Credentials(Arc::new(HashMap::from([(
-            "127.0.0.1:5001".to_owned(),
-            ("AWS".to_owned(), Secret::new("token")),
-        )])));
-        let known = credentials
-            .credentials(Request::new(CredentialsRequest {
-                host: "127.0.0.1:5001".to_owned(),
-            }))
-            .await
-            .expect("answer");
-        assert_eq!(known.get_ref().username, "AWS");
-        assert_eq!(known.get_ref().secret, "token");
-        let anonymous = credentials
-            .credentials(Request::new(CredentialsRequest {
-                host: "ghcr.io".to_owned(),
-            }))
-            .await
-            .expect("answer");
-        assert_eq!(anonymous.get_ref(), &CredentialsResponse::default());
     }
 }

@@ -2,6 +2,8 @@
 //! with its region and account settled, ECS, and registry credentials.
 
 use super::*;
+use crate::exec::docker_config::DockerConfig;
+use crate::exec::docker_host::{self, DockerTarget, Transport};
 use crate::exec::{aws_target, ecs, push};
 use crate::plan::{self, PlanContext, Step};
 use crate::secret::Secret;
@@ -73,18 +75,41 @@ impl Driver {
     }
 
     pub(super) async fn docker(&self) -> Result<bollard::Docker, StageFailure> {
+        Ok(self.docker_connection().await?.0.clone())
+    }
+
+    /// The TLS files of the Docker connection, when the daemon is reached over TLS.
+    pub(super) async fn docker_tls(&self) -> Result<Option<docker_host::TlsFiles>, StageFailure> {
+        Ok(match &self.docker_connection().await?.1.transport {
+            Transport::Tls { files, .. } => Some(files.clone()),
+            _ => None,
+        })
+    }
+
+    /// The daemon as the Docker CLI would choose it (`docker_host`), connected and with the
+    /// API version settled.
+    async fn docker_connection(&self) -> Result<&(bollard::Docker, DockerTarget), StageFailure> {
         self.docker
             .get_or_try_init(|| async {
-                // DOCKER_HOST as the Docker CLI reads it: unix://, tcp://, https://.
-                let docker = match std::env::var("DOCKER_HOST") {
-                    Ok(host) if !host.is_empty() => bollard::Docker::connect_with_host(&host),
-                    _ => bollard::Docker::connect_with_local_defaults(),
-                }
-                .map_err(docker_unreachable)?;
-                docker.negotiate_version().await.map_err(docker_unreachable)
+                let (docker, target) = docker_host::from_environment()
+                    .map_err(|error| StageFailure::environment(error.to_string()))?;
+                let docker = docker
+                    .negotiate_version()
+                    .await
+                    .map_err(|error| docker_unreachable(&target, error))?;
+                Ok((docker, target))
             })
             .await
-            .cloned()
+    }
+
+    /// The Docker CLI's `config.json`, read once.
+    pub(super) async fn docker_config(&self) -> Result<&DockerConfig, StageFailure> {
+        self.docker_config
+            .get_or_try_init(|| async {
+                DockerConfig::from_environment()
+                    .map_err(|error| StageFailure::environment(error.to_string()))
+            })
+            .await
     }
 
     pub(super) async fn aws(&self) -> Result<&aws_config::SdkConfig, StageFailure> {
@@ -116,7 +141,8 @@ impl Driver {
     }
 
     /// Registry credentials: ECR's token for an ECR host, else `ENVELOPE_REGISTRY_USERNAME` /
-    /// `ENVELOPE_REGISTRY_PASSWORD` (or `_PASSWORD_FILE`) when set.
+    /// `ENVELOPE_REGISTRY_PASSWORD` (or `_PASSWORD_FILE`) when set, else the Docker CLI's
+    /// (`config.json`: `credHelpers`, `credsStore`, `auths`).
     pub(super) async fn credentials_for(
         &self,
         repository: &str,
@@ -149,18 +175,55 @@ impl Driver {
                     .and_then(|path| std::fs::read_to_string(path).ok())
                     .map(|text| text.trim_end().to_owned())
             });
-        if let (Some(username), Some(password)) = (&username, &password) {
-            self.events.redactor().add_basic_auth(username, password);
-        }
-        Ok(match (username, password) {
-            (Some(username), Some(password)) => Some(push::RegistryCredentials {
+        if let (Some(username), Some(password)) = (username, password) {
+            self.events.redactor().add_basic_auth(&username, &password);
+            return Ok(Some(push::RegistryCredentials {
                 server: host.to_owned(),
                 username,
                 password: Secret::new(password),
                 expires_at: None,
-            }),
-            _ => None,
-        })
+            }));
+        }
+        // `envelope/api` without a registry host: a local image, nothing to authenticate.
+        let registry_host = host.contains(['.', ':']) || host == "localhost";
+        if !registry_host {
+            return Ok(None);
+        }
+        let config = self.docker_config().await?;
+        let found = config
+            .credentials(host)
+            .await
+            .map_err(|error| StageFailure::environment(error.to_string()))?;
+        if let Some(credentials) = &found {
+            self.events
+                .redactor()
+                .add_basic_auth(&credentials.username, credentials.password.expose());
+        }
+        Ok(found)
+    }
+
+    /// For a build: the credentials of registries other than the image's own (a private base
+    /// image), looked up in the Docker CLI's `config.json` as the daemon asks for them; what
+    /// is found is added to the run's redactor first.
+    pub(super) async fn registry_auth_lookup(
+        &self,
+    ) -> Result<crate::exec::build::CredentialLookup, StageFailure> {
+        let config = self.docker_config().await?.clone();
+        let redactor = self.events.redactor().clone();
+        Ok(crate::exec::build::CredentialLookup::new(move |host| {
+            let config = config.clone();
+            let redactor = redactor.clone();
+            Box::pin(async move {
+                let found = config
+                    .credentials(&host)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                if let Some(credentials) = &found {
+                    redactor.add_basic_auth(&credentials.username, credentials.password.expose());
+                }
+                Ok(found)
+            })
+        }))
     }
 
     pub(super) fn endpoint_for(&self, repository: &str) -> Option<String> {
@@ -172,14 +235,18 @@ impl Driver {
     }
 }
 
-pub(super) fn docker_unreachable(error: bollard::errors::Error) -> StageFailure {
-    let host = std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+pub(super) fn docker_unreachable(
+    target: &DockerTarget,
+    error: bollard::errors::Error,
+) -> StageFailure {
+    let detail = crate::error_chain(&error);
+    let advice = if detail.contains("certificate") {
+        "check the TLS files (the daemon's certificate must chain to ca.pem, and the daemon \
+         must accept cert.pem)"
+    } else {
+        "start Docker, or set DOCKER_HOST (or DOCKER_CONTEXT) to a running daemon"
+    };
     StageFailure::environment(format!(
-        "cannot reach the Docker daemon at {host} ({}); start Docker, or set DOCKER_HOST to a \
-         running daemon, and run again",
-        crate::error_chain(&error)
+        "cannot reach the Docker daemon at {target} ({detail}); {advice}, and run again"
     ))
 }

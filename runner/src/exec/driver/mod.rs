@@ -174,7 +174,9 @@ pub struct Driver {
     pub store: Arc<dyn Store>,
     pub settings: RunSettings,
     pub events: EventSink,
-    docker: OnceCell<bollard::Docker>,
+    docker: OnceCell<(bollard::Docker, crate::exec::docker_host::DockerTarget)>,
+    /// `config.json` of the Docker CLI (registry credentials), read when first needed.
+    docker_config: OnceCell<crate::exec::docker_config::DockerConfig>,
     aws: OnceCell<aws_config::SdkConfig>,
     ecr_auth: OnceCell<push::ecr::EcrAuth>,
     ecs: OnceCell<ecs::EcsAws>,
@@ -210,6 +212,7 @@ impl Driver {
             settings,
             events,
             docker: OnceCell::new(),
+            docker_config: OnceCell::new(),
             aws: OnceCell::new(),
             ecr_auth: OnceCell::new(),
             ecs: OnceCell::new(),

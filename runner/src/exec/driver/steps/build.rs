@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 impl Driver {
-    /// The repository a build's image goes to: the plan's, or for `--local` the bare image name
-    /// (or the `--registry` given).
+    /// The repository a build's image goes to: the plan's, or for `--local` the image as the
+    /// pipeline names it (`envelope/api`), alone or under the `--registry` given
+    /// (`HOST:PORT/envelope/api`). The push step uses the same.
     pub(in crate::exec::driver) fn repository_of(&self, planned: &str, image_name: &str) -> String {
         match (&self.settings.local_source, &self.settings.local_registry) {
             (Some(_), Some(registry)) => format!("{registry}/{image_name}"),
@@ -80,6 +81,8 @@ impl Driver {
                     ..c.clone()
                 })
                 .collect(),
+            registry_auth_lookup: Some(self.registry_auth_lookup().await?),
+            daemon_tls: self.docker_tls().await?,
             no_cache: false,
             idle_timeout: Some(Duration::from_secs(step.idle_timeout_seconds)),
         };

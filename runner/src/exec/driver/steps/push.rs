@@ -20,12 +20,7 @@ impl Driver {
                 step.build
             ))
         })?;
-        let image_name = step
-            .repository
-            .rsplit('/')
-            .next()
-            .unwrap_or(&step.repository);
-        let repository = self.repository_of(&step.repository, image_name);
+        let repository = self.repository_of(&step.repository, self.image_name_of(step));
         if !self.settings.is_local()
             && let Some(host) =
                 push::ecr::parse_ecr_host(repository.split('/').next().unwrap_or(""))
@@ -94,5 +89,20 @@ impl Driver {
             image: Some(output.image_ref),
             ..StageOutputs::default()
         }))
+    }
+
+    /// The `image` of the build stage this push follows, as its build step tagged it.
+    fn image_name_of<'a>(&'a self, step: &'a plan::PushStep) -> &'a str {
+        self.compiled
+            .pipeline
+            .stages
+            .iter()
+            .find_map(|stage| match stage {
+                crate::pipeline::model::Stage::Build(build) if stage.name() == step.build => {
+                    Some(build.image.as_str())
+                }
+                _ => None,
+            })
+            .unwrap_or(&step.repository)
     }
 }
