@@ -235,12 +235,22 @@ fn check_store_reads_every_page_and_says_when_the_store_is_damaged() {
     assert!(String::from_utf8_lossy(&intact.stdout).contains("every page is intact"));
 
     let mut bytes = std::fs::read(&store).unwrap();
-    assert!(bytes.len() >= 2 * 4096, "the store has more than its header page");
+    assert!(
+        bytes.len() >= 2 * 4096,
+        "the store has more than its header page"
+    );
     bytes[4096..2 * 4096].fill(0xa5);
     std::fs::write(&store, &bytes).unwrap();
     let damaged = check();
     let stderr = String::from_utf8_lossy(&damaged.stderr);
     assert_eq!(damaged.status.code(), Some(7), "{stderr}");
-    assert!(stderr.contains("is damaged") && stderr.contains("not modified"), "{stderr}");
-    assert_eq!(std::fs::read(&store).unwrap(), bytes, "the file was left as it was");
+    assert!(
+        stderr.contains("is damaged") && stderr.contains("not modified"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&store).unwrap(),
+        bytes,
+        "the file was left as it was"
+    );
 }
