@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use envelope_runner::exec::driver::{Driver, DriverError, RunOutcome, RunSettings};
 use envelope_runner::report::EventSink;
 use envelope_runner::run::{RunId, RunRecord, RunStatus, StageKind};
@@ -175,7 +175,10 @@ impl Scheduler {
             }
             Err(error) => {
                 tracing::error!(run = %run, "run {run} cannot go on: {error}");
-                let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+                let now = store
+                    .clock()
+                    .now()
+                    .to_rfc3339_opts(SecondsFormat::Secs, true);
                 let _ = store
                     .set_run_status(run, RunStatus::Failed, Some(&now))
                     .await;
@@ -196,6 +199,9 @@ impl Scheduler {
             lease_ttl: LEASE_TTL,
             cancel: self.inner.cancel_runs.clone(),
             region: None,
+            // The store's: the agent's leases, its runs' records and their approval deadlines
+            // are all measured on one clock.
+            clock: self.inner.store.clock(),
         }
     }
 

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use envelope_runner::exec::driver::approval_deadline;
 use envelope_runner::pipeline::CompiledPipeline;
 use envelope_runner::run::{RunId, RunRecord, RunStatus, StageKind, StageStatus, TriggerKind};
@@ -128,8 +127,10 @@ impl Scheduler {
                 {
                     return Ok(true);
                 }
+                // Timed out by the store's clock, the one the run's own wait measures against.
+                let now = self.inner.store.clock().now();
                 Ok(approval_deadline(compiled, record, &stage.name)
-                    .is_some_and(|deadline| Utc::now() >= deadline))
+                    .is_some_and(|deadline| now >= deadline))
             }
             _ => Ok(false),
         }

@@ -1,26 +1,55 @@
 //! Runs an agent left behind: resumed by the same agent after a restart, left alone while
-//! another live agent holds them, and checkpointed on shutdown.
+//! another live agent holds them, timed out at their gate by the store's clock, and
+//! checkpointed on shutdown.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use envelope_agent::Agent;
 use envelope_runner::run::{
     RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord, StageStatus, TriggerKind,
 };
-use envelope_runner::store::{LeaseOutcome, Store};
+use envelope_runner::store::{LeaseOutcome, ManualClock, Store, open_sqlite};
 
 use crate::fake_github::FakeGithub;
 use crate::support::*;
 
 /// A run of release `release_id` as an agent leaves it when killed during its source stage.
 async fn interrupted_run(store: &dyn Store, release_id: u64, tag: &str) -> RunId {
+    let stages = [
+        ("source", StageStatus::Running),
+        ("approval", StageStatus::Pending),
+    ];
+    left_run(
+        store,
+        release_id,
+        tag,
+        RunStatus::Running,
+        &stages,
+        Utc::now(),
+    )
+    .await
+}
+
+/// A run of release `release_id` as an agent left it: `status`, with `stages` of these
+/// statuses, created and each (but a pending one) started at `now`.
+async fn left_run(
+    store: &dyn Store,
+    release_id: u64,
+    tag: &str,
+    status: RunStatus,
+    stages: &[(&str, StageStatus)],
+    now: DateTime<Utc>,
+) -> RunId {
     let id = RunId::new();
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let stage = |name: &str, status| StageRecord {
         name: name.into(),
         kind: name.parse().unwrap(),
         status,
-        started_at: (status == StageStatus::Running).then(|| now.clone()),
+        started_at: (status != StageStatus::Pending).then(|| now.clone()),
         finished_at: None,
         outputs: StageOutputs::default(),
         error: None,
@@ -33,7 +62,7 @@ async fn interrupted_run(store: &dyn Store, release_id: u64, tag: &str) -> RunId
         .create_run(&RunRecord {
             id: id.clone(),
             pipeline: PIPELINE.into(),
-            status: RunStatus::Running,
+            status,
             trigger: RunTrigger {
                 kind: TriggerKind::Release {
                     repository: REPOSITORY.into(),
@@ -47,10 +76,10 @@ async fn interrupted_run(store: &dyn Store, release_id: u64, tag: &str) -> RunId
             created_at: now.clone(),
             finished_at: None,
             context,
-            stages: vec![
-                stage("source", StageStatus::Running),
-                stage("approval", StageStatus::Pending),
-            ],
+            stages: stages
+                .iter()
+                .map(|(name, status)| stage(name, *status))
+                .collect(),
         })
         .await
         .unwrap();
@@ -97,6 +126,67 @@ async fn a_restarted_agent_resumes_its_runs_and_leaves_those_of_a_live_agent_alo
     let other = shared.get_run(&theirs).await.unwrap().unwrap();
     assert_eq!(other.status, RunStatus::Running);
     assert_eq!(other.stage("source").unwrap().status, StageStatus::Running);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_gate_times_out_by_the_store_s_clock() {
+    let project = Project::new();
+    project.tag("v1.0.0");
+    let github = FakeGithub::start().await;
+    github.add_repository(REPOSITORY);
+    // A month ahead of the machine: by the machine's clock this gate never times out.
+    let time = ManualClock::starting_at(Utc::now() + chrono::Duration::days(30));
+    let store: Arc<dyn Store> = Arc::new(
+        open_sqlite(&project.root.join("state.db"))
+            .unwrap()
+            .with_clock(time.clock()),
+    );
+    let opened = store.clock().now();
+    let stages = [
+        ("source", StageStatus::Succeeded),
+        ("approval", StageStatus::Waiting),
+    ];
+    let run = left_run(
+        store.as_ref(),
+        1,
+        "v1.0.0",
+        RunStatus::Waiting,
+        &stages,
+        opened,
+    )
+    .await;
+    init_logs();
+    let agent = Agent::start_with_store(
+        settings(&project, &github, "agent-1"),
+        credentials(),
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    // Recovery looks every 200 ms: before its deadline the undecided gate stays parked.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let record = store.get_run(&run).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Waiting, "{record:?}");
+
+    time.advance(Duration::from_secs(3601));
+    let record = wait_for("the gate to time out", Duration::from_secs(20), || async {
+        let record = store.get_run(&run).await.unwrap().unwrap();
+        (record.status == RunStatus::Rejected).then_some(record)
+    })
+    .await;
+    let gate = record.stage("approval").unwrap();
+    assert_eq!(
+        gate.error.as_deref(),
+        Some("approval timed out after 1h: nothing after the gate ran")
+    );
+    // Recorded on the store's clock too, an hour after the gate opened.
+    let ended: DateTime<Utc> = gate.finished_at.as_deref().unwrap().parse().unwrap();
+    assert!(
+        ended >= opened + chrono::Duration::hours(1)
+            && ended < opened + chrono::Duration::minutes(61),
+        "{ended} for a gate opened at {opened}"
+    );
     agent.shutdown().await;
 }
 

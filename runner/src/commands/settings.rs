@@ -7,6 +7,7 @@ use crate::cli::{OutputFormat, RunArgs};
 use crate::exec::driver::RunSettings;
 use crate::exit_codes;
 use crate::report::{JsonReporter, PlainReporter, Reporter, TerminalReporter};
+use crate::store::Clock;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub(super) fn settings(args: &RunArgs) -> RunSettings {
         lease_ttl: Duration::from_secs_f64(args.lease_ttl.max(1.0)),
         cancel: cancel_on_signals(),
         region: args.region.clone(),
+        // The store a command opens measures its leases against the system clock too.
+        clock: Clock::system(),
     }
 }
 

@@ -207,6 +207,11 @@ pub trait Store: Send + Sync {
 
     /// Ends the session `id` (signing out); nothing happens for an unknown one.
     async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
+
+    /// The clock this store measures leases and sessions against. Whoever writes the times of
+    /// run records (stage starts and ends, approval deadlines) reads them from it too, so a
+    /// test that moves it moves every time a run sees.
+    fn clock(&self) -> Clock;
 }
 
 /// One line of a run listing (`history`, `status`): what a person scans for.

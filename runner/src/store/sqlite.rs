@@ -101,7 +101,8 @@ impl SqliteStore {
         })
     }
 
-    /// Measures leases against `clock` instead of the system clock.
+    /// Measures leases and sessions against `clock` instead of the system clock, and hands it
+    /// to whoever asks [`Store::clock`](super::Store::clock).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
@@ -147,6 +148,10 @@ impl SqliteStore {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let run = run.clone();
         self.with_connection(move |connection| create_run(connection, &run))

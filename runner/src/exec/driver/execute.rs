@@ -1,7 +1,9 @@
 //! The run loop: each stage's record before and after its work, the deploy lease at the
-//! gate, stops from outside (superseded, cancelled) and the run's verdict.
+//! gate, stops from outside (superseded, cancelled) and the run's verdict (what each stage's
+//! result means is `verdict::stage_end`).
 
-use super::state::{build_outputs, restore_state};
+use super::state::{self, build_outputs, restore_state};
+use super::verdict::stage_end;
 use super::*;
 use crate::event::Event;
 use crate::exec::build_limits;
@@ -25,7 +27,7 @@ impl Driver {
         if let Err(error) = self.settle_aws(&mut context).await {
             // The run cannot go on without its account or region: say so in the record too.
             self.store
-                .set_run_status(&record.id, RunStatus::Failed, Some(&now()))
+                .set_run_status(&record.id, RunStatus::Failed, Some(&self.now()))
                 .await?;
             return Err(error);
         }
@@ -86,124 +88,47 @@ impl Driver {
             self.begin_stage(&mut record, &name, step.kind()).await?;
             // Superseding touches only runs with no stage started past the gate; this run looks
             // again once its first one is recorded, so the two never both go ahead.
-            if gate_passed_now && let Some(stopped) = self.stopped_from_outside(&record).await? {
-                self.finish_stage(
-                    &mut record,
-                    &name,
-                    StageStatus::Cancelled,
-                    StageOutputs::default(),
-                    stopped.error.clone(),
-                    0.0,
-                )
-                .await?;
-                outcome = Some(stopped);
-                break;
-            }
-            let result = tokio::select! {
-                result = self.run_step(&step, &plan, &mut record, &mut state) => Some(result),
-                () = self.settings.cancel.cancelled() => None,
+            let result = if gate_passed_now
+                && let Some(stopped) = self.stopped_from_outside(&record).await?
+            {
+                Some(Ok(StepResult::Stopped(stopped)))
+            } else {
+                tokio::select! {
+                    result = self.run_step(&step, &plan, &mut record, &mut state) => Some(result),
+                    () = self.settings.cancel.cancelled() => None,
+                }
             };
             let seconds = stage_started.elapsed().as_secs_f64();
-            match result {
-                None => {
-                    let message = format!(
-                        "cancelled during `{name}`; `envelope-runner resume {}` continues from this stage",
-                        record.id
-                    );
-                    self.finish_stage(
-                        &mut record,
-                        &name,
-                        StageStatus::Cancelled,
-                        StageOutputs::default(),
-                        Some(message.clone()),
-                        seconds,
-                    )
-                    .await?;
-                    outcome = Some(RunOutcome::of(
-                        record.id.clone(),
-                        RunStatus::Cancelled,
-                        Some(name.clone()),
-                        Some(message),
-                    ));
-                    break;
+            let lock_lost = lease.as_ref().is_some_and(|l| l.lost().is_some());
+            let end = stage_end(&record.id, &name, result, lock_lost);
+            if end.status == StageStatus::Succeeded
+                && let Some(sha) = &end.outputs.sha
+            {
+                context.sha = Some(sha.clone());
+            }
+            let failed = end.status == StageStatus::Failed;
+            self.finish_stage(
+                &mut record,
+                &name,
+                end.status,
+                end.outputs,
+                end.error,
+                seconds,
+            )
+            .await?;
+            if failed {
+                for later in record
+                    .stages
+                    .iter_mut()
+                    .filter(|s| s.status == StageStatus::Pending)
+                {
+                    later.status = StageStatus::Skipped;
+                    self.save_stage(&record.id, later).await?;
                 }
-                Some(Ok(StepResult::Done(outputs))) => {
-                    if let Some(sha) = &outputs.sha {
-                        context.sha = Some(sha.clone());
-                    }
-                    self.finish_stage(
-                        &mut record,
-                        &name,
-                        StageStatus::Succeeded,
-                        outputs,
-                        None,
-                        seconds,
-                    )
-                    .await?;
-                }
-                Some(Ok(StepResult::Waiting)) => {
-                    self.finish_stage(
-                        &mut record,
-                        &name,
-                        StageStatus::Waiting,
-                        StageOutputs::default(),
-                        None,
-                        seconds,
-                    )
-                    .await?;
-                    outcome = Some(RunOutcome::of(
-                        record.id.clone(),
-                        RunStatus::Waiting,
-                        Some(name.clone()),
-                        None,
-                    ));
-                    break;
-                }
-                Some(Ok(StepResult::Stopped(stopped))) => {
-                    self.finish_stage(
-                        &mut record,
-                        &name,
-                        StageStatus::Cancelled,
-                        StageOutputs::default(),
-                        stopped.error.clone(),
-                        seconds,
-                    )
-                    .await?;
-                    outcome = Some(stopped);
-                    break;
-                }
-                Some(Err(mut failure)) => {
-                    self.finish_stage(
-                        &mut record,
-                        &name,
-                        StageStatus::Failed,
-                        failure
-                            .outputs
-                            .take()
-                            .map(|outputs| *outputs)
-                            .unwrap_or_default(),
-                        Some(failure.message.clone()),
-                        seconds,
-                    )
-                    .await?;
-                    for later in record
-                        .stages
-                        .iter_mut()
-                        .filter(|s| s.status == StageStatus::Pending)
-                    {
-                        later.status = StageStatus::Skipped;
-                        self.save_stage(&record.id, later).await?;
-                    }
-                    outcome = Some(RunOutcome {
-                        run: record.id.clone(),
-                        status: failure.status,
-                        stage: Some(name.clone()),
-                        error: Some(failure.message),
-                        environment: failure.environment,
-                        lock_lost: lease.as_ref().is_some_and(|l| l.lost().is_some()),
-                    });
-                    break;
-                }
+            }
+            if let Some(stop) = end.stop {
+                outcome = Some(stop);
+                break;
             }
             if self
                 .settings
@@ -231,8 +156,7 @@ impl Driver {
             None,
             None,
         ));
-        let finished_at = (outcome.status != RunStatus::Waiting)
-            .then(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let finished_at = (outcome.status != RunStatus::Waiting).then(|| self.now());
         self.store
             .set_run_status(&record.id, outcome.status, finished_at.as_deref())
             .await?;
@@ -351,12 +275,9 @@ impl Driver {
         name: &str,
         kind: StageKind,
     ) -> Result<(), DriverError> {
+        let now = self.now();
         let stage = record.stage_mut(name).expect("stage exists");
-        stage.status = StageStatus::Running;
-        if stage.started_at.is_none() {
-            stage.started_at = Some(now());
-        }
-        stage.error = None;
+        state::begin(stage, &now);
         let stage = stage.clone();
         self.save_stage(&record.id, &stage).await?;
         self.events.emit(Event::StageStarted {
@@ -375,15 +296,9 @@ impl Driver {
         error: Option<String>,
         seconds: f64,
     ) -> Result<(), DriverError> {
+        let now = self.now();
         let stage = record.stage_mut(name).expect("stage exists");
-        stage.status = status;
-        if status != StageStatus::Waiting {
-            stage.finished_at = Some(now());
-        }
-        if outputs != StageOutputs::default() {
-            stage.outputs = outputs;
-        }
-        stage.error = error.clone();
+        state::end(stage, status, outputs, error.clone(), &now);
         let stage = stage.clone();
         self.save_stage(&record.id, &stage).await?;
         self.events.emit(Event::StageFinished {

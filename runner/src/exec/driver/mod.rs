@@ -5,7 +5,9 @@
 //! This file holds the run-lifecycle API the CLI and the agent use (start, resume, retry,
 //! roll back, supersede) and the types the parts share; `execute` is the run loop, `steps`
 //! one module per stage kind, `clients`/`secrets` what stages need from outside,
-//! `progress` the stages' events and `state` the pure bookkeeping.
+//! `progress` the stages' events, `state` the pure bookkeeping and `verdict` what a stage's
+//! result makes of the stage and the run. Every time a run records (creation, stage start and
+//! end, approval deadlines, the end of the run) is read from `RunSettings::clock`.
 
 mod clients;
 mod execute;
@@ -14,11 +16,12 @@ mod progress;
 mod secrets;
 mod state;
 mod steps;
+mod verdict;
 
 use crate::run::StageKind;
 pub use gate::{GateRefusal, gate_to_decide};
 use state::{context_record, gate_index, pending_stages};
-use state::{now, plan_context};
+use state::{plan_context, timestamp};
 pub use steps::approval_deadline;
 pub(crate) use steps::local_head;
 
@@ -29,7 +32,7 @@ use crate::pipeline::CompiledPipeline;
 use crate::plan::{self, PlanContext, Step};
 use crate::report::EventSink;
 use crate::run::{RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord, StageStatus};
-use crate::store::Store;
+use crate::store::{Clock, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,6 +66,10 @@ pub struct RunSettings {
     pub cancel: tokio_util::sync::CancellationToken,
     /// `--region`: beats every region a file or the environment names (see `aws_target`).
     pub region: Option<String>,
+    /// Where the run reads the time it records (run creation, stage starts and ends) and
+    /// measures approval deadlines against: the store's clock ([`Store::clock`]), or
+    /// [`Clock::system`]. Waits still sleep on tokio's timer, so a test can move both.
+    pub clock: Clock,
 }
 
 impl RunSettings {
@@ -221,6 +228,11 @@ impl Driver {
         }
     }
 
+    /// The settings' clock's time, as run records write it.
+    fn now(&self) -> String {
+        timestamp(&self.settings.clock)
+    }
+
     /// Create a run record for this trigger and execute it.
     pub async fn start(
         &self,
@@ -229,7 +241,7 @@ impl Driver {
     ) -> Result<RunOutcome, DriverError> {
         let id = RunId::new();
         context.run_id = Some(id.0.clone());
-        context.created.get_or_insert_with(now);
+        context.created.get_or_insert_with(|| self.now());
         self.settle_aws(&mut context).await?;
         let record = self
             .create(id, trigger, context.clone(), RunStatus::Running)
@@ -252,7 +264,7 @@ impl Driver {
         status: RunStatus,
     ) -> Result<RunRecord, DriverError> {
         context.run_id = Some(id.0.clone());
-        let created = context.created.get_or_insert_with(now).clone();
+        let created = context.created.get_or_insert_with(|| self.now()).clone();
         let plan = plan::plan(&self.compiled, &context)?;
         let record = RunRecord {
             id: id.clone(),
@@ -304,7 +316,11 @@ impl Driver {
             ) {
                 continue;
             }
-            if self.store.supersede_run(&summary.id, gate, &now()).await? {
+            if self
+                .store
+                .supersede_run(&summary.id, gate, &self.now())
+                .await?
+            {
                 self.events.emit(Event::Notice {
                     stage: None,
                     message: format!("run {} superseded by this newer run", summary.id),
@@ -322,7 +338,7 @@ impl Driver {
         context.run_id = Some(id.0.clone());
         self.settle_aws(&mut context).await?;
         let plan = plan::plan(&self.compiled, &context)?;
-        let created = now();
+        let created = self.now();
         let stages = plan
             .steps
             .iter()
@@ -436,8 +452,10 @@ impl Driver {
     }
 }
 
+#[derive(Debug)]
 enum StepResult {
-    Done(StageOutputs),
+    /// Boxed: the outputs are several times the size of the other variants.
+    Done(Box<StageOutputs>),
     Waiting,
     /// Stopped from outside (superseded or cancelled by another process) while waiting.
     Stopped(RunOutcome),

@@ -1,5 +1,6 @@
-//! Pure parts of the run's bookkeeping: new stage records, the record's plan context, what
-//! finished stages left for later ones, and where the deploy lease starts.
+//! Pure parts of the run's bookkeeping: new stage records, a stage record's start and end,
+//! the record's plan context, what finished stages left for later ones, and where the deploy
+//! lease starts. Times arrive from the caller (read from `RunSettings::clock`).
 
 use super::*;
 use crate::plan::{Plan, PlanContext, Step};
@@ -139,8 +140,42 @@ pub(super) fn restore_state(record: &RunRecord) -> RunState {
     state
 }
 
-pub(super) fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// `clock`'s time as run records write it: RFC 3339 in UTC, to the second.
+pub(super) fn timestamp(clock: &crate::store::Clock) -> String {
+    clock
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A stage starting (again) at `now`: running, its error cleared. A stage that started
+/// before (a resumed gate, a retried deploy) keeps its first start, which an approval
+/// deadline is counted from.
+pub(super) fn begin(stage: &mut StageRecord, now: &str) {
+    stage.status = StageStatus::Running;
+    if stage.started_at.is_none() {
+        stage.started_at = Some(now.to_owned());
+    }
+    stage.error = None;
+}
+
+/// A stage ending at `now` with `status`: finished then unless it only waits (a gate that
+/// stops a run `--until` it); outputs replaced only by non-empty ones, so a stage that ends
+/// without any keeps what it saved while it ran.
+pub(super) fn end(
+    stage: &mut StageRecord,
+    status: StageStatus,
+    outputs: StageOutputs,
+    error: Option<String>,
+    now: &str,
+) {
+    stage.status = status;
+    if status != StageStatus::Waiting {
+        stage.finished_at = Some(now.to_owned());
+    }
+    if outputs != StageOutputs::default() {
+        stage.outputs = outputs;
+    }
+    stage.error = error;
 }
 
 #[cfg(test)]
@@ -304,5 +339,77 @@ mod tests {
         }
         let crashed = sample::run(RunStatus::Running, queued.stages.clone());
         assert!(resume_notice(&crashed).starts_with("resuming run "));
+    }
+
+    #[test]
+    fn a_stage_keeps_its_first_start_and_ends_unless_it_only_waits() {
+        use crate::store::ManualClock;
+        use std::time::Duration;
+        let time = ManualClock::starting_at("2026-11-26T09:00:00Z".parse().unwrap());
+        let clock = time.clock();
+        let saved = StageOutputs {
+            task_arn: Some("arn:task".into()),
+            ..StageOutputs::default()
+        };
+        let mut stage = StageRecord {
+            error: Some("an earlier attempt failed".into()),
+            ..sample::stage("deploy", StageKind::Deploy, StageStatus::Pending)
+        };
+        begin(&mut stage, &timestamp(&clock));
+        assert_eq!(stage.status, StageStatus::Running);
+        assert_eq!(stage.started_at.as_deref(), Some("2026-11-26T09:00:00Z"));
+        assert_eq!(stage.error, None);
+        stage.outputs = saved.clone();
+        // (ends with, its outputs, at minutes after the start → finished at, outputs after).
+        let rows = [
+            (
+                StageStatus::Waiting,
+                StageOutputs::default(),
+                5,
+                None,
+                &saved,
+            ),
+            (
+                StageStatus::Failed,
+                StageOutputs::default(),
+                10,
+                Some("2026-11-26T09:10:00Z"),
+                &saved,
+            ),
+            (
+                StageStatus::Succeeded,
+                outputs_with_sha(),
+                90,
+                Some("2026-11-26T10:30:00Z"),
+                &outputs_with_sha(),
+            ),
+        ];
+        let mut elapsed = 0;
+        for (status, outputs, minutes, finished, kept) in rows {
+            time.advance(Duration::from_secs((minutes - elapsed) * 60));
+            elapsed = minutes;
+            // A resumed or retried stage begins again: its first start stays.
+            begin(&mut stage, &timestamp(&clock));
+            assert_eq!(stage.started_at.as_deref(), Some("2026-11-26T09:00:00Z"));
+            stage.finished_at = None;
+            end(
+                &mut stage,
+                status,
+                outputs,
+                Some(format!("{status:?}")),
+                &timestamp(&clock),
+            );
+            assert_eq!(stage.status, status);
+            assert_eq!(stage.finished_at.as_deref(), finished, "{status:?}");
+            assert_eq!(&stage.outputs, kept, "{status:?}");
+            assert_eq!(stage.error, Some(format!("{status:?}")));
+        }
+    }
+
+    fn outputs_with_sha() -> StageOutputs {
+        StageOutputs {
+            sha: Some("abc".into()),
+            ..StageOutputs::default()
+        }
     }
 }

@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::Value;
 
-use super::super::{ApprovalOutcome, LeaseOutcome, RunSummary, SessionRecord, Store, StoreError};
+use super::super::{
+    ApprovalOutcome, Clock, LeaseOutcome, RunSummary, SessionRecord, Store, StoreError,
+};
 use super::item::{
     Item, RUN_SORT_KEY, STAGE_PREFIX, TRIGGER_SORT_KEY, approval_sort_key, enum_name, event_seq,
     event_sort_key, events_partition, item_key, number, optional_string, run_partition,
@@ -24,6 +26,10 @@ use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
 
 #[async_trait::async_trait]
 impl Store for DynamoDbStore {
+    fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         if run.stages.len() >= MAX_TRANSACTION_ITEMS {
             return Err(StoreError::OutOfRange {

@@ -179,7 +179,8 @@ impl DynamoDbStore {
         }
     }
 
-    /// Measures leases against `clock` instead of the system clock.
+    /// Measures leases and sessions against `clock` instead of the system clock, and hands it
+    /// to whoever asks [`Store::clock`](super::Store::clock).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self

@@ -58,11 +58,14 @@ impl Driver {
         state: &RunState,
     ) -> Result<StepResult, StageFailure> {
         let run = record.id.clone();
-        // `begin_stage` recorded the start; a record without one waits from now.
+        // `begin_stage` recorded the start (the first one, on a resumed gate); a record
+        // without one waits from now. The deadline is on the settings' clock; the waits
+        // between looks sleep on tokio's timer.
+        let clock = &self.settings.clock;
         let deadline = record
             .stage(&step.name)
             .and_then(|stage| gate_deadline(stage, step))
-            .unwrap_or_else(|| chrono::Utc::now() + timeout_of(step));
+            .unwrap_or_else(|| clock.now() + timeout_of(step));
         let mut announced = false;
         loop {
             let decision = self
@@ -76,7 +79,7 @@ impl Driver {
             if let Ok(Some(stopped)) = self.stopped_from_outside(record).await {
                 return Ok(StepResult::Stopped(stopped));
             }
-            if chrono::Utc::now() >= deadline {
+            if clock.now() >= deadline {
                 return Err(StageFailure {
                     status: RunStatus::Rejected,
                     ..StageFailure::new(format!(
@@ -108,7 +111,7 @@ impl Driver {
                         let stage = record.stage_mut(&step.name).expect("stage exists");
                         if !sent.is_empty() {
                             stage.outputs.notified =
-                                Some(format!("{} at {}", sent.join(", "), now()));
+                                Some(format!("{} at {}", sent.join(", "), self.now()));
                         }
                         stage.outputs.warnings.extend(warnings);
                         let stage = stage.clone();
@@ -127,7 +130,7 @@ impl Driver {
                     return Ok(StepResult::Waiting);
                 }
             }
-            let remaining = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+            let remaining = (deadline - clock.now()).to_std().unwrap_or_default();
             tokio::time::sleep(
                 self.settings
                     .approval_poll
@@ -334,10 +337,10 @@ pub(in crate::exec::driver) fn approval_verdict(
             key: "approved".into(),
             value: format!("by {} at {}{comment}", decision.by, decision.at),
         });
-        Ok(StepResult::Done(StageOutputs {
+        Ok(StepResult::Done(Box::new(StageOutputs {
             approval: Some(decision),
             ..StageOutputs::default()
-        }))
+        })))
     } else {
         Err(StageFailure {
             status: RunStatus::Rejected,

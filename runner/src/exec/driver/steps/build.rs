@@ -123,11 +123,11 @@ impl Driver {
         state
             .image_ids
             .insert(step.name.clone(), output.image_id.clone());
-        Ok(StepResult::Done(StageOutputs {
+        Ok(StepResult::Done(Box::new(StageOutputs {
             image_id: Some(output.image_id),
             exported: state.exported.clone(),
             ..StageOutputs::default()
-        }))
+        })))
     }
 
     #[allow(clippy::too_many_arguments)]

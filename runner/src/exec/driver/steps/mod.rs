@@ -1,6 +1,8 @@
 //! One module per stage kind: what `Driver::run_step` runs for each step of the plan.
 
 mod approval;
+#[cfg(test)]
+mod approval_tests;
 mod build;
 mod ecs;
 mod push;

@@ -84,11 +84,11 @@ impl Driver {
         state
             .images
             .insert(step.build.clone(), output.image_ref.clone());
-        Ok(StepResult::Done(StageOutputs {
+        Ok(StepResult::Done(Box::new(StageOutputs {
             digest: Some(output.digest),
             image: Some(output.image_ref),
             ..StageOutputs::default()
-        }))
+        })))
     }
 
     /// The `image` of the build stage this push follows, as its build step tagged it.

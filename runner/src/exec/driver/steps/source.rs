@@ -35,10 +35,10 @@ impl Driver {
             }
             state.checkout = Some(local.clone());
             state.sha = sha.clone();
-            return Ok(StepResult::Done(StageOutputs {
+            return Ok(StepResult::Done(Box::new(StageOutputs {
                 sha,
                 ..StageOutputs::default()
-            }));
+            })));
         }
         let checkout_dir = self
             .settings
@@ -113,10 +113,10 @@ impl Driver {
         });
         state.sha = Some(output.sha.clone());
         state.checkout = Some(output.checkout_dir.clone());
-        Ok(StepResult::Done(StageOutputs {
+        Ok(StepResult::Done(Box::new(StageOutputs {
             sha: Some(output.sha),
             ..StageOutputs::default()
-        }))
+        })))
     }
 
     /// A resumed run whose source stage finished in another process (or before a crash) needs
