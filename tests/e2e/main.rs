@@ -16,6 +16,7 @@ mod image;
 mod inputs;
 mod install;
 mod lease;
+mod notify;
 mod outage;
 mod push;
 mod reattach;

@@ -195,6 +195,12 @@ impl Scheduler {
             lease_ttl: LEASE_TTL,
             cancel: self.inner.cancel_runs.clone(),
             region: None,
+            run_link: self
+                .inner
+                .settings
+                .public_url
+                .as_deref()
+                .map(|url| format!("{}/runs/{{run}}", url.trim_end_matches('/'))),
         }
     }
 

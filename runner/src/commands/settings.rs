@@ -41,6 +41,7 @@ pub(super) fn settings(args: &RunArgs) -> RunSettings {
         lease_ttl: Duration::from_secs_f64(args.lease_ttl.max(1.0)),
         cancel: cancel_on_signals(),
         region: args.region.clone(),
+        run_link: None,
     }
 }
 

@@ -9,6 +9,7 @@ mod errors;
 mod fuzz;
 mod paths;
 mod pipelines;
+mod run_notice;
 mod untrusted;
 
 use std::path::PathBuf;

@@ -231,6 +231,9 @@ impl Driver {
             None,
             None,
         ));
+        // Before the run's status is final: a process killed in between leaves the run
+        // unfinished, and the one that finishes it does not tell an ending told already.
+        self.notify_run_end(&record, &outcome, &context).await;
         let finished_at = (outcome.status != RunStatus::Waiting)
             .then(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         self.store

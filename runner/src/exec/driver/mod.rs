@@ -5,12 +5,15 @@
 //! This file holds the run-lifecycle API the CLI and the agent use (start, resume, retry,
 //! roll back, supersede) and the types the parts share; `execute` is the run loop, `steps`
 //! one module per stage kind, `clients`/`secrets` what stages need from outside,
-//! `progress` the stages' events and `state` the pure bookkeeping.
+//! `progress` the stages' events, `state` the pure bookkeeping, `notify` sending
+//! notifications and `run_end` telling how a run ended.
 
 mod clients;
 mod execute;
 mod gate;
+mod notify;
 mod progress;
+mod run_end;
 mod secrets;
 mod state;
 mod steps;
@@ -59,6 +62,9 @@ pub struct RunSettings {
     pub cancel: tokio_util::sync::CancellationToken,
     /// `--region`: beats every region a file or the environment names (see `aws_target`).
     pub region: Option<String>,
+    /// The run's page, for the notification at its end: `{run}` stands for the run id (the
+    /// agent's `<public_url>/runs/{run}`, a GitHub Actions workflow run's URL).
+    pub run_link: Option<String>,
 }
 
 impl RunSettings {
