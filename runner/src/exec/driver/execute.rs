@@ -135,7 +135,7 @@ impl Driver {
                         &mut record,
                         &name,
                         StageStatus::Succeeded,
-                        outputs,
+                        *outputs,
                         None,
                         seconds,
                     )

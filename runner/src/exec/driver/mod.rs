@@ -433,10 +433,17 @@ impl Driver {
 }
 
 enum StepResult {
-    Done(StageOutputs),
+    /// Boxed: a stage's outputs are much larger than the other variants.
+    Done(Box<StageOutputs>),
     Waiting,
     /// Stopped from outside (superseded or cancelled by another process) while waiting.
     Stopped(RunOutcome),
+}
+
+impl StepResult {
+    fn done(outputs: StageOutputs) -> Self {
+        StepResult::Done(Box::new(outputs))
+    }
 }
 
 enum GateResult {

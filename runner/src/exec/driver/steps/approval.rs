@@ -307,7 +307,7 @@ pub(in crate::exec::driver) fn approval_verdict(
             key: "approved".into(),
             value: format!("by {} at {}{comment}", decision.by, decision.at),
         });
-        Ok(StepResult::Done(StageOutputs {
+        Ok(StepResult::done(StageOutputs {
             approval: Some(decision),
             ..StageOutputs::default()
         }))

@@ -120,7 +120,7 @@ impl Driver {
         state
             .image_ids
             .insert(step.name.clone(), output.image_id.clone());
-        Ok(StepResult::Done(StageOutputs {
+        Ok(StepResult::done(StageOutputs {
             image_id: Some(output.image_id),
             exported: state.exported.clone(),
             ..StageOutputs::default()

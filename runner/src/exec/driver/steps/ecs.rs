@@ -142,7 +142,7 @@ impl Driver {
         outputs
             .task_definitions
             .insert(step.service.clone(), outcome.task_definition);
-        Ok(StepResult::Done(outputs))
+        Ok(StepResult::done(outputs))
     }
 
     pub(in crate::exec::driver) async fn deploy(
@@ -286,7 +286,7 @@ impl Driver {
                     .map(|s| s.outputs.clone())
                     .unwrap_or_default();
                 save(&mut outputs, deploy.record());
-                Ok(StepResult::Done(outputs))
+                Ok(StepResult::done(outputs))
             }
             Err(error) => {
                 let rolled_back = match &error {

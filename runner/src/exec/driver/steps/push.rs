@@ -89,7 +89,7 @@ impl Driver {
         state
             .images
             .insert(step.build.clone(), output.image_ref.clone());
-        Ok(StepResult::Done(StageOutputs {
+        Ok(StepResult::done(StageOutputs {
             digest: Some(output.digest),
             image: Some(output.image_ref),
             ..StageOutputs::default()

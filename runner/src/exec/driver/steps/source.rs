@@ -27,7 +27,7 @@ impl Driver {
             });
             state.checkout = Some(local.clone());
             state.sha = sha.clone();
-            return Ok(StepResult::Done(StageOutputs {
+            return Ok(StepResult::done(StageOutputs {
                 sha,
                 ..StageOutputs::default()
             }));
@@ -105,7 +105,7 @@ impl Driver {
         });
         state.sha = Some(output.sha.clone());
         state.checkout = Some(output.checkout_dir.clone());
-        Ok(StepResult::Done(StageOutputs {
+        Ok(StepResult::done(StageOutputs {
             sha: Some(output.sha),
             ..StageOutputs::default()
         }))
