@@ -118,6 +118,7 @@ impl Agent {
                     .chain(&credentials.metrics_token)
                     .cloned()
                     .collect(),
+                public_url: settings.public_url.clone(),
             },
             metrics.clone(),
         );

@@ -73,6 +73,13 @@ pub enum Event {
         stage: Option<String>,
         message: String,
     },
+    /// The end of the run was told to the pipeline's `notify:` targets that took it
+    /// (`sns:<topic>`, `webhook:<origin>`). Kept with the run's events, so one ending is told
+    /// once even when the process is killed after sending.
+    Notified {
+        ending: crate::pipeline::model::RunEnding,
+        to: Vec<String>,
+    },
     RunFinished {
         run: RunId,
         status: crate::run::RunStatus,

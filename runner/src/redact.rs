@@ -223,6 +223,17 @@ pub fn pipeline_secrets(compiled: &CompiledPipeline) -> Vec<String> {
         .as_deref()
         .unwrap_or(DEFAULT_TOKEN_ENV);
     let mut values: Vec<String> = std::env::var(token_env).ok().into_iter().collect();
+    // The end-of-run webhook URLs read from the environment carry their credentials.
+    for name in pipeline
+        .notify
+        .iter()
+        .flat_map(|notify| [&notify.webhook_env, &notify.slack_env])
+        .flatten()
+    {
+        if let Ok(url) = std::env::var(name) {
+            values.extend(webhook_secrets(&url));
+        }
+    }
     for stage in &pipeline.stages {
         let Stage::Build(build) = stage else {
             continue;

@@ -162,6 +162,10 @@ pub struct StageOutputs {
     /// Deploy: deployment id each UpdateService call returned.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deployments: BTreeMap<String, String>,
+    /// Deploy: each service the failed deploy put back on the revision it ran before, and
+    /// that revision (services whose rollback did not complete are not here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rolled_back: BTreeMap<String, String>,
     /// Migrate: the task and how it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,

@@ -18,6 +18,7 @@ mod inputs;
 mod install;
 mod lease;
 mod local;
+mod notify;
 mod outage;
 mod push;
 mod reattach;

@@ -3,12 +3,11 @@
 //! account or registry is set for them: the region comes from `envelope.yaml`, the account
 //! from STS, the registry is ECR's (reached through `--registry-endpoint`).
 
+use crate::support::sns::Subscriber;
 use crate::support::{example_app, example_app_with, run_id, runner, stage, status_json, text};
 use envelope_tests::env::{TestEnv, head_manifest, parts, repo_root, unique};
-use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 /// ministack's account, as its STS answers GetCallerIdentity.
 const EMULATOR_ACCOUNT: &str = "000000000000";
@@ -302,48 +301,12 @@ async fn the_shipped_approval_notice_reaches_a_subscriber_of_the_topic() {
     let config = aws(env, "eu-west-2").await;
     ensure_repository(&config, "envelope-api").await;
     // The team's topic (the shipped pipeline names it) with an SQS queue subscribed to it.
-    let sns = aws_sdk_sns::Client::new(&config);
-    let topic = sns
-        .create_topic()
-        .name("envelope-deploy-approval")
-        .send()
-        .await
-        .unwrap()
-        .topic_arn()
-        .unwrap()
-        .to_owned();
+    let subscriber = Subscriber::subscribe(&config, "envelope-deploy-approval").await;
+    let topic = subscriber.topic.clone();
     assert_eq!(
         topic,
         format!("arn:aws:sns:eu-west-2:{EMULATOR_ACCOUNT}:envelope-deploy-approval")
     );
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique("approvers"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-        .cloned()
-        .unwrap();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(&queue_arn)
-        .send()
-        .await
-        .unwrap();
 
     let app = example_app();
     let url = format!("file://{}", app.bare_root.join("hello.git").display());
@@ -356,31 +319,11 @@ async fn the_shipped_approval_notice_reaches_a_subscriber_of_the_topic() {
     let run = run_id(&output);
     assert!(!text(&output).contains("warning"), "{}", text(&output));
 
-    // Other runs publish to the same topic: read until this run's notice arrives (bounded).
-    let mut found = None;
-    for _ in 0..20 {
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        found = received
-            .messages()
-            .iter()
-            .filter_map(|m| m.body())
-            .find(|body| body.contains(&run))
-            .map(str::to_owned);
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let body = found.expect("the approval notice reached the queue");
-    let envelope: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
-    let message = envelope["Message"].as_str().unwrap_or(&body);
+    // Other runs publish to the same topic: only this run's notice counts.
+    let messages = subscriber.messages_containing(&run).await;
+    let message = messages
+        .first()
+        .expect("the approval notice reached the queue");
     assert!(
         message.contains("Pipeline api is waiting for approval"),
         "{message}"

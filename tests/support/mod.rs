@@ -20,6 +20,7 @@ pub mod private_ministack;
 pub mod process;
 pub mod process_tree;
 pub mod registry;
+pub mod sns;
 pub mod sqlite_locker;
 pub mod test_image;
 pub mod tls_daemon;

@@ -202,6 +202,12 @@ impl Scheduler {
             // The store's: the agent's leases, its runs' records and their approval deadlines
             // are all measured on one clock.
             clock: self.inner.store.clock(),
+            run_link: self
+                .inner
+                .settings
+                .public_url
+                .as_deref()
+                .map(|url| format!("{}/runs/{{run}}", url.trim_end_matches('/'))),
         }
     }
 

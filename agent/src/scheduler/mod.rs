@@ -109,6 +109,8 @@ pub struct SchedulerSettings {
     /// The agent's own secret values (GitHub token, webhook secret, approver and metrics
     /// tokens): redacted from every run's output like the run's own secrets.
     pub secrets: Vec<envelope_runner::secret::Secret>,
+    /// Where people reach the agent: run notifications link to `<public_url>/runs/<id>`.
+    pub public_url: Option<String>,
 }
 
 /// Starts, executes, parks and resumes runs. Cheap to clone.

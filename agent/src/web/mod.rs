@@ -262,12 +262,14 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
     let (executing, queued) = app.scheduler.job_counts();
     app.metrics.jobs(executing, queued);
+    let format = crate::metrics::Format::from_accept(
+        headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok()),
+    );
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        app.metrics.render(&runs),
+        [(header::CONTENT_TYPE, format.content_type())],
+        app.metrics.render_as(format, &runs),
     )
         .into_response()
 }

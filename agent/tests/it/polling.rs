@@ -138,6 +138,36 @@ async fn an_unchanged_list_is_asked_for_with_if_none_match_and_answered_304() {
         "one full answer spent one request, 304s none:\n{}",
         metrics.body
     );
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let openmetrics = http(
+        agent.address(),
+        "GET",
+        "/metrics",
+        &[
+            ("Authorization", &format!("Bearer {METRICS_TOKEN}")),
+            ("Accept", "application/openmetrics-text;version=1.0.0"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(openmetrics.status, 200);
+    assert!(
+        openmetrics
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{openmetrics:?}"
+    );
+    assert!(
+        openmetrics.body.ends_with("# EOF\n")
+            && openmetrics
+                .body
+                .contains("# TYPE envelope_agent_polls counter"),
+        "{}",
+        openmetrics.body
+    );
     agent.shutdown().await;
 }
 

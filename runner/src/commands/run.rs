@@ -213,10 +213,14 @@ fn revision(
 fn driver(
     compiled: CompiledPipeline,
     store: Arc<dyn Store>,
-    settings: RunSettings,
+    mut settings: RunSettings,
     args: &RunArgs,
     session: Option<&ActionsSession>,
 ) -> Driver {
+    // In a GitHub Actions job the run's page (for its notification) is the workflow run's.
+    if let Some(session) = session {
+        settings.run_link = session.environment().run_url();
+    }
     let reporter = match session {
         Some(session) => {
             session.run_reporter(reporter(args), args.log_format == OutputFormat::Text)

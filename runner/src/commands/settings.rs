@@ -45,6 +45,7 @@ pub(super) fn settings(args: &RunArgs) -> RunSettings {
         region: args.region.clone(),
         // The store a command opens measures its leases against the system clock too.
         clock: Clock::system(),
+        run_link: None,
     }
 }
 

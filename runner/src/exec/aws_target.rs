@@ -52,19 +52,31 @@ pub async fn resolve_region(
         .map(|region| region.to_string())
 }
 
-/// Whether any step this run will execute still names the unknown account: the steps that
-/// need AWS in a cloud run; in a `--local` run nothing (images are tagged locally or for the
-/// `--registry` given, and no gate, task or service is touched).
+/// Whether any step this run will execute (or its end-of-run notification) still names the
+/// unknown account: the steps that need AWS in a cloud run; in a `--local` run nothing (images
+/// are tagged locally or for the `--registry` given, nothing is notified, and no gate, task or
+/// service is touched).
 pub fn steps_naming(plan: &Plan, placeholder: &str, local: bool) -> Vec<String> {
     if local {
         return Vec::new();
     }
-    plan.steps
+    let mut naming: Vec<String> = plan
+        .steps
         .iter()
         .filter(|step| !matches!(step, Step::Source(_)))
         .filter(|step| serde_json::to_string(step).is_ok_and(|text| text.contains(placeholder)))
         .map(|step| step.name().to_owned())
-        .collect()
+        .collect();
+    // The end-of-run SNS topic (`arn:aws:sns:${aws.region}:${aws.account}:…`) needs it too.
+    if plan
+        .notify
+        .as_ref()
+        .and_then(|notify| notify.sns.as_deref())
+        .is_some_and(|topic| topic.contains(placeholder))
+    {
+        naming.push("notify".to_owned());
+    }
+    naming
 }
 
 /// The account of the credentials `config` carries, from STS `GetCallerIdentity`.

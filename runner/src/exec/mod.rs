@@ -12,4 +12,5 @@ pub mod ecs;
 pub mod lease;
 pub mod notify;
 pub mod push;
+pub mod run_notice;
 pub mod source;

@@ -1,5 +1,6 @@
-//! Notifications when an approval gate opens: an SNS message and/or a JSON webhook POST that
-//! say exactly what is being approved.
+//! Sending notifications: an SNS message and a JSON webhook POST (bounded by a timeout, its
+//! URL never shown past the host), for the notice an approval gate sends when it opens, which
+//! says exactly what is being approved, and for the end of a run (`run_notice`).
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -30,16 +31,43 @@ pub struct ServiceChange {
     pub changes: Vec<String>,
 }
 
+/// What a notification is about, for the error that says it was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// An approval gate opened ([`ApprovalNotice`]).
+    Approval,
+    /// A run ended ([`super::run_notice::RunNotice`]).
+    RunEnd,
+}
+
+impl Purpose {
+    fn not_told(self) -> &'static str {
+        match self {
+            Purpose::Approval => "approvers were not told: the approval notice",
+            Purpose::RunEnd => "nobody was told how the run ended: the run notification",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    #[error(
-        "approvers were not told: the approval notice to SNS topic {topic} was not sent ({detail})"
-    )]
-    Sns { topic: String, detail: String },
+    #[error("{} to SNS topic {topic} was not sent ({detail})", purpose.not_told())]
+    Sns {
+        purpose: Purpose,
+        topic: String,
+        detail: String,
+    },
     /// `origin` is the URL's scheme and host only: its path and query carry credentials.
-    #[error("approvers were not told: the approval webhook at {origin} failed ({detail})")]
-    Webhook { origin: String, detail: String },
+    #[error("{} to the webhook at {origin} was not sent ({detail})", purpose.not_told())]
+    Webhook {
+        purpose: Purpose,
+        origin: String,
+        detail: String,
+    },
 }
+
+/// How long a webhook may take to answer: a receiver that hangs must not hold up the run.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ApprovalNotice {
     /// A short plain-text version for e-mail subscribers of an SNS topic.
@@ -75,62 +103,73 @@ impl ApprovalNotice {
     }
 }
 
-/// Publish to SNS.
+impl ApprovalNotice {
+    /// The SNS subject (SNS allows 100 characters).
+    pub fn subject(&self) -> String {
+        subject(&format!(
+            "Approve {} {}",
+            self.pipeline,
+            self.release.as_deref().unwrap_or(&self.git_ref)
+        ))
+    }
+}
+
+/// A subject cut to SNS' 100 characters.
+pub fn subject(text: &str) -> String {
+    text.chars().take(100).collect()
+}
+
+/// Publish `message` under `subject` to an SNS topic; the message id SNS gave it.
 pub async fn publish_sns(
     config: &aws_config::SdkConfig,
+    purpose: Purpose,
     topic: &str,
-    notice: &ApprovalNotice,
+    subject: &str,
+    message: &str,
 ) -> Result<String, NotifyError> {
-    let client = aws_sdk_sns::Client::new(config);
-    let subject: String = format!(
-        "Approve {} {}",
-        notice.pipeline,
-        notice.release.as_deref().unwrap_or(&notice.git_ref)
-    )
-    .chars()
-    .take(100)
-    .collect();
-    let answer = client
+    let answer = aws_sdk_sns::Client::new(config)
         .publish()
         .topic_arn(topic)
         .subject(subject)
-        .message(notice.text())
+        .message(message)
         .send()
         .await
         .map_err(|error| NotifyError::Sns {
+            purpose,
             topic: topic.to_owned(),
             detail: crate::aws_error::AwsFailure::during(&error, "SNS Publish").to_string(),
         })?;
     Ok(answer.message_id().unwrap_or_default().to_owned())
 }
 
-/// POST the notice as JSON; a non-2xx answer is an error.
-pub async fn post_webhook(url: &str, notice: &ApprovalNotice) -> Result<(), NotifyError> {
+/// POST `body` as JSON, bounded by [`WEBHOOK_TIMEOUT`]; a non-2xx answer is an error. Errors
+/// name the URL's origin only.
+pub async fn post_webhook(
+    purpose: Purpose,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(), NotifyError> {
+    let failed = |detail: String| NotifyError::Webhook {
+        purpose,
+        origin: crate::redact::url_origin(url),
+        detail,
+    };
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(WEBHOOK_TIMEOUT)
         .build()
-        .map_err(|error| NotifyError::Webhook {
-            origin: crate::redact::url_origin(url),
-            detail: error.without_url().to_string(),
-        })?;
+        .map_err(|error| failed(error.without_url().to_string()))?;
     let response = client
         .post(url)
         .header(
             "user-agent",
             concat!("envelope-runner/", env!("CARGO_PKG_VERSION")),
         )
-        .json(notice)
+        .json(body)
         .send()
         .await
-        .map_err(|error| NotifyError::Webhook {
-            origin: crate::redact::url_origin(url),
-            detail: error.without_url().to_string(),
-        })?;
+        .map_err(|error| failed(error.without_url().to_string()))?;
     if !response.status().is_success() {
-        return Err(NotifyError::Webhook {
-            origin: crate::redact::url_origin(url),
-            detail: format!("it answered {}", response.status()),
-        });
+        return Err(failed(format!("it answered {}", response.status())));
     }
     Ok(())
 }

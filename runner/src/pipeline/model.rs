@@ -39,6 +39,9 @@ pub struct Pipeline {
     /// older one still before the gate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// Whom to tell when a run ends: how it ended, why, and a link to the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<RunNotify>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
 }
@@ -194,6 +197,58 @@ pub struct Notify {
     /// URL that receives a JSON POST.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+}
+
+/// Notifications sent when a run ends (at most once per ending of a run).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunNotify {
+    /// Which endings to tell about: `failure`, `rollback`, `success` (default: failure and
+    /// rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<RunEnding>>,
+    /// SNS topic ARN to publish a plain-text summary to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns: Option<String>,
+    /// URL that receives the run's summary as a JSON POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Name of the environment variable that holds the `webhook` URL, read when the run ends
+    /// and never recorded (the URL's path is its credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_env: Option<String>,
+    /// Slack incoming-webhook URL (or any Slack-compatible one): receives `text` and `blocks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<String>,
+    /// Name of the environment variable that holds the `slack` URL, read when the run ends and
+    /// never recorded (a Slack webhook URL carries its token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_env: Option<String>,
+}
+
+/// How a run ended, for notifications.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnding {
+    /// The run failed, or its approval was rejected or timed out.
+    Failure,
+    /// A deploy failed and its services were rolled back to the revisions they ran before, or
+    /// an `envelope-runner rollback` run finished.
+    Rollback,
+    /// The run finished every stage.
+    Success,
+}
+
+impl RunEnding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEnding::Failure => "failure",
+            RunEnding::Rollback => "rollback",
+            RunEnding::Success => "success",
+        }
+    }
 }
 
 /// Run a one-off ECS task with the new image, borrowing a service's task definition and network.

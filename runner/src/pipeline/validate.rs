@@ -8,6 +8,8 @@ use crate::pipeline::yaml::{Node, PathSegment, Position, Value};
 use crate::pipeline::{duration, names, paths};
 use std::collections::BTreeMap;
 
+mod notify;
+
 /// Everything the checks need to point at places in the file.
 struct Checker<'a> {
     tree: &'a Node,
@@ -56,6 +58,9 @@ pub fn check(pipeline: &Pipeline, name: &str, tree: &Node, source: &SourceFile) 
     check_source(&mut checker, pipeline);
     check_aws(&mut checker, pipeline);
     check_stages(&mut checker, pipeline);
+    if let Some(run_notify) = &pipeline.notify {
+        notify::check_run(&mut checker, run_notify);
+    }
     check_variables(&mut checker, pipeline);
     checker.diagnostics
 }
@@ -204,29 +209,7 @@ fn check_stages(checker: &mut Checker, pipeline: &Pipeline) {
             Stage::Approval(approval) => {
                 check_duration(checker, approval.timeout.as_deref(), &path);
                 if let Some(notify) = &approval.notify {
-                    if let Some(topic) = &notify.sns
-                        && !topic.starts_with("arn:")
-                    {
-                        let position = checker
-                            .position(&[path.clone(), vec![key("notify"), key("sns")]].concat());
-                        checker
-                            .error(position, format!("`{topic}` is not an SNS topic ARN"))
-                            .help = Some(
-                            "write the topic ARN: arn:aws:sns:<region>:<account>:<topic>".into(),
-                        );
-                    }
-                    if let Some(url) = &notify.webhook
-                        && !(url.starts_with("https://") || url.starts_with("http://"))
-                    {
-                        let position = checker.position(
-                            &[path.clone(), vec![key("notify"), key("webhook")]].concat(),
-                        );
-                        checker
-                            .error(position, format!("`{url}` is not an http(s) URL"))
-                            .help = Some(
-                            "write a full URL such as https://hooks.example.com/deploys".into(),
-                        );
-                    }
+                    notify::check_approval(checker, notify, &path);
                 }
             }
             Stage::Migrate(migrate) => {

@@ -83,7 +83,39 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 position,
             }
         })?;
-    Ok(node_from(spanned))
+    let mut tree = node_from(spanned);
+    keep_key_spellings(&mut tree, text);
+    Ok(tree)
+}
+
+/// YAML 1.1 reads the plain words `on`, `off`, `yes` and `no` as booleans, keys too (so
+/// `notify: { on: [...] }` would have a key `true`); a mapping key is a name, so one read as a
+/// boolean gets back the word written at its position.
+fn keep_key_spellings(node: &mut Node, text: &str) {
+    match &mut node.value {
+        Value::Mapping(entries) => {
+            for (key, value) in entries.iter_mut() {
+                if key.name == "true" || key.name == "false" {
+                    let written: String = text
+                        .lines()
+                        .nth(key.position.line.saturating_sub(1))
+                        .unwrap_or_default()
+                        .chars()
+                        .skip(key.position.column.saturating_sub(1))
+                        .take_while(|c| c.is_ascii_alphabetic())
+                        .collect();
+                    if !written.is_empty() {
+                        key.name = written;
+                    }
+                }
+                keep_key_spellings(value, text);
+            }
+        }
+        Value::Sequence(items) => items
+            .iter_mut()
+            .for_each(|item| keep_key_spellings(item, text)),
+        _ => {}
+    }
 }
 
 fn node_from(spanned: Spanned<Value>) -> Node {
@@ -268,6 +300,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         let mut entries: Vec<(Key, Node)> = Vec::new();
         while let Some(key) = map.next_key::<Spanned<Value>>()? {
             let position = Position::from_location(key.referenced);
+            let boolean = matches!(key.value, Value::Bool(_));
             let name = match key.value {
                 Value::String(name) => name,
                 Value::Integer(number) => number.to_string(),
@@ -281,8 +314,13 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 }
             };
             if entries.iter().any(|(existing, _)| existing.name == name) {
+                let hint = if boolean {
+                    " (YAML reads `on`, `off`, `yes` and `no` as true or false: quote such a key)"
+                } else {
+                    ""
+                };
                 return Err(de::Error::custom(format!(
-                    "duplicate key `{name}`: each key may appear once in a mapping"
+                    "duplicate key `{name}`: each key may appear once in a mapping{hint}"
                 )));
             }
             let value = node_from(map.next_value::<Spanned<Value>>()?);
@@ -332,6 +370,23 @@ mod tests {
             "{error:?}"
         );
         assert_eq!(error.position.line, 2);
+    }
+
+    #[test]
+    fn a_key_read_as_a_boolean_keeps_its_spelling() {
+        let tree = parse("notify:\n  on: [failure]\n  sns: x\nyes: 1\n").unwrap();
+        assert_eq!(
+            tree.to_json(),
+            serde_json::json!({"notify": {"on": ["failure"], "sns": "x"}, "yes": 1})
+        );
+        let both = parse("on: 1\nyes: 2\n").unwrap_err();
+        assert!(both.message.contains("quote such a key"), "{both:?}");
+        let value = parse("a: on\n").unwrap();
+        assert_eq!(
+            value.to_json(),
+            serde_json::json!({"a": true}),
+            "values are unchanged"
+        );
     }
 
     #[test]

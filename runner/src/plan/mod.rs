@@ -9,7 +9,7 @@ mod render;
 mod resolve;
 mod steps;
 
-use crate::pipeline::model::{Concurrency, OnFailure, Stage};
+use crate::pipeline::model::{Concurrency, OnFailure, RunEnding, Stage};
 use crate::pipeline::{CompiledPipeline, duration, names, template, untrusted};
 pub use error::PlanError;
 use resolve::{public_url, render_text, timeout_of, trigger_of};
@@ -17,8 +17,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 pub use steps::{
-    ApprovalStep, BuildStep, BuildspecPlan, DeployStep, MigrateStep, PushStep, SecretRef,
-    SourceStep, Step,
+    ApprovalStep, BuildStep, BuildspecPlan, DeployStep, MigrateStep, NotifyPlan, PushStep,
+    SecretRef, SourceStep, Step,
 };
 
 /// Default waiting time of an approval gate.
@@ -64,6 +64,9 @@ pub struct Plan {
     pub aws: AwsPlan,
     pub concurrency: Concurrency,
     pub steps: Vec<Step>,
+    /// Whom the end of the run is told (the pipeline's `notify:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyPlan>,
     /// Stages a branch run leaves out: a pipeline with release tag patterns deploys only
     /// releases, so a run of a branch or commit builds and pushes and stops there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -394,6 +397,30 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
             }
         }
     }
+    let notify = match &pipeline.notify {
+        None => None,
+        Some(notify) => {
+            let render = |text: &Option<String>| {
+                text.as_deref()
+                    .map(|text| render_text(text, "notify", &values, &trigger, compiled, &builds))
+                    .transpose()
+            };
+            let mut on = notify
+                .on
+                .clone()
+                .unwrap_or_else(|| vec![RunEnding::Failure, RunEnding::Rollback]);
+            on.sort();
+            on.dedup();
+            Some(NotifyPlan {
+                on,
+                sns: render(&notify.sns)?,
+                webhook: render(&notify.webhook)?,
+                webhook_env: notify.webhook_env.clone(),
+                slack: render(&notify.slack)?,
+                slack_env: notify.slack_env.clone(),
+            })
+        }
+    };
     Ok(Plan {
         pipeline: compiled.name.clone(),
         file: compiled.file.path.display().to_string(),
@@ -406,6 +433,7 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
         },
         concurrency: pipeline.concurrency.unwrap_or(Concurrency::Queued),
         steps,
+        notify,
         left_out,
     })
 }

@@ -125,6 +125,23 @@ impl Plan {
                 }
             }
         }
+        if let Some(notify) = &self.notify {
+            let on: Vec<&str> = notify.on.iter().map(|ending| ending.as_str()).collect();
+            let mut to = Vec::new();
+            to.extend(notify.sns.iter().cloned());
+            for (url, env, kind) in [
+                (&notify.slack, &notify.slack_env, "slack"),
+                (&notify.webhook, &notify.webhook_env, "webhook"),
+            ] {
+                if let Some(url) = url {
+                    to.push(format!("{} ({kind})", crate::redact::url_origin(url)));
+                }
+                if let Some(env) = env {
+                    to.push(format!("${env} ({kind})"));
+                }
+            }
+            let _ = writeln!(out, "\nnotify    on {}: {}", on.join(", "), to.join(", "));
+        }
         if !self.left_out.is_empty() {
             let _ = writeln!(
                 out,

@@ -1,7 +1,7 @@
 //! The steps of a plan: one type per stage kind, each build stage followed by its push
-//! step, and the [`Step`] that holds any of them.
+//! step, and the [`Step`] that holds any of them; and the run's notifications.
 
-use crate::pipeline::model::OnFailure;
+use crate::pipeline::model::{OnFailure, RunEnding};
 use crate::run::StageKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -90,6 +90,24 @@ pub struct ApprovalStep {
     /// path and query carry credentials.
     #[serde(serialize_with = "webhook_origin")]
     pub notify_webhook: Option<String>,
+}
+
+/// Where the end of a run is told (the pipeline's `notify:`), variables resolved. Not a step:
+/// the run's lifecycle sends it once the run has ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotifyPlan {
+    /// The endings told about.
+    pub on: Vec<RunEnding>,
+    pub sns: Option<String>,
+    /// Whole URLs, for the run; shown and serialized as scheme and host only.
+    #[serde(serialize_with = "webhook_origin")]
+    pub webhook: Option<String>,
+    /// The variable that holds the webhook URL, read when the run ends.
+    pub webhook_env: Option<String>,
+    #[serde(serialize_with = "webhook_origin")]
+    pub slack: Option<String>,
+    /// The variable that holds the Slack URL, read when the run ends.
+    pub slack_env: Option<String>,
 }
 
 fn webhook_origin<S: serde::Serializer>(

@@ -102,6 +102,11 @@ pub fn describe(event: &Event) -> Option<String> {
             stage: None,
             message,
         } => format!("warning: {message}"),
+        Event::Notified { ending, to } => format!(
+            "notified how the run ended ({}): {}",
+            ending.as_str(),
+            to.join(", ")
+        ),
         Event::RunFinished {
             run,
             status,

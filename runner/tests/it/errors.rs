@@ -87,6 +87,7 @@ invalid_fixture! {
     not_a_mapping => "not-a-mapping.yaml", "must be a mapping";
     wrong_scalar_type => "wrong-scalar-type.yaml", "must be true or false";
     no_stages => "no-stages.yaml", "the pipeline has no stages";
+    run_notify => "run-notify.yaml", "write `slack_env: <VARIABLE>` instead";
 }
 
 #[test]

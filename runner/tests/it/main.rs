@@ -10,6 +10,7 @@ mod fuzz;
 mod local;
 mod paths;
 mod pipelines;
+mod run_notice;
 mod untrusted;
 
 use std::path::PathBuf;

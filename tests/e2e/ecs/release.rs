@@ -1,12 +1,13 @@
 //! Whole releases through the binary: run to the gate, approve from a second process, resume;
 //! the migration and the deploy of four services, a failing migration, a crashing worker
-//! rolled back, and `rollback` to an earlier run.
+//! rolled back (and told to SNS and Slack), and `rollback` to an earlier run.
 
 use crate::support::ecs::{
-    Cluster, ROLES, api_project, api_project_notifying, app_repository, images, parts,
-    pipeline_runner, record_of, release,
+    Cluster, ROLES, api_project, api_project_notifying, api_project_telling, app_repository,
+    images, parts, pipeline_runner, record_of, release,
 };
-use crate::support::webhook::capture_one_post;
+use crate::support::sns::Subscriber;
+use crate::support::webhook::{Answer, Receiver, capture_one_post};
 use crate::support::{run_id, stage, text};
 
 #[tokio::test]
@@ -135,6 +136,88 @@ async fn a_release_whose_worker_crashes_fails_and_every_service_is_back_on_its_p
         after, before,
         "every service of the release is back on its previous revision"
     );
+}
+
+#[tokio::test]
+async fn a_rolled_back_release_is_told_to_an_sns_topic_and_a_slack_webhook() {
+    let Some(env) = parts("a_rolled_back_release_is_told").await else {
+        return;
+    };
+    let cluster = Cluster::create(env, true).await;
+    cluster.wait_until_running().await;
+    let config = env.sdk_config(env.endpoint()).await;
+    let subscriber = Subscriber::subscribe(&config, &envelope_tests::env::unique("deploys")).await;
+    let slack = Receiver::start(Answer::Status(200)).await;
+    let secret_path = "/services/T0001/B0001/slack-token-canary";
+    let (_repo, url) = app_repository(env, "v2.0.0", "worker\n");
+    let project = api_project_telling(
+        env,
+        &cluster,
+        &url,
+        &format!(
+            "notify:\n  sns: {}\n  slack: {}{secret_path}\n",
+            subscriber.topic, slack.origin
+        ),
+    );
+    let (run, resumed) = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        move || release(&project)
+    })
+    .await
+    .unwrap();
+    let all = text(&resumed);
+    assert_eq!(
+        resumed.status.code(),
+        Some(1),
+        "the outcome is the run's:\n{all}"
+    );
+    assert!(!all.contains("slack-token-canary"), "{all}");
+    assert!(
+        all.contains("notified how the run ended (rollback)"),
+        "{all}"
+    );
+    let record = record_of(project.path(), &run);
+    let rolled_back = stage(&record, "deploy")["outputs"]["rolled_back"].clone();
+    assert!(
+        rolled_back
+            .as_object()
+            .is_some_and(|services| !services.is_empty()),
+        "the record names what was put back: {record}"
+    );
+
+    let messages = subscriber.messages_containing(&run).await;
+    assert_eq!(messages.len(), 1, "told once: {messages:?}");
+    let message = &messages[0];
+    for expected in [
+        "Subject: envelope-runner: api v2.0.0 failed at `deploy` and was rolled back",
+        "(rollback, ",
+        "Release: v2.0.0",
+        "Rolled back: envelope-prod-",
+        "Image: ",
+        "envelope-prod-worker",
+    ] {
+        assert!(
+            message.contains(expected),
+            "missing {expected:?} in\n{message}"
+        );
+    }
+
+    let posts = slack.bodies(secret_path);
+    assert_eq!(posts.len(), 1, "{:?}", slack.received());
+    let post: serde_json::Value = serde_json::from_str(&posts[0]).unwrap();
+    assert_eq!(
+        post["text"],
+        "api v2.0.0 failed at `deploy` and was rolled back"
+    );
+    let blocks = post["blocks"].to_string();
+    for expected in [
+        "header",
+        "*Rolled back to the revision",
+        "`envelope-prod-",
+        &run,
+    ] {
+        assert!(blocks.contains(expected), "missing {expected:?} in {post}");
+    }
 }
 
 #[tokio::test]

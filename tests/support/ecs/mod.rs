@@ -11,8 +11,8 @@ mod release;
 pub use app::{Images, images, write_source};
 pub use cluster::{Cluster, ulid_like};
 pub use release::{
-    api_project, api_project_notifying, app_repository, approve_waiting_release, pipeline_runner,
-    record_of, release,
+    api_project, api_project_notifying, api_project_telling, app_repository,
+    approve_waiting_release, pipeline_runner, record_of, release,
 };
 
 use std::process::Command;

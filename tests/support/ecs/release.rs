@@ -46,6 +46,27 @@ pub fn api_project_notifying(
     migrate_exit: i32,
     webhook: Option<&str>,
 ) -> tempfile::TempDir {
+    api_project_with(env, cluster, url, migrate_exit, webhook, "")
+}
+
+/// `api_project` with `top` (YAML: top-level keys such as `notify:`) before its stages.
+pub fn api_project_telling(
+    env: &TestEnv,
+    cluster: &Cluster,
+    url: &str,
+    top: &str,
+) -> tempfile::TempDir {
+    api_project_with(env, cluster, url, 0, None, top)
+}
+
+fn api_project_with(
+    env: &TestEnv,
+    cluster: &Cluster,
+    url: &str,
+    migrate_exit: i32,
+    webhook: Option<&str>,
+    top: &str,
+) -> tempfile::TempDir {
     let notify = webhook
         .map(|hook| format!("\n      notify:\n        webhook: {hook}"))
         .unwrap_or_default();
@@ -62,7 +83,7 @@ pub fn api_project_notifying(
 aws:
   region: {region}
   registry: {registry}
-stages:
+{top}stages:
   - build:
       image: {image}
       tags: ["${{release.tag}}"]

@@ -21,14 +21,16 @@ impl Driver {
         )
         .await;
         let plan = plan::plan(&self.compiled, context)?;
-        for step in &plan.steps {
-            if let Step::Approval(approval) = step
-                && let Some(url) = &approval.notify_webhook
-            {
-                self.events
-                    .redactor()
-                    .add_all(crate::redact::webhook_secrets(url));
-            }
+        let run_notify = plan.notify.iter().flat_map(|n| [&n.webhook, &n.slack]);
+        let approval_notify = plan.steps.iter().map(|step| match step {
+            Step::Approval(approval) => &approval.notify_webhook,
+            _ => &None,
+        });
+        // Webhook URLs carry their credentials: never shown past the host.
+        for url in run_notify.chain(approval_notify).flatten() {
+            self.events
+                .redactor()
+                .add_all(crate::redact::webhook_secrets(url));
         }
         match &context.region {
             Some(region) => {

@@ -156,6 +156,9 @@ impl Driver {
             None,
             None,
         ));
+        // Before the run's status is final: a process killed in between leaves the run
+        // unfinished, and the one that finishes it does not tell an ending told already.
+        self.notify_run_end(&record, &outcome, &context).await;
         let finished_at = (outcome.status != RunStatus::Waiting).then(|| self.now());
         self.store
             .set_run_status(&record.id, outcome.status, finished_at.as_deref())

@@ -5,14 +5,17 @@
 //! This file holds the run-lifecycle API the CLI and the agent use (start, resume, retry,
 //! roll back, supersede) and the types the parts share; `execute` is the run loop, `steps`
 //! one module per stage kind, `clients`/`secrets` what stages need from outside,
-//! `progress` the stages' events, `state` the pure bookkeeping and `verdict` what a stage's
-//! result makes of the stage and the run. Every time a run records (creation, stage start and
-//! end, approval deadlines, the end of the run) is read from `RunSettings::clock`.
+//! `progress` the stages' events, `state` the pure bookkeeping, `verdict` what a stage's
+//! result makes of the stage and the run, `notify` sending notifications and `run_end` telling
+//! how a run ended. Every time a run records (creation, stage start and end, approval
+//! deadlines, the end of the run) is read from `RunSettings::clock`.
 
 mod clients;
 mod execute;
 mod gate;
+mod notify;
 mod progress;
+mod run_end;
 mod secrets;
 mod state;
 mod steps;
@@ -70,6 +73,9 @@ pub struct RunSettings {
     /// measures approval deadlines against: the store's clock ([`Store::clock`]), or
     /// [`Clock::system`]. Waits still sleep on tokio's timer, so a test can move both.
     pub clock: Clock,
+    /// The run's page, for the notification at its end: `{run}` stands for the run id (the
+    /// agent's `<public_url>/runs/{run}`, a GitHub Actions workflow run's URL).
+    pub run_link: Option<String>,
 }
 
 impl RunSettings {

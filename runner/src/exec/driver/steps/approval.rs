@@ -2,6 +2,7 @@
 //! approvers what they are asked to approve.
 
 use crate::event::Event;
+use crate::exec::driver::notify::Delivery;
 use crate::exec::driver::*;
 use crate::exec::{ecs, notify};
 use crate::pipeline::CompiledPipeline;
@@ -264,8 +265,6 @@ impl Driver {
         step: &plan::ApprovalStep,
         notice: &notify::ApprovalNotice,
     ) -> (Vec<String>, Vec<String>) {
-        let mut sent = Vec::new();
-        let mut warnings = Vec::new();
         // Approvers read the notice outside the run: it carries no secret either.
         let Some(notice) = self.events.redactor().redact_texts(notice) else {
             let message =
@@ -275,49 +274,23 @@ impl Driver {
                 stage: Some(step.name.clone()),
                 message: message.clone(),
             });
-            return (sent, vec![message]);
+            return (Vec::new(), vec![message]);
         };
-        let notice = &notice;
-        let mut warn = |error: notify::NotifyError| {
-            let message = error.to_string();
-            self.events.emit(Event::Warning {
-                stage: Some(step.name.clone()),
-                message: message.clone(),
-            });
-            warnings.push(message);
-        };
-        if let Some(topic) = &step.notify_sns {
-            let result = match self.aws().await {
-                Ok(config) => notify::publish_sns(config, topic, notice).await,
-                Err(failure) => Err(notify::NotifyError::Sns {
-                    topic: topic.clone(),
-                    detail: failure.message,
-                }),
-            };
-            match result {
-                Ok(message) => {
-                    self.events.emit(Event::Log {
-                        stage: step.name.clone(),
-                        line: format!("notified SNS topic {topic} (message {message})"),
-                    });
-                    sent.push(format!("sns:{topic}"));
-                }
-                Err(error) => warn(error),
-            }
-        }
-        if let Some(url) = &step.notify_webhook {
-            match notify::post_webhook(url, notice).await {
-                Ok(()) => {
-                    self.events.emit(Event::Log {
-                        stage: step.name.clone(),
-                        line: format!("notified the webhook at {}", crate::redact::url_origin(url)),
-                    });
-                    sent.push(format!("webhook:{}", crate::redact::url_origin(url)));
-                }
-                Err(error) => warn(error),
-            }
-        }
-        (sent, warnings)
+        let posts = step
+            .notify_webhook
+            .as_deref()
+            .into_iter()
+            .filter_map(|url| Some((url, serde_json::to_value(&notice).ok()?)))
+            .collect();
+        self.deliver(Delivery {
+            purpose: notify::Purpose::Approval,
+            stage: Some(&step.name),
+            sns: step.notify_sns.as_deref(),
+            subject: notice.subject(),
+            text: notice.text(),
+            posts,
+        })
+        .await
     }
 }
 

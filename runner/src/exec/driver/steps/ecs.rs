@@ -289,12 +289,21 @@ impl Driver {
                 Ok(StepResult::Done(Box::new(outputs)))
             }
             Err(error) => {
+                let rolled_back = match &error {
+                    ecs::EcsError::Deploy(failure) => failure
+                        .rollback
+                        .as_ref()
+                        .map(|report| report.rolled_back())
+                        .unwrap_or_default(),
+                    _ => Default::default(),
+                };
                 let mut failure = ecs_failure(error);
                 let mut outputs = record
                     .stage(&step.name)
                     .map(|s| s.outputs.clone())
                     .unwrap_or_default();
                 save(&mut outputs, deploy.record());
+                outputs.rolled_back = rolled_back;
                 failure.outputs = Some(Box::new(outputs));
                 Err(failure)
             }

@@ -99,6 +99,15 @@ pub struct RolledBackService {
 }
 
 impl RollbackReport {
+    /// Each service the rollback put back, and the revision (`family:revision`) it runs.
+    pub fn rolled_back(&self) -> std::collections::BTreeMap<String, String> {
+        self.services
+            .iter()
+            .filter(|s| matches!(s.outcome, Some(Ok(()))))
+            .map(|s| (s.service.clone(), short(&s.task_definition).to_string()))
+            .collect()
+    }
+
     /// Whether every service runs its previous revision again.
     pub fn complete(&self) -> bool {
         self.services
