@@ -13,6 +13,7 @@ pub mod cutting_proxy;
 pub mod docker;
 pub mod ecs;
 pub mod fault_proxy;
+pub mod health_endpoint;
 pub mod http;
 pub mod private_daemon;
 pub mod private_ministack;

@@ -11,3 +11,4 @@ pub mod lease;
 pub mod notify;
 pub mod push;
 pub mod source;
+pub mod verify;

@@ -87,6 +87,8 @@ invalid_fixture! {
     not_a_mapping => "not-a-mapping.yaml", "must be a mapping";
     wrong_scalar_type => "wrong-scalar-type.yaml", "must be true or false";
     no_stages => "no-stages.yaml", "the pipeline has no stages";
+    bad_verify_check => "bad-verify.yaml", "a check must use http:// or https://";
+    bad_verify_status => "bad-verify-status.yaml", "`700` is not an HTTP status";
 }
 
 #[test]
