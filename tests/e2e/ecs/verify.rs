@@ -3,7 +3,9 @@
 //! is rolled back although ECS reported every rollout COMPLETED; a healthy one passes. Checks
 //! run with a short deadline, so each makes a handful of requests.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use envelope_runner::exec::ecs::deploy::{
@@ -19,6 +21,7 @@ use crate::support::ecs::{
 };
 use crate::support::health_endpoint::HealthEndpoint;
 use crate::support::{stage, text};
+use envelope_tests::env::TestEnv;
 
 /// Adds a `verify:` check of `url` to the deploy stage (the last one) of the project's `api`
 /// pipeline: status 200 with "Application up", tried for 5 s every second.
@@ -31,6 +34,40 @@ fn verify_up(project: &Path, url: &str) {
          timeout: 5s\n          interval: 1s\n"
     ));
     std::fs::write(file, yaml).unwrap();
+}
+
+/// A release of the app through the binary whose deploy verifies `endpoint`, and what it left.
+struct VerifiedRelease {
+    cluster: Cluster,
+    /// Every service's task definition before the release.
+    before: BTreeMap<String, String>,
+    project: tempfile::TempDir,
+    run: String,
+    resumed: Output,
+    _repo: tempfile::TempDir,
+}
+
+async fn verified_release(env: &'static TestEnv, endpoint: &HealthEndpoint) -> VerifiedRelease {
+    let cluster = Cluster::create(env, true).await;
+    cluster.wait_until_running().await;
+    let before = cluster.task_definitions().await;
+    let (repo, url) = app_repository(env, "v2.0.0", "");
+    let project = api_project(env, &cluster, &url, 0);
+    verify_up(project.path(), &endpoint.url);
+    let (run, resumed) = tokio::task::spawn_blocking({
+        let project = project.path().to_path_buf();
+        move || release(&project)
+    })
+    .await
+    .unwrap();
+    VerifiedRelease {
+        cluster,
+        before,
+        project,
+        run,
+        resumed,
+        _repo: repo,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,6 +122,7 @@ async fn a_page_without_the_text_rolls_every_service_back_although_ecs_completed
     );
 
     // ECS said every rollout COMPLETED; the check still sent every service back.
+    assert_eq!(cluster.task_definitions().await, before, "{message}");
     let events = events.lock().unwrap();
     for service in &cluster.services {
         assert!(
@@ -102,7 +140,6 @@ async fn a_page_without_the_text_rolls_every_service_back_although_ecs_completed
             .iter()
             .any(|e| matches!(e, DeployProgress::RollbackStarted { .. }))
     );
-    assert_eq!(cluster.task_definitions().await, before, "{message}");
 }
 
 #[tokio::test]
@@ -110,21 +147,10 @@ async fn a_release_whose_up_page_answers_500_fails_and_every_service_is_back() {
     let Some(env) = parts("verify answers 500").await else {
         return;
     };
-    let cluster = Cluster::create(env, true).await;
-    cluster.wait_until_running().await;
-    let before = cluster.task_definitions().await;
     let endpoint = HealthEndpoint::start(500, "Server Error").await;
-    let (_repo, url) = app_repository(env, "v2.0.0", "");
-    let project = api_project(env, &cluster, &url, 0);
-    verify_up(project.path(), &endpoint.url);
-    let (run, resumed) = tokio::task::spawn_blocking({
-        let project = project.path().to_path_buf();
-        move || release(&project)
-    })
-    .await
-    .unwrap();
-    let all = text(&resumed);
-    assert_eq!(resumed.status.code(), Some(1), "{all}");
+    let released = verified_release(env, &endpoint).await;
+    let all = text(&released.resumed);
+    assert_eq!(released.resumed.status.code(), Some(1), "{all}");
     let failed = format!("check {} failed after", endpoint.url);
     assert!(all.contains(&failed), "the output names the check:\n{all}");
     assert!(all.contains("status 500, body \"Server Error\""), "{all}");
@@ -134,7 +160,7 @@ async fn a_release_whose_up_page_answers_500_fails_and_every_service_is_back() {
         "{} requests",
         endpoint.hits()
     );
-    let record = record_of(project.path(), &run);
+    let record = record_of(released.project.path(), &released.run);
     assert_eq!(record["status"], "failed");
     let deploy = stage(&record, "deploy");
     assert_eq!(deploy["status"], "failed");
@@ -148,8 +174,8 @@ async fn a_release_whose_up_page_answers_500_fails_and_every_service_is_back() {
         "{deploy}"
     );
     assert_eq!(
-        cluster.task_definitions().await,
-        before,
+        released.cluster.task_definitions().await,
+        released.before,
         "every service of the release is back on its previous revision"
     );
 }
@@ -159,30 +185,19 @@ async fn a_release_whose_up_page_says_application_up_succeeds() {
     let Some(env) = parts("verify passes").await else {
         return;
     };
-    let cluster = Cluster::create(env, true).await;
-    cluster.wait_until_running().await;
-    let before = cluster.task_definitions().await;
     let endpoint = HealthEndpoint::start(200, "<html><body>Application up</body></html>").await;
-    let (_repo, url) = app_repository(env, "v2.0.0", "");
-    let project = api_project(env, &cluster, &url, 0);
-    verify_up(project.path(), &endpoint.url);
-    let (run, resumed) = tokio::task::spawn_blocking({
-        let project = project.path().to_path_buf();
-        move || release(&project)
-    })
-    .await
-    .unwrap();
-    let all = text(&resumed);
-    assert_eq!(resumed.status.code(), Some(0), "{all}");
+    let released = verified_release(env, &endpoint).await;
+    let all = text(&released.resumed);
+    assert_eq!(released.resumed.status.code(), Some(0), "{all}");
     assert_eq!(endpoint.hits(), 1);
-    let record = record_of(project.path(), &run);
+    let record = record_of(released.project.path(), &released.run);
     assert_eq!(record["status"], "succeeded");
     let checks = stage(&record, "deploy")["outputs"]["checks"].to_string();
     let passed = format!("check {} passed", endpoint.url);
     assert!(checks.contains(&passed), "{checks}");
     assert!(all.contains(&passed), "the output shows the check:\n{all}");
-    let after = cluster.task_definitions().await;
-    for service in &cluster.services {
-        assert_ne!(after[service], before[service], "{service} moved");
+    let after = released.cluster.task_definitions().await;
+    for service in &released.cluster.services {
+        assert_ne!(after[service], released.before[service], "{service} moved");
     }
 }
