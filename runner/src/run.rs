@@ -166,6 +166,10 @@ pub struct StageOutputs {
     /// that revision (services whose rollback did not complete are not here).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rolled_back: BTreeMap<String, String>,
+    /// Deploy: how each `verify:` check ended, one readable line each (URL without
+    /// credentials, attempts, time taken, last status and body excerpt when it failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
     /// Migrate: the task and how it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,

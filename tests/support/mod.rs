@@ -14,6 +14,7 @@ pub mod docker;
 pub mod docker_config;
 pub mod ecs;
 pub mod fault_proxy;
+pub mod health_endpoint;
 pub mod http;
 pub mod private_daemon;
 pub mod private_ministack;

@@ -14,3 +14,4 @@ pub mod notify;
 pub mod push;
 pub mod run_notice;
 pub mod source;
+pub mod verify;

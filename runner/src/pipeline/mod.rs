@@ -15,6 +15,7 @@ pub mod structure;
 pub mod template;
 pub mod untrusted;
 pub mod validate;
+pub mod verify;
 pub mod yaml;
 
 use crate::buildspec::{self, Buildspec};

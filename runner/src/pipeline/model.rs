@@ -288,6 +288,31 @@ pub struct DeployStage {
     /// What to do when the rollout fails: `rollback` (default) or `stop`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
+    /// HTTP checks run after every service's rollout COMPLETED; a check that does not pass
+    /// before its deadline fails the deploy like a failed rollout (see `on_failure`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify: Vec<VerifyCheck>,
+}
+
+/// An HTTP check of the released application, retried until it passes or its deadline.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyCheck {
+    /// `http://` or `https://` URL to GET, for example `https://${env.API_HOST}/up`.
+    pub url: String,
+    /// The HTTP status the answer must have (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
+    pub status: Option<u16>,
+    /// Text the answer's body must contain, for example `Application up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// How long to keep trying, from the end of the rollout (default `2m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Pause between attempts (default `5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
 }
 
 /// What a failed deploy does.

@@ -28,4 +28,6 @@ pub enum PlanError {
         tag: String,
         problem: String,
     },
+    #[error("a verify URL of stage `{stage}` is not valid after substitution: {problem}")]
+    BadVerifyUrl { stage: String, problem: String },
 }

@@ -9,8 +9,8 @@ mod render;
 mod resolve;
 mod steps;
 
-use crate::pipeline::model::{Concurrency, OnFailure, RunEnding, Stage};
-use crate::pipeline::{CompiledPipeline, duration, names, template, untrusted};
+use crate::pipeline::model::{Concurrency, OnFailure, RunEnding, Stage, VerifyCheck};
+use crate::pipeline::{CompiledPipeline, duration, names, template, untrusted, verify};
 pub use error::PlanError;
 use resolve::{public_url, render_text, timeout_of, trigger_of};
 use serde::Serialize;
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 pub use steps::{
     ApprovalStep, BuildStep, BuildspecPlan, DeployStep, MigrateStep, NotifyPlan, PushStep,
-    SecretRef, SourceStep, Step,
+    SecretRef, SourceStep, Step, VerifyStep,
 };
 
 /// Default waiting time of an approval gate.
@@ -393,6 +393,11 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
                     timeout: duration::format(timeout),
                     timeout_seconds: timeout.as_secs(),
                     on_failure: deploy.on_failure.unwrap_or(OnFailure::Rollback),
+                    verify: deploy
+                        .verify
+                        .iter()
+                        .map(|check| verify_step(check, &stage_name, &render))
+                        .collect::<Result<_, _>>()?,
                 }));
             }
         }
@@ -435,5 +440,28 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
         steps,
         notify,
         left_out,
+    })
+}
+
+/// A `verify:` check with its URL rendered and checked, and its defaults filled in.
+fn verify_step(
+    check: &VerifyCheck,
+    stage: &str,
+    render: &dyn Fn(&str) -> Result<String, PlanError>,
+) -> Result<VerifyStep, PlanError> {
+    let url = render(&check.url)?;
+    verify::check_url(&url).map_err(|problem| PlanError::BadVerifyUrl {
+        stage: stage.to_owned(),
+        problem,
+    })?;
+    let timeout = timeout_of(check.timeout.as_deref(), verify::DEFAULT_TIMEOUT);
+    let interval = timeout_of(check.interval.as_deref(), verify::DEFAULT_INTERVAL);
+    Ok(VerifyStep {
+        url,
+        status: check.status.unwrap_or(verify::DEFAULT_STATUS),
+        body_contains: check.body_contains.as_deref().map(render).transpose()?,
+        timeout: duration::format(timeout),
+        timeout_seconds: timeout.as_secs(),
+        interval_seconds: interval.as_secs().max(1),
     })
 }

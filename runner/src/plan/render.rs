@@ -122,6 +122,20 @@ impl Plan {
                             OnFailure::Stop => "stop",
                         }
                     );
+                    for check in &d.verify {
+                        let body = check
+                            .body_contains
+                            .as_ref()
+                            .map(|text| format!(" containing {text:?}"))
+                            .unwrap_or_default();
+                        let _ = writeln!(
+                            out,
+                            "   verify    {} answers {}{body} within {}",
+                            crate::pipeline::verify::shown(&check.url),
+                            check.status,
+                            check.timeout
+                        );
+                    }
                 }
             }
         }

@@ -142,6 +142,27 @@ pub struct DeployStep {
     pub timeout: String,
     pub timeout_seconds: u64,
     pub on_failure: OnFailure,
+    /// HTTP checks run after the rollout completed; empty when the stage has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verify: Vec<VerifyStep>,
+}
+
+/// One rendered `verify:` check of a deploy stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyStep {
+    /// The whole URL, for the run; serialized without credentials and query values.
+    #[serde(serialize_with = "shown_url")]
+    pub url: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    pub timeout: String,
+    pub timeout_seconds: u64,
+    pub interval_seconds: u64,
+}
+
+fn shown_url<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::pipeline::verify::shown(url))
 }
 
 impl Step {

@@ -88,6 +88,8 @@ invalid_fixture! {
     wrong_scalar_type => "wrong-scalar-type.yaml", "must be true or false";
     no_stages => "no-stages.yaml", "the pipeline has no stages";
     run_notify => "run-notify.yaml", "write `slack_env: <VARIABLE>` instead";
+    bad_verify_check => "bad-verify.yaml", "a check must use http:// or https://";
+    bad_verify_status => "bad-verify-status.yaml", "`700` is not an HTTP status";
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod kill_resume;
 mod migrate;
 mod release;
 mod throttling;
+mod verify;
 
 use std::sync::{Arc, Mutex};
 

@@ -67,6 +67,8 @@ impl Gate {
             cancel: tokio_util::sync::CancellationToken::new(),
             region: None,
             clock: store.clock(),
+            build_secrets: Default::default(),
+            run_link: None,
         };
         let driver = Driver::new(
             compile_text(PIPELINE),

@@ -255,12 +255,17 @@ impl Driver {
                     stage: Some(stage.clone()),
                     message: format!("rolling back every service of the release: {reason}"),
                 },
+                P::Verified(report) => Event::Notice {
+                    stage: Some(stage.clone()),
+                    message: report.to_string(),
+                },
             };
             events.emit(event);
         };
         let lease = self.gate_lease.lock().expect("gate lease lock").clone();
         let mut deploy = ecs::deploy::Deploy::new(aws, &request, recorded)
-            .fenced(lease.as_ref().map(|l| l as &dyn ecs::fence::Fence));
+            .fenced(lease.as_ref().map(|l| l as &dyn ecs::fence::Fence))
+            .verified(http_checks(step), self.events.redactor().clone());
         let save = |outputs: &mut StageOutputs, record: &ecs::deploy::DeployRecord| {
             outputs.previous_task_definitions = record.previous_task_definitions.clone();
             outputs.task_definitions = record.task_definitions.clone();
@@ -286,6 +291,7 @@ impl Driver {
                     .map(|s| s.outputs.clone())
                     .unwrap_or_default();
                 save(&mut outputs, deploy.record());
+                outputs.checks = check_lines(&deploy);
                 Ok(StepResult::Done(Box::new(outputs)))
             }
             Err(error) => {
@@ -304,9 +310,33 @@ impl Driver {
                     .unwrap_or_default();
                 save(&mut outputs, deploy.record());
                 outputs.rolled_back = rolled_back;
+                outputs.checks = check_lines(&deploy);
                 failure.outputs = Some(Box::new(outputs));
                 Err(failure)
             }
         }
     }
+}
+
+/// The deploy step's `verify:` checks, for [`ecs::deploy::Deploy::verified`].
+fn http_checks(step: &plan::DeployStep) -> Vec<crate::exec::verify::HttpCheck> {
+    step.verify
+        .iter()
+        .map(|check| crate::exec::verify::HttpCheck {
+            url: check.url.clone(),
+            status: check.status,
+            body_contains: check.body_contains.clone(),
+            timeout: Duration::from_secs(check.timeout_seconds),
+            interval: Duration::from_secs(check.interval_seconds),
+        })
+        .collect()
+}
+
+/// How each check ended, for the stage's outputs.
+fn check_lines(deploy: &ecs::deploy::Deploy<'_>) -> Vec<String> {
+    deploy
+        .check_reports()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }

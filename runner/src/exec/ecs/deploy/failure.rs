@@ -4,6 +4,7 @@
 use std::fmt::{self, Write as _};
 
 use super::short;
+use crate::exec::verify::CheckReport;
 
 /// Why a service's rollout did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum RolloutFailure {
     },
     /// UpdateService itself failed.
     NotStarted { error: String },
+    /// Every rollout completed but a `verify:` check of the release did not pass.
+    Verify(Box<CheckReport>),
 }
 
 impl fmt::Display for RolloutFailure {
@@ -69,6 +72,7 @@ impl fmt::Display for RolloutFailure {
                 }
             ),
             RolloutFailure::NotStarted { error } => write!(f, "UpdateService failed: {error}"),
+            RolloutFailure::Verify(report) => write!(f, "{report}"),
         }
     }
 }

@@ -17,6 +17,9 @@
 //! let report = deploy.wait(&progress).await?;
 //! ```
 //!
+//! With [`Deploy::verified`], `wait` then runs the stage's HTTP checks; a check that does
+//! not pass fails the release like a failed rollout.
+//!
 //! A resumed run passes the recorded [`DeployRecord`] back: registration and UpdateService
 //! are skipped for the services that have their results recorded, and `wait` re-attaches to
 //! the recorded deployments. Old revisions are never deregistered.
@@ -26,6 +29,7 @@ mod judge;
 mod preflight;
 mod rollback;
 mod update;
+mod verify;
 mod wait;
 
 use std::collections::{BTreeMap, HashSet};
@@ -37,7 +41,9 @@ use serde::{Deserialize, Serialize};
 use super::fence::Fence;
 use super::taskdef::TaskDefinitionDiff;
 use super::{EcsAws, EcsError, PollSchedule};
+use crate::exec::verify::{CheckReport, HttpCheck};
 pub use crate::pipeline::model::OnFailure;
+use crate::redact::Redactor;
 pub use failure::{DeployFailure, RollbackReport, RolledBackService, RolloutFailure};
 pub use preflight::preview;
 pub(crate) use preflight::{describe_one, next_revision_for};
@@ -156,6 +162,8 @@ pub enum DeployProgress {
     RollbackStarted {
         reason: String,
     },
+    /// A `verify:` check reached its verdict.
+    Verified(CheckReport),
 }
 
 /// A deploy that succeeded.
@@ -197,6 +205,10 @@ pub struct Deploy<'a> {
     polls: u32,
     /// Passed before every change (registration, UpdateService, rollback).
     fence: Option<&'a dyn Fence>,
+    /// HTTP checks run once every rollout completed (see [`verify`]).
+    checks: Vec<HttpCheck>,
+    redactor: Redactor,
+    check_reports: Vec<CheckReport>,
 }
 
 impl<'a> Deploy<'a> {
@@ -210,6 +222,9 @@ impl<'a> Deploy<'a> {
             described: BTreeMap::new(),
             polls: 0,
             fence: None,
+            checks: Vec::new(),
+            redactor: Redactor::default(),
+            check_reports: Vec::new(),
         }
     }
 

@@ -39,6 +39,10 @@ impl Deploy<'_> {
         if !failures.is_empty() {
             return Err(self.fail(failures, progress).await);
         }
+        let failures = self.verify(progress).await;
+        if !failures.is_empty() {
+            return Err(self.fail(failures, progress).await);
+        }
         Ok(DeployReport {
             services: targets
                 .into_iter()
