@@ -97,12 +97,26 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     })
 }
 
-/// `--check`: every pipeline the configuration names loads.
+/// `--check`: every pipeline the configuration names loads, and the variables its runs read
+/// from the environment are set (exit code 6 naming each one that is not).
 async fn check(settings: config::Settings) -> i32 {
     let mut code = exit_codes::OK;
     for repository in &settings.repositories {
         match crate::scheduler::load_pipeline(&settings.project, &repository.pipeline) {
             Ok(compiled) => {
+                let missing = crate::check_env::missing_variables(&compiled);
+                for (key, name) in &missing {
+                    eprintln!(
+                        "error: {} → pipeline `{}`: `{key}` names {name}, which is not set in the agent's environment; set it (systemd: Environment= or EnvironmentFile=) or remove `{key}`",
+                        repository.repository, compiled.name
+                    );
+                }
+                if !missing.is_empty() {
+                    if code == exit_codes::OK {
+                        code = exit_codes::ENVIRONMENT;
+                    }
+                    continue;
+                }
                 let line = format!(
                     "ok  {} → pipeline `{}`\n",
                     repository.repository, compiled.name

@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod approval_rules;
+mod check_env;
 mod cli;
 pub mod config;
 mod github;

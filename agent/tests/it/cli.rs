@@ -61,6 +61,55 @@ fn a_missing_secret_exits_6_naming_the_variable() {
 }
 
 #[test]
+fn check_names_every_variable_a_pipeline_reads_at_run_time_that_is_unset() {
+    let project = Project::new();
+    let pipeline = project.root.join("pipelines/app.yaml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        format!(
+            "{text}notify:\n  slack_env: ENVELOPE_TEST_UNSET_SLACK\n  webhook_env: ENVELOPE_TEST_SET_HOOK\n"
+        ),
+    )
+    .unwrap();
+    let path = project.root.join("agent.yaml");
+    std::fs::write(
+        &path,
+        "repositories: [{ repository: acme/app, pipeline: app }]\n",
+    )
+    .unwrap();
+    let check = |slack: Option<&str>| {
+        let mut command = agent();
+        command.arg("--config").arg(&path).arg("--check").env(
+            "ENVELOPE_TEST_SET_HOOK",
+            "https://hooks.example.com/secret-path",
+        );
+        match slack {
+            Some(value) => command.env("ENVELOPE_TEST_UNSET_SLACK", value),
+            None => command.env_remove("ENVELOPE_TEST_UNSET_SLACK"),
+        };
+        command.output().unwrap()
+    };
+    let output = check(None);
+    assert_eq!(output.status.code(), Some(6), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`notify.slack_env` names ENVELOPE_TEST_UNSET_SLACK"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ENVELOPE_TEST_SET_HOOK"), "{stderr}");
+    assert!(!stderr.contains("secret-path"), "{stderr}");
+    let output = check(Some(""));
+    assert_eq!(
+        output.status.code(),
+        Some(6),
+        "an empty value is unset: {output:?}"
+    );
+    let output = check(Some("https://hooks.slack.com/services/T/B/x"));
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
+
+#[test]
 fn a_short_approver_token_is_refused_at_load() {
     let project = Project::new();
     let path = project.root.join("agent.yaml");
