@@ -52,6 +52,34 @@ fn started_at(stage: &StageRecord) -> Option<DateTime<Utc>> {
         .map(|time| time.with_timezone(&Utc))
 }
 
+/// What an approval gate shows when it opens: the diff of the ECS stages after it (when the
+/// run pushed an image), that diff as bounded lines for its record, and the checks that run
+/// after the deploy.
+pub(in crate::exec::driver) struct GateDiff {
+    diff: Option<ReleaseDiff>,
+    lines: Vec<String>,
+    checks: Vec<String>,
+}
+
+impl GateDiff {
+    /// The notice tells the same: each deployed service's changes, the whole diff, the checks.
+    fn fill(self, notice: &mut notify::ApprovalNotice) {
+        if let Some(diff) = &self.diff {
+            notice.services = diff
+                .services
+                .iter()
+                .filter(|service| service.kind == "deploy")
+                .map(|service| notify::ServiceChange {
+                    service: service.service.clone(),
+                    changes: service.change_lines(),
+                })
+                .collect();
+        }
+        notice.diff = self.lines;
+        notice.checks = self.checks;
+    }
+}
+
 impl Driver {
     pub(in crate::exec::driver) async fn approval(
         &self,
@@ -105,16 +133,15 @@ impl Driver {
                 });
                 // Computed when the gate opens and kept in its record, so the agent's run
                 // page shows it without asking AWS; a resumed gate keeps what it found.
-                let opened = if stage.outputs.changes.is_empty() || stage.outputs.notified.is_none()
-                {
+                let recorded =
+                    !stage.outputs.changes.is_empty() || !stage.outputs.planned_checks.is_empty();
+                let opened = if !recorded || stage.outputs.notified.is_none() {
                     self.gate_diff(step, plan, state).await
                 } else {
                     None
                 };
-                if let Some((_, lines, checks)) = &opened
-                    && stage.outputs.changes.is_empty()
-                {
-                    let (lines, checks) = (lines.clone(), checks.clone());
+                if let Some(opened) = opened.as_ref().filter(|_| !recorded) {
+                    let (lines, checks) = (opened.lines.clone(), opened.checks.clone());
                     self.checkpoint(record, &step.name, |outputs| {
                         outputs.changes = lines;
                         outputs.planned_checks = checks;
@@ -123,16 +150,8 @@ impl Driver {
                 }
                 if stage.outputs.notified.is_none() {
                     let mut notice = self.approval_notice(step, plan, record, state, deadline);
-                    if let Some((diff, lines, checks)) = opened {
-                        let deployed = diff.services.iter().filter(|s| s.kind == "deploy");
-                        notice.services = deployed
-                            .map(|service| notify::ServiceChange {
-                                service: service.service.clone(),
-                                changes: service.change_lines(),
-                            })
-                            .collect();
-                        notice.diff = lines;
-                        notice.checks = checks;
+                    if let Some(opened) = opened {
+                        opened.fill(&mut notice);
                     }
                     let (sent, warnings) = self.notify(step, &notice).await;
                     if !sent.is_empty() || !warnings.is_empty() {
@@ -220,16 +239,16 @@ impl Driver {
     }
 
     /// What the migrate and deploy stages after the gate would change on ECS (read with
-    /// Describe calls, bounded by [`GATE_DIFF_TIMEOUT`]), the same as lines for the record,
-    /// and the checks the deploy runs; `None` when no ECS stage follows the gate or the run
-    /// pushed no image. A service ECS could not describe says why (and a notice tells the
-    /// run's log); the gate opens either way.
+    /// Describe calls, bounded by [`GATE_DIFF_TIMEOUT`]; none when the run pushed no image)
+    /// and the checks the deploy runs; `None` when no ECS stage follows the gate. A service
+    /// ECS could not describe says why (and a notice tells the run's log); the gate opens
+    /// either way.
     pub(in crate::exec::driver) async fn gate_diff(
         &self,
         step: &plan::ApprovalStep,
         plan: &Plan,
         state: &RunState,
-    ) -> Option<(ReleaseDiff, Vec<String>, Vec<String>)> {
+    ) -> Option<GateDiff> {
         let images: Vec<String> = state.images.values().cloned().collect();
         let after_gate: Vec<Step> = plan
             .steps
@@ -238,8 +257,16 @@ impl Driver {
             .filter(|s| matches!(s, Step::Migrate(_) | Step::Deploy(_)))
             .cloned()
             .collect();
-        if after_gate.is_empty() || images.is_empty() {
+        if after_gate.is_empty() {
             return None;
+        }
+        let checks = release_diff::bounded(release_diff::planned_checks(&after_gate));
+        if images.is_empty() {
+            return Some(GateDiff {
+                diff: None,
+                lines: Vec::new(),
+                checks,
+            });
         }
         let diff = tokio::time::timeout(GATE_DIFF_TIMEOUT, self.release_diff(&after_gate, &images))
             .await
@@ -255,9 +282,11 @@ impl Driver {
                     .to_owned(),
             });
         }
-        let lines = diff.bounded_lines();
-        let checks = release_diff::bounded(release_diff::planned_checks(&after_gate));
-        Some((diff, lines, checks))
+        Some(GateDiff {
+            lines: diff.bounded_lines(),
+            diff: Some(diff),
+            checks,
+        })
     }
 
     /// Send the gate's notifications: where they went, and a warning line for each that could
