@@ -177,6 +177,7 @@ mod tests {
             current: Some(arn(&format!("{name}:7"))),
             diff: Some(diff),
             unavailable: None,
+            newer: None,
         };
         let changed = TaskDefinitionDiff {
             family: "api".into(),

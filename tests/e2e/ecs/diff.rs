@@ -1,6 +1,7 @@
 //! `diff` through the binary against ministack: after a run built and pushed the app, it
 //! shows each service's image digest change (and the migration's task definition), an
-//! unchanged service says so, nothing is registered or updated; the approval gate that run
+//! unchanged service says so, a newer unused revision of a family (more CPU, one more
+//! variable) is a note, nothing is registered or updated; the approval gate that run
 //! opened kept the same diff in its record; a service ECS cannot describe for the image is
 //! "diff unavailable" with exit code 6.
 
@@ -18,6 +19,9 @@ async fn diff_shows_the_digest_each_service_would_change_to_and_registers_nothin
     };
     let cluster = Cluster::create(env, true).await;
     let before = cluster.task_definitions().await;
+    // Someone registered a revision of the worker's family with more CPU and a new variable
+    // and never deployed it: the deploy builds on what the service runs, and diff says so.
+    let newer = register_unused_revision(env, &before["envelope-prod-worker"]).await;
     let (_repo, url) = app_repository(env, "v2.0.0", "");
     let project = api_project(env, &cluster, &url, 0);
     let path = project.path().to_path_buf();
@@ -77,6 +81,14 @@ async fn diff_shows_the_digest_each_service_would_change_to_and_registers_nothin
         "the sidecar keeps its image:\n{shown}"
     );
     assert!(shown.contains("checks after the deploy: none"), "{shown}");
+    let note = format!(
+        "  not deployed: {}, the family's newest revision, differs from the revision the \
+         service runs, which the deploy builds on:\n    cpu: 256 → 512\n    container worker: \
+         environment: APP_ENV=e2e → APP_ENV=e2e QUEUE=redis\n",
+        newer.rsplit('/').next().unwrap()
+    );
+    assert!(shown.contains(&note), "{shown}");
+    assert_eq!(shown.matches("not deployed:").count(), 1, "{shown}");
 
     // JSON, with --exit-code: 1 because services would change.
     assert_eq!(json.status.code(), Some(1), "{}", text(&json));
@@ -97,14 +109,11 @@ async fn diff_shows_the_digest_each_service_would_change_to_and_registers_nothin
         );
     }
 
-    // The image the services already run: no change, exit 0 even with --exit-code.
+    // The image the services already run: no change (the worker's unused revision is a note,
+    // not a change), exit 0 even with --exit-code.
     assert_eq!(same.status.code(), Some(0), "{}", text(&same));
     let shown_same = String::from_utf8_lossy(&same.stdout);
-    assert_eq!(
-        shown_same.matches("): no change").count(),
-        5,
-        "{shown_same}"
-    );
+    assert_eq!(shown_same.matches("no change").count(), 5, "{shown_same}");
     assert!(
         shown_same.contains("No service would change."),
         "{shown_same}"
@@ -136,4 +145,41 @@ async fn diff_shows_the_digest_each_service_would_change_to_and_registers_nothin
         "{gate}"
     );
     assert!(changes.contains("migrate `migrate`"), "{gate}");
+}
+
+/// Registers (and never deploys) a revision of `task_definition`'s family with cpu 512 and one
+/// more variable, `QUEUE=redis`: its ARN.
+async fn register_unused_revision(
+    env: &envelope_tests::env::TestEnv,
+    task_definition: &str,
+) -> String {
+    use aws_sdk_ecs::types::KeyValuePair;
+    let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(env.endpoint()).await);
+    let current = ecs
+        .describe_task_definition()
+        .task_definition(task_definition)
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap();
+    let mut containers = current.container_definitions.clone().unwrap();
+    containers[0]
+        .environment
+        .get_or_insert_with(Vec::new)
+        .push(KeyValuePair::builder().name("QUEUE").value("redis").build());
+    ecs.register_task_definition()
+        .family(current.family.clone().unwrap())
+        .set_network_mode(current.network_mode.clone())
+        .set_requires_compatibilities(current.requires_compatibilities.clone())
+        .cpu("512")
+        .set_memory(current.memory.clone())
+        .set_container_definitions(Some(containers))
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap()
+        .task_definition_arn
+        .unwrap()
 }

@@ -3,7 +3,9 @@
 //! rolls and each migrate stage's service, the task definition it runs now and the
 //! [`TaskDefinitionDiff`] of the revision the stage would register, made by the same
 //! [`next_revision_for`] the stages use, so the diff cannot drift from what they do. Also the
-//! `verify:` checks a deploy runs after its rollouts, as lines for people.
+//! `verify:` checks a deploy runs after its rollouts, as lines for people. When the service's
+//! task definition family has a newer revision than the one it runs, a note says how that one
+//! differs: the deploy builds on the service's revision, so those differences do not go out.
 //!
 //! `envelope-runner diff` prints a [`ReleaseDiff`]; an approval gate keeps its
 //! [`ReleaseDiff::lines`] in its stage record and notice.
@@ -12,7 +14,9 @@ use serde::Serialize;
 
 use super::EcsAws;
 use super::deploy::{describe_one, next_revision_for};
-use super::taskdef::TaskDefinitionDiff;
+use aws_sdk_ecs::types::TaskDefinition;
+
+use super::taskdef::{TaskDefinitionDiff, diff, round_trip};
 use crate::plan::Step;
 
 /// At most this many lines of a diff are kept in a gate's record and notice; the rest are
@@ -46,6 +50,20 @@ pub struct ServiceDiff {
     /// Why the diff could not be read: ECS's error, as people read it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// The task definition family's newest revision, when it is not the one the service runs
+    /// and differs from it: the deploy builds on the service's revision, so none of these
+    /// differences go out (a revision registered by Terraform, say, but never deployed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newer: Option<NewerRevision>,
+}
+
+/// A newer revision of the service's task definition family that the deploy does not use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewerRevision {
+    /// Its ARN.
+    pub task_definition: String,
+    /// How it differs from the revision the service runs (tags left out).
+    pub differences: TaskDefinitionDiff,
 }
 
 impl ReleaseDiff {
@@ -79,7 +97,7 @@ impl ReleaseDiff {
                 head.push_str(&format!(" ({})", short(current)));
             }
             let changes = service.change_lines();
-            if service.diff.as_ref().is_some_and(|d| !d.is_empty()) {
+            if service.diff.as_ref().is_some_and(|d| !d.is_empty()) || service.newer.is_some() {
                 lines.push(format!("{head}:"));
                 lines.extend(changes.iter().map(|change| format!("  {change}")));
             } else {
@@ -106,21 +124,40 @@ impl ServiceDiff {
                 None => "diff unavailable".to_owned(),
             }];
         };
-        if diff.is_empty() {
-            return vec!["no change".to_owned()];
+        let mut lines = if diff.is_empty() {
+            vec!["no change".to_owned()]
+        } else {
+            diff_lines(diff)
+        };
+        if let Some(newer) = &self.newer {
+            lines.push(format!(
+                "not deployed: {}, the family's newest revision, differs from the revision the \
+                 service runs, which the deploy builds on:",
+                short(&newer.task_definition)
+            ));
+            lines.extend(
+                diff_lines(&newer.differences)
+                    .into_iter()
+                    .map(|line| format!("  {line}")),
+            );
         }
-        let images = diff.images.iter().map(|change| {
-            format!(
-                "container {}: image {} → {}",
-                change.container, change.before, change.after
-            )
-        });
-        let other = diff
-            .other
-            .iter()
-            .map(|change| format!("{}: {} → {}", change.field, change.before, change.after));
-        images.chain(other).collect()
+        lines
     }
+}
+
+/// A line per change of `diff`: images first, then every other field.
+fn diff_lines(diff: &TaskDefinitionDiff) -> Vec<String> {
+    let images = diff.images.iter().map(|change| {
+        format!(
+            "container {}: image {} → {}",
+            change.container, change.before, change.after
+        )
+    });
+    let other = diff
+        .other
+        .iter()
+        .map(|change| format!("{}: {} → {}", change.field, change.before, change.after));
+    images.chain(other).collect()
 }
 
 /// `lines` cut to [`MAX_LINES`] lines of at most [`MAX_LINE_CHARS`] characters; what was
@@ -163,6 +200,7 @@ fn services<'a>(steps: impl IntoIterator<Item = &'a Step>) -> Vec<ServiceDiff> {
             current: None,
             diff: None,
             unavailable: None,
+            newer: None,
         }));
     }
     out
@@ -182,7 +220,10 @@ pub async fn release_diff<'a>(
             Ok(described) => {
                 entry.current = described.task_definition.clone();
                 match next_revision_for(aws, &entry.service, &described, images).await {
-                    Ok((_, next)) => entry.diff = Some(next.diff),
+                    Ok((current, next)) => {
+                        entry.diff = Some(next.diff);
+                        entry.newer = newer_revision(aws, &current).await;
+                    }
                     Err(error) => entry.unavailable = Some(error.to_string()),
                 }
             }
@@ -192,6 +233,29 @@ pub async fn release_diff<'a>(
         images: images.to_vec(),
         services,
     }
+}
+
+/// The newest ACTIVE revision of `current`'s family (DescribeTaskDefinition by family name)
+/// when it is newer than `current` and differs from it in more than tags. A note only: when
+/// it cannot be read, there is none.
+async fn newer_revision(aws: &EcsAws, current: &TaskDefinition) -> Option<NewerRevision> {
+    let family = current.family.as_deref()?;
+    let newest = aws
+        .describe_task_definition(family)
+        .await
+        .ok()?
+        .task_definition?;
+    if newest.revision <= current.revision {
+        return None;
+    }
+    let differences = diff(&round_trip(current, &[]), &round_trip(&newest, &[]));
+    (!differences.is_empty()).then(|| NewerRevision {
+        task_definition: newest.task_definition_arn.clone().unwrap_or_default(),
+        differences: TaskDefinitionDiff {
+            from: current.task_definition_arn.clone().unwrap_or_default(),
+            ..differences
+        },
+    })
 }
 
 /// The diff of `steps` when ECS cannot be asked at all: every service says `why`.
@@ -262,6 +326,7 @@ mod tests {
                 .then(|| format!("arn:aws:ecs:eu-west-1:1:task-definition/{name}:3")),
             diff,
             unavailable: why.map(str::to_owned),
+            newer: None,
         }
     }
 
@@ -301,6 +366,68 @@ mod tests {
         );
         assert!(diff.has_changes());
         assert!(diff.has_unavailable());
+    }
+
+    #[test]
+    fn a_newer_revision_the_deploy_does_not_use_is_a_note_under_the_service() {
+        let mut unchanged = service("worker", Some(TaskDefinitionDiff::default()), None);
+        unchanged.newer = Some(NewerRevision {
+            task_definition: "arn:aws:ecs:eu-west-1:1:task-definition/worker:5".into(),
+            differences: TaskDefinitionDiff {
+                other: vec![FieldChange {
+                    field: "cpu".into(),
+                    before: "256".into(),
+                    after: "512".into(),
+                }],
+                ..TaskDefinitionDiff::default()
+            },
+        });
+        let diff = ReleaseDiff {
+            images: Vec::new(),
+            services: vec![unchanged],
+        };
+        assert_eq!(
+            diff.lines(),
+            [
+                "deploy `deploy`, service worker (worker:3):",
+                "  no change",
+                "  not deployed: worker:5, the family's newest revision, differs from the revision \
+                 the service runs, which the deploy builds on:",
+                "    cpu: 256 → 512",
+            ]
+        );
+        assert!(
+            !diff.has_changes(),
+            "a revision the deploy does not use is no change"
+        );
+    }
+
+    #[test]
+    fn planned_checks_name_the_stage_the_url_without_secrets_and_the_answer() {
+        let deploy = Step::Deploy(crate::plan::DeployStep {
+            name: "deploy".into(),
+            cluster: "prod".into(),
+            services: vec!["api".into()],
+            images: Vec::new(),
+            timeout: "30m".into(),
+            timeout_seconds: 1800,
+            on_failure: crate::pipeline::model::OnFailure::Rollback,
+            verify: vec![crate::plan::VerifyStep {
+                url: "https://user:pw@api.example/up?token=s3cret".into(),
+                status: 200,
+                body_contains: Some("Application up".into()),
+                timeout: "2m".into(),
+                timeout_seconds: 120,
+                interval_seconds: 5,
+            }],
+        });
+        assert_eq!(
+            planned_checks([&deploy]),
+            [
+                "after `deploy`: GET https://api.example/up?token=… must answer 200 with a body \
+              containing \"Application up\" (retried every 5s for up to 2m)"
+            ]
+        );
     }
 
     #[test]
