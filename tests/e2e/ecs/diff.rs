@@ -21,7 +21,7 @@ async fn diff_shows_the_digest_each_service_would_change_to_and_registers_nothin
     let before = cluster.task_definitions().await;
     // Someone registered a revision of the worker's family with more CPU and a new variable
     // and never deployed it: the deploy builds on what the service runs, and diff says so.
-    let newer = register_unused_revision(env, &before["envelope-prod-worker"]).await;
+    let newer = register_unused_revision(&cluster, &before["envelope-prod-worker"]).await;
     let (_repo, url) = app_repository(env, "v2.0.0", "");
     let project = api_project(env, &cluster, &url, 0);
     let path = project.path().to_path_buf();
@@ -149,37 +149,17 @@ async fn diff_shows_the_digest_each_service_would_change_to_and_registers_nothin
 
 /// Registers (and never deploys) a revision of `task_definition`'s family with cpu 512 and one
 /// more variable, `QUEUE=redis`: its ARN.
-async fn register_unused_revision(
-    env: &envelope_tests::env::TestEnv,
-    task_definition: &str,
-) -> String {
-    use aws_sdk_ecs::types::KeyValuePair;
-    let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(env.endpoint()).await);
-    let current = ecs
-        .describe_task_definition()
-        .task_definition(task_definition)
-        .send()
-        .await
-        .unwrap()
-        .task_definition
-        .unwrap();
-    let mut containers = current.container_definitions.clone().unwrap();
-    containers[0]
+async fn register_unused_revision(cluster: &Cluster, task_definition: &str) -> String {
+    let mut td = cluster.task_definition(task_definition).await;
+    td.cpu = Some("512".to_owned());
+    td.container_definitions.as_mut().unwrap()[0]
         .environment
         .get_or_insert_with(Vec::new)
-        .push(KeyValuePair::builder().name("QUEUE").value("redis").build());
-    ecs.register_task_definition()
-        .family(current.family.clone().unwrap())
-        .set_network_mode(current.network_mode.clone())
-        .set_requires_compatibilities(current.requires_compatibilities.clone())
-        .cpu("512")
-        .set_memory(current.memory.clone())
-        .set_container_definitions(Some(containers))
-        .send()
-        .await
-        .unwrap()
-        .task_definition
-        .unwrap()
-        .task_definition_arn
-        .unwrap()
+        .push(
+            aws_sdk_ecs::types::KeyValuePair::builder()
+                .name("QUEUE")
+                .value("redis")
+                .build(),
+        );
+    cluster.register(td).await
 }
