@@ -97,6 +97,30 @@ pub enum Command {
         #[command(flatten)]
         common: RunArgs,
     },
+    /// Show what a deploy would change per service (image digest, every other task definition
+    /// field) and the checks that run after it. Reads ECS (DescribeServices,
+    /// DescribeTaskDefinition) and changes nothing.
+    Diff {
+        /// Pipeline name (pipelines/<NAME>.yaml).
+        pipeline: String,
+        /// The run whose images to compare (default: the newest run of the pipeline that
+        /// pushed an image).
+        run: Option<String>,
+        /// Compare this image (`repository@sha256:…`) instead of a run's. Repeatable.
+        #[arg(long = "image", value_name = "REF@DIGEST")]
+        images: Vec<String>,
+        /// Exit 1 when a service would change (0 when none would), like `git diff --exit-code`.
+        #[arg(long)]
+        exit_code: bool,
+        /// AWS region (default: the run's, the pipeline's, envelope.yaml's, then AWS_REGION).
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Approve (or reject) a run waiting at an approval gate.
     Approve {
         /// The run id.

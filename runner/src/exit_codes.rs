@@ -4,6 +4,8 @@
 pub const OK: i32 = 0;
 /// A stage failed (build, push, migration, deploy); the run record says which and why.
 pub const STAGE_FAILED: i32 = 1;
+/// `diff --exit-code`: a deploy would change at least one service.
+pub const CHANGES: i32 = 1;
 /// Invalid input: a pipeline or buildspec file, a command-line argument, a missing file.
 pub const INVALID_INPUT: i32 = 2;
 /// An approval was rejected or timed out; nothing after the gate ran.

@@ -181,6 +181,14 @@ pub struct StageOutputs {
     /// Approval: who decided, when, and what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRecord>,
+    /// Approval: what the stages after the gate would change on ECS (per service: image
+    /// digest before → after, every other task definition field), described when the gate
+    /// opened, bounded, one readable line each; `diff unavailable: why` when ECS could not say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+    /// Approval: the `verify:` checks the deploy after the gate runs, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned_checks: Vec<String>,
     /// What went wrong without failing the stage (a notice that could not be sent), one
     /// readable line each, for `status` and the job summary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -7,6 +7,7 @@
 //! Content-Security-Policy; pages are server-rendered HTML without JavaScript.
 
 mod decide;
+mod gate_changes;
 mod login_backoff;
 pub mod pages;
 mod run;

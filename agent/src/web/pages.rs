@@ -396,13 +396,9 @@ fn approval_panel(
         }
         body.push_str("</ul>");
     }
-    if view.recorded_for_gate.is_empty() {
-        if !view.deploys.is_empty() || !view.migrations.is_empty() {
-            body.push_str(
-                "<p class=\"muted\">No task definition diff was recorded for this run.</p>",
-            );
-        }
-    } else {
+    let ecs_stages_follow = !view.deploys.is_empty() || !view.migrations.is_empty();
+    super::gate_changes::section(body, view.record.stage(gate), ecs_stages_follow);
+    if !view.recorded_for_gate.is_empty() {
         body.push_str("<h3>Recorded at this gate</h3><pre id=\"recorded\">");
         for line in &view.recorded_for_gate {
             body.push_str(&escape(line));

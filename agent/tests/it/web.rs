@@ -531,3 +531,55 @@ async fn healthz_reports_the_store_docker_and_polling_and_answers_503_when_polli
     );
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_shows_the_diff_and_checks_the_gate_recorded_when_it_opened() {
+    let project = Project::new();
+    let github = FakeGithub::start().await;
+    github.add_repository(REPOSITORY);
+    let store = TestStore::Sqlite(project.sqlite_url());
+    let agent = start_agent(settings(&project, &github, "agent-1"), &store).await;
+    let run_path = waiting_release(&agent, &project, &github, "v1.7.0", "carol").await;
+    let id = envelope_runner::run::RunId(run_path.trim_start_matches("/runs/").to_owned());
+    // What the driver keeps in the gate's record when it opens before ECS stages (this
+    // project's pipeline has none, so the test writes it as the driver would).
+    let record = agent.store().get_run(&id).await.unwrap().unwrap();
+    let mut gate = record.stage("approval").unwrap().clone();
+    gate.outputs.changes = vec![
+        "deploy `deploy`, service envelope-prod-api (envelope-api:3):".into(),
+        "  container api: image r/api@sha256:aa → r/api@sha256:bb".into(),
+        "deploy `deploy`, service envelope-prod-worker: diff unavailable: <ECS said no>".into(),
+    ];
+    gate.outputs.planned_checks = vec![
+        "after `deploy`: GET https://api.example/up must answer 200 with a body containing \"Application up\" (retried every 5s for up to 2m)".into(),
+    ];
+    agent.store().save_stage(&id, &gate).await.unwrap();
+
+    let mut alice = Browser::new(agent.address());
+    alice.sign_in(ALICE_TOKEN).await;
+    let page = alice.get(&run_path).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Awaiting approval"), "{}", page.body);
+    assert!(
+        page.body.contains(
+            "<pre id=\"changes\">deploy `deploy`, service envelope-prod-api (envelope-api:3):\n  \
+             container api: image r/api@sha256:aa → r/api@sha256:bb\n"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("diff unavailable: &lt;ECS said no&gt;"),
+        "escaped: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains(
+            "<ul id=\"checks\"><li>after `deploy`: GET https://api.example/up must answer 200 \
+             with a body containing &quot;Application up&quot;"
+        ),
+        "{}",
+        page.body
+    );
+    agent.shutdown().await;
+}

@@ -7,6 +7,7 @@ mod actions;
 mod agent;
 mod approve;
 mod check_store;
+mod diff;
 mod env_file;
 mod inspect;
 mod local;
@@ -123,6 +124,30 @@ fn dispatch(command: Command, context: &Context) -> i32 {
             context,
             Fence::Yes,
             exit_code(run::rollback(context, &pipeline, to, &common)),
+        ),
+        Command::Diff {
+            pipeline,
+            run,
+            images,
+            exit_code: exit_on_changes,
+            region,
+            output,
+            store,
+        } => block_on(
+            context,
+            Fence::Yes,
+            exit_code(diff::diff(
+                context,
+                diff::Request {
+                    pipeline,
+                    run,
+                    images,
+                    exit_on_changes,
+                    region,
+                    output,
+                },
+                &store,
+            )),
         ),
         Command::Approve {
             run,

@@ -100,7 +100,7 @@ pub(super) fn status_code(status: RunStatus, at_stage: bool) -> i32 {
 }
 
 /// The exit code for an error that stopped the driver before or outside the run's stages.
-fn error_code(error: &DriverError) -> i32 {
+pub(super) fn error_code(error: &DriverError) -> i32 {
     match error {
         DriverError::Plan(_)
         | DriverError::UnknownRun(_)

@@ -20,6 +20,13 @@ pub struct ApprovalNotice {
     pub migration: Option<Vec<String>>,
     /// Per service: what changes in its task definition.
     pub services: Vec<ServiceChange>,
+    /// What the stages after the gate change (the migration's task definition included), a
+    /// line each, bounded: what the gate's record keeps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diff: Vec<String>,
+    /// The `verify:` checks the deploy runs after its rollouts, a line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
     /// The command that approves, for people reading the message.
     pub approve_with: String,
     pub expires_at: String,
@@ -92,10 +99,19 @@ impl ApprovalNotice {
                 crate::pipeline::untrusted::command_line(command)
             ));
         }
-        for service in &self.services {
-            for change in &service.changes {
-                lines.push(format!("{}: {change}", service.service));
+        if self.diff.is_empty() {
+            for service in &self.services {
+                for change in &service.changes {
+                    lines.push(format!("{}: {change}", service.service));
+                }
             }
+        } else {
+            lines.push("Changes:".to_owned());
+            lines.extend(self.diff.iter().map(|line| format!("  {line}")));
+        }
+        if !self.checks.is_empty() {
+            lines.push("Checks after the deploy:".to_owned());
+            lines.extend(self.checks.iter().map(|check| format!("  {check}")));
         }
         lines.push(format!("Approve: {}", self.approve_with));
         lines.push(format!("The gate closes (rejects) at {}.", self.expires_at));

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod actions;
+mod approval_notice;
 mod cli;
 mod errors;
 mod fuzz;

@@ -9,6 +9,7 @@
 //! Docker or ministack cannot be reached; CI sets it, so there they run for real.
 
 mod deploy;
+mod diff;
 mod kill_resume;
 mod migrate;
 mod release;

@@ -46,6 +46,12 @@ async fn a_release_goes_through_approval_migration_and_a_deploy_of_four_services
             "{notice}"
         );
     }
+    // …and the whole diff, the migration's task definition included.
+    let diff = notice["diff"].to_string();
+    assert!(
+        diff.contains("migrate `migrate`, service envelope-prod-api ("),
+        "{notice}"
+    );
     let record = record_of(project.path(), &run);
     assert_eq!(record["status"], "succeeded");
     let image = stage(&record, "push")["outputs"]["image"]

@@ -282,17 +282,43 @@ impl Cluster {
         }
     }
 
-    /// The image of each container of `task_definition`.
-    pub async fn container_images(&self, task_definition: &str) -> BTreeMap<String, String> {
-        let td = self
-            .ecs
+    /// `task_definition` as DescribeTaskDefinition returns it.
+    pub async fn task_definition(
+        &self,
+        task_definition: &str,
+    ) -> aws_sdk_ecs::types::TaskDefinition {
+        self.ecs
             .describe_task_definition()
             .task_definition(task_definition)
             .send()
             .await
             .unwrap()
             .task_definition
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Registers `td`'s family, network, compatibility, size and containers as a new revision (never deployed): its ARN.
+    pub async fn register(&self, td: aws_sdk_ecs::types::TaskDefinition) -> String {
+        self.ecs
+            .register_task_definition()
+            .set_family(td.family)
+            .set_network_mode(td.network_mode)
+            .set_requires_compatibilities(td.requires_compatibilities)
+            .set_cpu(td.cpu)
+            .set_memory(td.memory)
+            .set_container_definitions(td.container_definitions)
+            .send()
+            .await
+            .unwrap()
+            .task_definition
+            .unwrap()
+            .task_definition_arn
+            .unwrap()
+    }
+
+    /// The image of each container of `task_definition`.
+    pub async fn container_images(&self, task_definition: &str) -> BTreeMap<String, String> {
+        let td = self.task_definition(task_definition).await;
         td.container_definitions()
             .iter()
             .map(|c| (c.name().unwrap().to_owned(), c.image().unwrap().to_owned()))

@@ -11,6 +11,7 @@
 //! deadlines, the end of the run) is read from `RunSettings::clock`.
 
 mod clients;
+mod diff;
 mod execute;
 mod gate;
 mod notify;
@@ -22,6 +23,7 @@ mod steps;
 mod verdict;
 
 use crate::run::StageKind;
+pub use diff::{DiffReport, pushed_images};
 pub use gate::{GateRefusal, gate_to_decide};
 use state::{context_record, gate_index, pending_stages};
 use state::{plan_context, timestamp};

@@ -4,6 +4,8 @@
 //!   diff an approval page shows (pure).
 //! - [`migrate`]: a one-off task (`php artisan migrate --force`) on the service's network,
 //!   judged by its container's exit code and the task's stop code, its log lines streamed.
+//! - [`release_diff`]: what a release would change per service, read with Describe calls
+//!   only (`diff`, the approval gate).
 //! - [`deploy`]: every service of a release rolled to the new revision, judged by the
 //!   deployment this run created, rolled back together on failure.
 //!
@@ -21,6 +23,7 @@ mod logs;
 pub mod migrate;
 pub mod poll;
 mod reattach;
+pub mod release_diff;
 pub mod retry;
 pub mod taskdef;
 

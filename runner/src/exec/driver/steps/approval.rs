@@ -2,9 +2,11 @@
 //! approvers what they are asked to approve.
 
 use crate::event::Event;
+use crate::exec::driver::diff::GATE_DIFF_TIMEOUT;
 use crate::exec::driver::notify::Delivery;
 use crate::exec::driver::*;
-use crate::exec::{ecs, notify};
+use crate::exec::ecs::release_diff::{self, ReleaseDiff};
+use crate::exec::notify;
 use crate::pipeline::CompiledPipeline;
 use crate::plan::{self, Plan, Step};
 use crate::report::EventSink;
@@ -48,6 +50,34 @@ fn started_at(stage: &StageRecord) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(stage.started_at.as_deref()?)
         .ok()
         .map(|time| time.with_timezone(&Utc))
+}
+
+/// What an approval gate shows when it opens: the diff of the ECS stages after it (when the
+/// run pushed an image), that diff as bounded lines for its record, and the checks that run
+/// after the deploy.
+pub(in crate::exec::driver) struct GateDiff {
+    diff: Option<ReleaseDiff>,
+    lines: Vec<String>,
+    checks: Vec<String>,
+}
+
+impl GateDiff {
+    /// The notice tells the same: each deployed service's changes, the whole diff, the checks.
+    fn fill(self, notice: &mut notify::ApprovalNotice) {
+        if let Some(diff) = &self.diff {
+            notice.services = diff
+                .services
+                .iter()
+                .filter(|service| service.kind == "deploy")
+                .map(|service| notify::ServiceChange {
+                    service: service.service.clone(),
+                    changes: service.change_lines(),
+                })
+                .collect();
+        }
+        notice.diff = self.lines;
+        notice.checks = self.checks;
+    }
 }
 
 impl Driver {
@@ -101,11 +131,27 @@ impl Driver {
                     stage: step.name.clone(),
                     run: run.clone(),
                 });
+                // Computed when the gate opens and kept in its record, so the agent's run
+                // page shows it without asking AWS; a resumed gate keeps what it found.
+                let recorded =
+                    !stage.outputs.changes.is_empty() || !stage.outputs.planned_checks.is_empty();
+                let opened = if !recorded || stage.outputs.notified.is_none() {
+                    self.gate_diff(step, plan, state).await
+                } else {
+                    None
+                };
+                if let Some(opened) = opened.as_ref().filter(|_| !recorded) {
+                    let (lines, checks) = (opened.lines.clone(), opened.checks.clone());
+                    self.checkpoint(record, &step.name, |outputs| {
+                        outputs.changes = lines;
+                        outputs.planned_checks = checks;
+                    })
+                    .await?;
+                }
                 if stage.outputs.notified.is_none() {
                     let mut notice = self.approval_notice(step, plan, record, state, deadline);
-                    if step.notify_sns.is_some() || step.notify_webhook.is_some() {
-                        self.task_definition_changes(step, plan, state, &mut notice)
-                            .await;
+                    if let Some(opened) = opened {
+                        opened.fill(&mut notice);
                     }
                     let (sent, warnings) = self.notify(step, &notice).await;
                     if !sent.is_empty() || !warnings.is_empty() {
@@ -185,76 +231,62 @@ impl Driver {
             images: state.images.values().cloned().collect(),
             migration,
             services,
+            diff: Vec::new(),
+            checks: Vec::new(),
             approve_with: format!("envelope-runner approve {}", record.id),
             expires_at: deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
     }
 
-    /// Replace the notice's per-service changes with the real task definition diff of each
-    /// service the release deploys (image before → after, anything else that changes). When
-    /// ECS cannot be asked, the planned image change stays and a notice says why.
-    pub(in crate::exec::driver) async fn task_definition_changes(
+    /// What the migrate and deploy stages after the gate would change on ECS (read with
+    /// Describe calls, bounded by [`GATE_DIFF_TIMEOUT`]; none when the run pushed no image)
+    /// and the checks the deploy runs; `None` when no ECS stage follows the gate. A service
+    /// ECS could not describe says why (and a notice tells the run's log); the gate opens
+    /// either way.
+    pub(in crate::exec::driver) async fn gate_diff(
         &self,
         step: &plan::ApprovalStep,
         plan: &Plan,
         state: &RunState,
-        notice: &mut notify::ApprovalNotice,
-    ) {
+    ) -> Option<GateDiff> {
         let images: Vec<String> = state.images.values().cloned().collect();
-        let deploys = plan
+        let after_gate: Vec<Step> = plan
             .steps
             .iter()
             .skip_while(|s| s.name() != step.name)
-            .filter_map(|s| match s {
-                Step::Deploy(deploy) => Some(deploy.clone()),
-                _ => None,
-            })
-            .collect::<Vec<_>>();
-        if deploys.is_empty() || images.is_empty() {
-            return;
+            .filter(|s| matches!(s, Step::Migrate(_) | Step::Deploy(_)))
+            .cloned()
+            .collect();
+        if after_gate.is_empty() {
+            return None;
         }
-        let aws = match self.ecs().await {
-            Ok(aws) => aws,
-            Err(_) => return,
-        };
-        let mut services = Vec::new();
-        for deploy in deploys {
-            match ecs::deploy::preview(aws, &deploy.cluster, &deploy.services, &images).await {
-                Ok(diffs) => {
-                    for (service, diff) in diffs {
-                        let mut changes: Vec<String> = diff
-                            .images
-                            .iter()
-                            .map(|c| {
-                                format!(
-                                    "container {}: image {} → {}",
-                                    c.container, c.before, c.after
-                                )
-                            })
-                            .collect();
-                        changes.extend(
-                            diff.other
-                                .iter()
-                                .map(|c| format!("{}: {} → {}", c.field, c.before, c.after)),
-                        );
-                        if changes.is_empty() {
-                            changes.push("no change".into());
-                        }
-                        services.push(notify::ServiceChange { service, changes });
-                    }
-                }
-                Err(error) => {
-                    self.events.emit(Event::Notice {
-                        stage: Some(step.name.clone()),
-                        message: format!(
-                            "the approval notice shows planned image changes only: {error}"
-                        ),
-                    });
-                    return;
-                }
-            }
+        let checks = release_diff::bounded(release_diff::planned_checks(&after_gate));
+        if images.is_empty() {
+            return Some(GateDiff {
+                diff: None,
+                lines: Vec::new(),
+                checks,
+            });
         }
-        notice.services = services;
+        let diff = tokio::time::timeout(GATE_DIFF_TIMEOUT, self.release_diff(&after_gate, &images))
+            .await
+            .unwrap_or_else(|_| {
+                let why = format!("ECS did not answer within {}s", GATE_DIFF_TIMEOUT.as_secs());
+                release_diff::unavailable(&after_gate, &images, &why)
+            });
+        if diff.has_unavailable() {
+            self.events.emit(Event::Notice {
+                stage: Some(step.name.clone()),
+                message: "the approval shows no diff for some services: ECS could not \
+                          describe them (the gate's record says why)"
+                    .to_owned(),
+            });
+        }
+        Some(GateDiff {
+            lines: diff.bounded_lines(),
+            diff: Some(diff),
+            checks,
+        })
     }
 
     /// Send the gate's notifications: where they went, and a warning line for each that could
