@@ -97,9 +97,10 @@ fn read_secret(
     Ok((id.to_owned(), Secret::new(value)))
 }
 
-/// The values of the variables the pipeline declares in `env:`: this process's environment,
-/// overridden by the `--env-file` files in order. A variable a file sets that the pipeline does
-/// not declare is left out (a template can only read declared ones).
+/// The values of the variables the pipeline declares in `env:`: this process's environment
+/// (else `envelope.yaml`'s default), overridden by the `--env-file` files in order. A variable
+/// a file sets that the pipeline does not declare is left out (a template can only read
+/// declared ones).
 pub(super) fn env(
     files: &[PathBuf],
     compiled: &CompiledPipeline,

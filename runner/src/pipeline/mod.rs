@@ -39,6 +39,8 @@ pub struct CompiledPipeline {
     pub pipeline: Pipeline,
     /// Pipeline `aws:` over project defaults.
     pub aws: Aws,
+    /// The project's `env:` defaults (`envelope.yaml`), for the names the pipeline declares.
+    pub env_defaults: BTreeMap<String, String>,
     /// Buildspecs by the path the pipeline wrote.
     pub buildspecs: BTreeMap<String, Buildspec>,
     pub project_root: PathBuf,
@@ -394,6 +396,11 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
         name,
         file: file.clone(),
         tree,
+        env_defaults: defaults
+            .env
+            .into_iter()
+            .filter(|(name, _)| pipeline.env.contains(name))
+            .collect(),
         pipeline,
         aws,
         buildspecs,
@@ -421,12 +428,18 @@ impl CompiledPipeline {
     }
 
     /// The values this process's environment gives the variables the pipeline declares in
-    /// `env:` (unset ones are left out): what a run's templates may read as `${env.NAME}`.
+    /// `env:`, else the project's defaults (`envelope.yaml` `env:`); names with neither are
+    /// left out. What a run's templates may read as `${env.NAME}`.
     pub fn declared_env(&self) -> BTreeMap<String, String> {
         self.pipeline
             .env
             .iter()
-            .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
+            .filter_map(|name| {
+                let value = std::env::var(name)
+                    .ok()
+                    .or_else(|| self.env_defaults.get(name).cloned())?;
+                Some((name.clone(), value))
+            })
             .collect()
     }
 }

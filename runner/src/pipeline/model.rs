@@ -333,6 +333,11 @@ pub struct ProjectDefaults {
     /// AWS settings every pipeline inherits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<Aws>,
+    /// Values for `${env.NAME}` when the environment does not set `NAME`, for example the
+    /// hosts a deploy's `verify:` checks. A pipeline still declares `NAME` in its `env:`.
+    /// This file is committed: never a secret here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 impl Stage {

@@ -70,27 +70,51 @@ fn validate_json_output_lists_errors_with_positions() {
 }
 
 #[test]
-fn plan_json_of_api_names_every_image_task_and_service() {
-    let output = runner()
-        .args([
-            "plan",
-            "api",
-            "--ref",
-            "v1.2.3",
-            "--sha",
-            "0123456789abcdef0123456789abcdef01234567",
-            "--output",
-            "json",
-        ])
-        .output()
-        .unwrap();
+fn a_verify_host_comes_from_the_environment_else_from_envelope_yaml() {
+    let url_of = |host: Option<&str>| {
+        let mut command = runner();
+        command.args(["plan", "hq", "--ref", "v1.2.3", "--output", "json"]);
+        match host {
+            Some(host) => command.env("HQ_HOST", host),
+            None => command.env_remove("HQ_HOST"),
+        };
+        let plan = plan_json(&mut command);
+        let deploy = plan["steps"].as_array().unwrap().last().unwrap().clone();
+        deploy["verify"][0]["url"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(url_of(None), "https://admin.envelope.host/");
+    assert_eq!(url_of(Some("127.0.0.1:8443")), "https://127.0.0.1:8443/");
+}
+
+/// Runs a `plan --output json` command, which must succeed; its plan.
+fn plan_json(command: &mut Command) -> serde_json::Value {
+    let output = command.output().unwrap();
     assert_eq!(
         output.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn plan_json_of_api_names_every_image_task_and_service() {
+    let plan = plan_json(
+        runner()
+            .args([
+                "plan",
+                "api",
+                "--ref",
+                "v1.2.3",
+                "--sha",
+                "0123456789abcdef0123456789abcdef01234567",
+                "--output",
+                "json",
+            ])
+            // The snapshot shows envelope.yaml's host, whatever this shell exports.
+            .env_remove("API_HOST"),
+    );
     let kinds: Vec<&str> = plan["steps"]
         .as_array()
         .unwrap()

@@ -22,6 +22,8 @@ fn every_shipped_pipeline_validates_and_plans() {
         let context = PlanContext {
             git_ref: "v1.2.3".into(),
             sha: Some(SHA.into()),
+            // What `plan` gives them with no `API_HOST` & co. exported: envelope.yaml's.
+            env: compiled.env_defaults.clone(),
             ..PlanContext::default()
         };
         let plan =
@@ -69,6 +71,7 @@ fn api_plan_names_every_image_tag_task_and_service() {
     let context = PlanContext {
         git_ref: "v1.2.3".into(),
         sha: Some(SHA.into()),
+        env: compiled.env_defaults.clone(),
         run_id: Some("01jzexampleexampleexample0".into()),
         created: Some("2026-11-26T09:00:00Z".into()),
         account: Some("123456789012".into()),
@@ -102,6 +105,7 @@ fn the_token_line_appears_only_for_remotes_fetched_over_https() {
     let context = PlanContext {
         git_ref: "v1.2.3".into(),
         sha: Some(SHA.into()),
+        env: compiled.env_defaults.clone(),
         ..PlanContext::default()
     };
     let text = plan::plan(&compiled, &context).unwrap().render_text();
@@ -122,6 +126,7 @@ fn a_branch_run_of_the_api_builds_and_pushes_only() {
     let context = PlanContext {
         git_ref: "main".into(),
         sha: Some(SHA.into()),
+        env: compiled.env_defaults.clone(),
         ..PlanContext::default()
     };
     let plan = plan::plan(&compiled, &context).unwrap();
@@ -147,6 +152,39 @@ fn a_branch_run_of_the_api_builds_and_pushes_only() {
     let plan = plan::plan(&compiled, &release).unwrap();
     assert!(plan.left_out.is_empty());
     assert_eq!(plan.steps.len(), 6);
+}
+
+#[test]
+fn the_shipped_deploys_verify_what_the_guides_checklist_checks() {
+    // (pipeline, the check's URL with envelope.yaml's hosts, its expected body text)
+    let cases = [
+        (
+            "api",
+            "https://api.envelope.host/up",
+            Some("Application up"),
+        ),
+        ("hq", "https://admin.envelope.host/", None),
+        ("tenant", "https://demo.envelope.host/", None),
+    ];
+    for (name, url, body) in cases {
+        let path = crate::workspace_root().join(format!("pipelines/{name}.yaml"));
+        let compiled = pipeline::load(&path).unwrap();
+        let context = PlanContext {
+            git_ref: "v1.2.3".into(),
+            sha: Some(SHA.into()),
+            env: compiled.env_defaults.clone(),
+            ..PlanContext::default()
+        };
+        let plan = plan::plan(&compiled, &context).unwrap();
+        let Some(Step::Deploy(deploy)) = plan.steps.last() else {
+            panic!("{name} ends with its deploy")
+        };
+        let verify = &deploy.verify;
+        assert_eq!(verify.len(), 1, "{name}");
+        assert_eq!(verify[0].url, url, "{name}");
+        assert_eq!(verify[0].status, 200, "{name}");
+        assert_eq!(verify[0].body_contains.as_deref(), body, "{name}");
+    }
 }
 
 #[test]

@@ -71,8 +71,8 @@ async fn a_deploy_of_four_services_runs_the_new_digest_with_one_describe_call_pe
     );
     let report = deploy.wait(&progress).await.unwrap();
 
-    // One DescribeServices call per poll for the 4 services, each poll at least the
-    // schedule's first interval apart.
+    // One DescribeServices call per poll for the 4 services, the first a wait after the last
+    // UpdateService, each at least the quick settling interval (0.35s) after the one before.
     let describe_times = proxy.times("DescribeServices");
     let wait_calls = &describe_times[describes_before_wait..];
     assert_eq!(
@@ -82,9 +82,15 @@ async fn a_deploy_of_four_services_runs_the_new_digest_with_one_describe_call_pe
         proxy.counts()
     );
     assert!(report.polls >= 2, "a rollout takes more than one look");
+    let last_update = *proxy.times("UpdateService").last().unwrap();
+    assert!(
+        wait_calls[0] - last_update >= Duration::from_millis(950),
+        "{:?}",
+        wait_calls[0] - last_update
+    );
     for pair in wait_calls.windows(2) {
         assert!(
-            pair[1] - pair[0] >= Duration::from_millis(450),
+            pair[1] - pair[0] >= Duration::from_millis(300),
             "{:?}",
             pair[1] - pair[0]
         );

@@ -20,11 +20,12 @@ impl PollSchedule {
         max: Duration::from_secs(3),
     };
 
-    /// A rollout: one DescribeServices call (up to 10 services) per look. The cap keeps the
-    /// verdict within about 1.5 s of ECS reporting it, at under one call per second.
+    /// A rollout while its new tasks start: one DescribeServices call (up to 10 services) per
+    /// look, under one a second. Once a service's new tasks all run, the deploy's wait looks
+    /// more often (`deploy::pace`), since then ECS's verdict is near.
     pub const DEPLOY: PollSchedule = PollSchedule {
-        first: Duration::from_millis(500),
-        factor: 1.5,
+        first: Duration::from_millis(1000),
+        factor: 1.25,
         max: Duration::from_millis(1500),
     };
 
@@ -76,7 +77,7 @@ mod tests {
                 PollSchedule::MIGRATION,
                 &[500, 750, 1125, 1687, 2531, 3000, 3000],
             ),
-            (PollSchedule::DEPLOY, &[500, 750, 1125, 1500, 1500]),
+            (PollSchedule::DEPLOY, &[1000, 1250, 1500, 1500]),
             (
                 PollSchedule::every(Duration::from_secs(2)),
                 &[2000, 2000, 2000],

@@ -26,6 +26,7 @@
 
 mod failure;
 mod judge;
+mod pace;
 mod preflight;
 mod rollback;
 mod update;

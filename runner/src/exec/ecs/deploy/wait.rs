@@ -9,6 +9,7 @@ use aws_smithy_types::date_time::Format;
 use tokio::time::Instant;
 
 use super::judge::{Judgement, judge, rollout_of};
+use super::pace::{Pace, RolloutPhase};
 use super::{
     Deploy, DeployProgress, DeployReport, DeployedService, Phase, Progress, RolloutFailure,
     SERVICES_PER_CALL,
@@ -56,7 +57,8 @@ impl Deploy<'_> {
         })
     }
 
-    /// Polls until every target has a verdict, the first failure, or the timeout.
+    /// Polls until every target has a verdict, the first failure, or the timeout; quickly
+    /// once a service still waited for runs all its new tasks (see [`pace`](super::pace)).
     pub(super) async fn wait_for(
         &mut self,
         targets: &[(String, String)],
@@ -65,7 +67,10 @@ impl Deploy<'_> {
         progress: Progress<'_>,
     ) -> Result<Vec<(String, Result<(), RolloutFailure>)>, EcsError> {
         let deadline = Instant::now() + timeout;
-        let mut delays = self.request.poll.delays();
+        let mut pace = Pace::new(self.request.poll);
+        // The first look comes after a first wait: right after UpdateService a look would
+        // only show what UpdateService answered (a re-attached wait loses a second at most).
+        let mut delay = pace.next(RolloutPhase::Starting);
         let mut verdicts: BTreeMap<String, Result<(), RolloutFailure>> = BTreeMap::new();
         let mut latest: BTreeMap<String, Service> = BTreeMap::new();
         loop {
@@ -77,7 +82,9 @@ impl Deploy<'_> {
             if pending.is_empty() {
                 break;
             }
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
             self.polls += 1;
+            let mut still_rolling = Vec::new();
             for chunk in pending.chunks(SERVICES_PER_CALL) {
                 let output = self
                     .aws
@@ -96,10 +103,10 @@ impl Deploy<'_> {
                     let rollout = rollout_of(&service, &name, phase, deployment_id);
                     if self.last_rollout.get(&name) != Some(&rollout) {
                         progress(DeployProgress::Rollout(rollout.clone()));
-                        self.last_rollout.insert(name.clone(), rollout);
+                        self.last_rollout.insert(name.clone(), rollout.clone());
                     }
                     match judge(&service, deployment_id) {
-                        Judgement::Rolling => {}
+                        Judgement::Rolling => still_rolling.push(rollout),
                         Judgement::Completed => {
                             progress(DeployProgress::Finished {
                                 service: name.clone(),
@@ -162,8 +169,7 @@ impl Deploy<'_> {
                 }
                 break;
             }
-            let delay = delays.next().unwrap_or(self.request.poll.max);
-            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+            delay = pace.next(RolloutPhase::of(&still_rolling));
         }
         Ok(targets
             .iter()
