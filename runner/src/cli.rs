@@ -64,6 +64,13 @@ pub enum Command {
         /// then AWS_REGION).
         #[arg(long, value_name = "REGION")]
         region: Option<String>,
+        /// Plan the run in this environment of the pipeline (one its `environments:` declares).
+        #[arg(
+            long = "env",
+            visible_alias = "environment",
+            value_name = "ENVIRONMENT"
+        )]
+        environment: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
@@ -94,6 +101,13 @@ pub enum Command {
         /// The run whose images go back out (default: the successful run before the newest one).
         #[arg(long, value_name = "RUN")]
         to: Option<String>,
+        /// Roll back this environment of the pipeline (its own runs and services).
+        #[arg(
+            long = "env",
+            visible_alias = "environment",
+            value_name = "ENVIRONMENT"
+        )]
+        environment: Option<String>,
         #[command(flatten)]
         common: RunArgs,
     },
@@ -130,6 +144,14 @@ pub enum Command {
     History {
         /// Only this pipeline's runs (default: every pipeline's).
         pipeline: Option<String>,
+        /// Only the pipeline's runs in this environment (default: its runs without one).
+        #[arg(
+            long = "env",
+            visible_alias = "environment",
+            value_name = "ENVIRONMENT",
+            requires = "pipeline"
+        )]
+        environment: Option<String>,
         /// How many runs to list at most.
         #[arg(long, default_value_t = 20, value_name = "N")]
         limit: usize,
@@ -207,6 +229,15 @@ pub struct RunCommand {
     /// The commit the ref must resolve to.
     #[arg(long)]
     pub sha: Option<String>,
+    /// Run in this environment of the pipeline (one its `environments:` declares): its
+    /// cluster, services, account and approval rule, its own lock and history.
+    #[arg(
+        long = "env",
+        visible_alias = "environment",
+        value_name = "ENVIRONMENT",
+        conflicts_with = "local"
+    )]
+    pub environment: Option<String>,
     /// Stop after this stage (name or kind) and leave the rest for `resume`.
     #[arg(long, value_name = "STAGE")]
     pub until: Option<String>,

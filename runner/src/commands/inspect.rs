@@ -123,11 +123,14 @@ fn write_run(out: &mut dyn Write, record: &RunRecord) -> io::Result<()> {
         .get("sha")
         .map(|sha| format!("  sha {sha}"))
         .unwrap_or_default();
+    let pipeline = match crate::pipeline::environment::split_run_key(&record.pipeline) {
+        (name, Some(environment)) => format!("{name}  environment {environment}"),
+        (name, None) => name.to_owned(),
+    };
     writeln!(
         out,
-        "run {}  pipeline {}  {}  ref {}{sha}",
+        "run {}  pipeline {pipeline}  {}  ref {}{sha}",
         record.id,
-        record.pipeline,
         record.status.as_str(),
         record.trigger.git_ref
     )?;

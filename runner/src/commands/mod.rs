@@ -20,6 +20,7 @@ mod validate;
 
 use crate::bootstrap;
 use crate::cli::{Cli, ColorChoice, Command};
+use crate::pipeline::environment::run_key;
 use crate::trigger::actions::DiagnosticFormat;
 use actions::Job;
 use std::future::Future;
@@ -89,6 +90,7 @@ fn dispatch(command: Command, context: &Context) -> i32 {
             git_ref,
             sha,
             region,
+            environment,
             output,
         } => plan::plan(
             context,
@@ -97,6 +99,7 @@ fn dispatch(command: Command, context: &Context) -> i32 {
                 git_ref,
                 sha,
                 region,
+                environment,
             },
             output,
             &mut stdout,
@@ -118,11 +121,18 @@ fn dispatch(command: Command, context: &Context) -> i32 {
         Command::Rollback {
             pipeline,
             to,
+            environment,
             common,
         } => block_on(
             context,
             Fence::Yes,
-            exit_code(run::rollback(context, &pipeline, to, &common)),
+            exit_code(run::rollback(
+                context,
+                &pipeline,
+                environment.as_deref(),
+                to,
+                &common,
+            )),
         ),
         Command::Approve {
             run,
@@ -151,13 +161,20 @@ fn dispatch(command: Command, context: &Context) -> i32 {
         ),
         Command::History {
             pipeline,
+            environment,
             limit,
             output,
             store,
         } => block_on(
             context,
             Fence::Yes,
-            exit_code(inspect::history(project, pipeline, limit, output, &store)),
+            exit_code(inspect::history(
+                project,
+                pipeline.map(|name| run_key(&name, environment.as_deref())),
+                limit,
+                output,
+                &store,
+            )),
         ),
         Command::Logs {
             run,

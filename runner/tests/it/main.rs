@@ -5,6 +5,7 @@
 
 mod actions;
 mod cli;
+mod environments;
 mod errors;
 mod fuzz;
 mod local;

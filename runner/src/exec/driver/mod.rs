@@ -274,7 +274,7 @@ impl Driver {
         let plan = plan::plan(&self.compiled, &context)?;
         let record = RunRecord {
             id: id.clone(),
-            pipeline: self.compiled.name.clone(),
+            pipeline: self.compiled.run_key(),
             status,
             trigger,
             created_at: created,
@@ -313,7 +313,7 @@ impl Driver {
     ) -> Result<(), DriverError> {
         let older = self
             .store
-            .list_runs(Some(&self.compiled.name), 200, Some(&newer.id))
+            .list_runs(Some(&self.compiled.run_key()), 200, Some(&newer.id))
             .await?;
         for summary in older {
             if !matches!(
@@ -381,7 +381,7 @@ impl Driver {
         }
         let record = RunRecord {
             id: id.clone(),
-            pipeline: self.compiled.name.clone(),
+            pipeline: self.compiled.run_key(),
             status: RunStatus::Running,
             trigger: RunTrigger {
                 kind: crate::run::TriggerKind::Rollback {
@@ -439,11 +439,11 @@ impl Driver {
             .get_run(id)
             .await?
             .ok_or_else(|| DriverError::UnknownRun(id.clone()))?;
-        if record.pipeline != self.compiled.name {
+        if record.pipeline != self.compiled.run_key() {
             return Err(DriverError::WrongPipeline {
                 run: id.clone(),
                 found: record.pipeline,
-                expected: self.compiled.name.clone(),
+                expected: self.compiled.run_key(),
             });
         }
         let context = plan_context(&record);
