@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[command(
     after_help = "Exit codes: 0 ok, 1 a stage failed, 2 invalid input, 3 approval rejected or \
 timed out, 4 waiting (paused), 5 locked or superseded, 6 environment unusable, 7 store error, \
-130 cancelled."
+8 promotion refused, 130 cancelled."
 )]
 pub struct Cli {
     /// Project root: the folder that holds pipelines/ (default: the current folder).
@@ -111,6 +111,9 @@ pub enum Command {
         #[command(flatten)]
         common: RunArgs,
     },
+    /// Deploy the images a run in one environment built and verified to another environment,
+    /// without building: through that environment's approval, migration and deploy.
+    Promote(PromoteCommand),
     /// Approve (or reject) a run waiting at an approval gate.
     Approve {
         /// The run id.
@@ -263,6 +266,29 @@ pub struct RunCommand {
     /// declares in `env:`; they beat this process's environment, later files win. Repeatable.
     #[arg(long = "env-file", value_name = "PATH", requires = "local")]
     pub env_files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: RunArgs,
+}
+
+// `promote`'s arguments (no doc comment: clap would take it for the command's description).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PromoteCommand {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// The environment whose run is promoted.
+    #[arg(long, value_name = "ENVIRONMENT")]
+    pub from: String,
+    /// The environment to deploy to.
+    #[arg(long, value_name = "ENVIRONMENT")]
+    pub to: String,
+    /// The run to promote (default: the newest run that succeeded and deployed in --from).
+    pub run: Option<String>,
+    /// Promote a run whose deploy ran no `verify:` checks (refused by default, exit code 8).
+    #[arg(long)]
+    pub allow_unverified: bool,
+    /// Stop after this stage (name or kind) and leave the rest for `resume`.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Option<String>,
     #[command(flatten)]
     pub common: RunArgs,
 }

@@ -13,6 +13,7 @@ mod local;
 mod manual;
 mod outcome;
 mod plan;
+mod promote;
 mod run;
 mod settings;
 mod shared;
@@ -104,6 +105,11 @@ fn dispatch(command: Command, context: &Context) -> i32 {
             output,
             &mut stdout,
             &mut stderr,
+        ),
+        Command::Promote(request) => block_on(
+            context,
+            Fence::Yes,
+            exit_code(promote::promote(context, request)),
         ),
         Command::Run(request) => {
             block_on(context, Fence::No, exit_code(run::run(context, request)))

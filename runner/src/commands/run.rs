@@ -210,7 +210,7 @@ fn revision(
 
 /// The driver for one run command. In a GitHub Actions job its events go to the session's
 /// reporter (with text logs), and workflow commands stop until [`report`].
-fn driver(
+pub(super) fn driver(
     compiled: CompiledPipeline,
     store: Arc<dyn Store>,
     mut settings: RunSettings,
@@ -233,7 +233,7 @@ fn driver(
 /// Report how the run ended: the outcome for people, then in a GitHub Actions job the
 /// session's end (annotations, job files, from the run as the store has it now). Gives the exit
 /// code; `until`: the `--until` a run in a job was given.
-async fn report(
+pub(super) async fn report(
     driver: &Driver,
     result: &Result<RunOutcome, DriverError>,
     session: Option<&ActionsSession>,

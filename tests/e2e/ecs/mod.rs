@@ -11,6 +11,7 @@
 mod deploy;
 mod kill_resume;
 mod migrate;
+mod promote;
 mod release;
 mod throttling;
 mod verify;

@@ -3,13 +3,15 @@
 //! stage's outcome into the run's verdict.
 //!
 //! This file holds the run-lifecycle API the CLI and the agent use (start, resume, retry,
-//! roll back, supersede) and the types the parts share; `execute` is the run loop, `steps`
+//! supersede) and the types the parts share; `carry` the runs that deploy an earlier run's
+//! images (roll back, promote); `execute` is the run loop, `steps`
 //! one module per stage kind, `clients`/`secrets` what stages need from outside,
 //! `progress` the stages' events, `state` the pure bookkeeping, `verdict` what a stage's
 //! result makes of the stage and the run, `notify` sending notifications and `run_end` telling
 //! how a run ended. Every time a run records (creation, stage start and end, approval
 //! deadlines, the end of the run) is read from `RunSettings::clock`.
 
+mod carry;
 mod clients;
 mod execute;
 mod gate;
@@ -21,7 +23,6 @@ mod state;
 mod steps;
 mod verdict;
 
-use crate::run::StageKind;
 pub use gate::{GateRefusal, gate_to_decide};
 use state::{context_record, gate_index, pending_stages};
 use state::{plan_context, timestamp};
@@ -32,9 +33,9 @@ use crate::event::Event;
 use crate::exec::lease::GateLease;
 use crate::exec::{aws_target, ecs, push};
 use crate::pipeline::CompiledPipeline;
-use crate::plan::{self, PlanContext, Step};
+use crate::plan::{self, PlanContext};
 use crate::report::EventSink;
-use crate::run::{RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord, StageStatus};
+use crate::run::{RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageStatus};
 use crate::store::{Clock, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -125,6 +126,8 @@ pub enum DriverError {
         "run {0} pushed no image, so there is nothing to roll back to; pick a run that succeeded"
     )]
     NothingToRollBackTo(RunId),
+    #[error("run {0} pushed no image, so there is nothing to promote; pick a run that succeeded")]
+    NothingToPromote(RunId),
     #[error("run {run} belongs to pipeline `{found}`, not `{expected}`")]
     WrongPipeline {
         run: RunId,
@@ -334,75 +337,6 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    /// Redeploy an earlier run's images without building: a new run whose source and push
-    /// stages carry the earlier run's results and whose only work is the deploy stages.
-    pub async fn rollback(&self, from: &RunRecord) -> Result<RunOutcome, DriverError> {
-        let id = RunId::new();
-        let mut context = plan_context(from);
-        context.run_id = Some(id.0.clone());
-        self.settle_aws(&mut context).await?;
-        let plan = plan::plan(&self.compiled, &context)?;
-        let created = self.now();
-        let stages = plan
-            .steps
-            .iter()
-            .map(|step| {
-                let earlier = from.stage(step.name());
-                let (status, outputs, error) = match step {
-                    Step::Source(_) | Step::Push(_) => match earlier {
-                        Some(stage) if stage.status == StageStatus::Succeeded => (
-                            StageStatus::Succeeded,
-                            stage.outputs.clone(),
-                            Some(format!("taken from run {}", from.id)),
-                        ),
-                        _ => (StageStatus::Skipped, StageOutputs::default(), None),
-                    },
-                    Step::Deploy(_) => (StageStatus::Pending, StageOutputs::default(), None),
-                    _ => (StageStatus::Skipped, StageOutputs::default(), None),
-                };
-                StageRecord {
-                    name: step.name().to_owned(),
-                    kind: step.kind(),
-                    status,
-                    started_at: None,
-                    finished_at: None,
-                    outputs,
-                    error,
-                }
-            })
-            .collect::<Vec<_>>();
-        if !stages
-            .iter()
-            .any(|s| s.kind == StageKind::Push && s.status == StageStatus::Succeeded)
-        {
-            return Err(DriverError::NothingToRollBackTo(from.id.clone()));
-        }
-        let record = RunRecord {
-            id: id.clone(),
-            pipeline: self.compiled.run_key(),
-            status: RunStatus::Running,
-            trigger: RunTrigger {
-                kind: crate::run::TriggerKind::Rollback {
-                    from_run: from.id.clone(),
-                },
-                git_ref: from.trigger.git_ref.clone(),
-                sha: from.trigger.sha.clone(),
-                tag: from.trigger.tag.clone(),
-            },
-            created_at: created,
-            finished_at: None,
-            context: context_record(&context),
-            stages,
-        };
-        self.store.create_run(&record).await?;
-        self.events.emit(Event::RunStarted {
-            run: id,
-            pipeline: record.pipeline.clone(),
-            git_ref: format!("rollback to run {}", from.id),
-        });
-        self.execute(record, context).await
     }
 
     /// Re-run a failed (or rejected) run's failed stage and everything after it.
