@@ -11,7 +11,7 @@
 //! records are the same as before environments existed). Neither name may contain `@`.
 
 use super::CompiledPipeline;
-use super::diagnostic::suggest;
+use super::diagnostic::{quoted_list, suggest};
 use super::model::{Aws, EnvironmentApproval, Stage};
 
 /// What separates a pipeline's name from its environment's in a run key.
@@ -76,11 +76,7 @@ impl CompiledPipeline {
                 Some(candidate) => format!("; did you mean `{candidate}`?"),
                 None => format!(
                     "; it declares {}",
-                    declared
-                        .keys()
-                        .map(|name| format!("`{name}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    quoted_list(declared.keys().map(String::as_str))
                 ),
             };
             return Err(EnvironmentError::Unknown {

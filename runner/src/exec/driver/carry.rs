@@ -14,6 +14,12 @@ use crate::run::{
 };
 use std::collections::BTreeMap;
 
+/// What a carried run is: its trigger, and how its start is told (`RunStarted`'s ref).
+struct Carried {
+    kind: TriggerKind,
+    started: String,
+}
+
 impl Driver {
     /// Redeploy an earlier run's images without building: a new run whose source and push
     /// stages carry the earlier run's results and whose only work is the deploy stages.
@@ -24,11 +30,11 @@ impl Driver {
         };
         let started = format!("rollback to run {}", from.id);
         let runs = |step: &Step| matches!(step, Step::Deploy(_));
+        let carried = Carried { kind, started };
         self.carry(
             from,
             context,
-            kind,
-            started,
+            carried,
             runs,
             DriverError::NothingToRollBackTo,
         )
@@ -57,15 +63,9 @@ impl Driver {
         let started = format!("promotion of run {} ({})", from.id, from.pipeline);
         let runs =
             |step: &Step| matches!(step, Step::Approval(_) | Step::Migrate(_) | Step::Deploy(_));
-        self.carry(
-            from,
-            context,
-            kind,
-            started,
-            runs,
-            DriverError::NothingToPromote,
-        )
-        .await
+        let carried = Carried { kind, started };
+        self.carry(from, context, carried, runs, DriverError::NothingToPromote)
+            .await
     }
 
     /// Create and execute a run that carries `from`'s source and push results; the steps
@@ -76,8 +76,7 @@ impl Driver {
         &self,
         from: &RunRecord,
         mut context: PlanContext,
-        kind: TriggerKind,
-        started: String,
+        carried: Carried,
         runs: impl Fn(&Step) -> bool,
         nothing: fn(RunId) -> DriverError,
     ) -> Result<RunOutcome, DriverError> {
@@ -103,7 +102,7 @@ impl Driver {
             pipeline: self.compiled.run_key(),
             status: RunStatus::Running,
             trigger: RunTrigger {
-                kind,
+                kind: carried.kind,
                 git_ref: from.trigger.git_ref.clone(),
                 sha: from.trigger.sha.clone(),
                 tag: from.trigger.tag.clone(),
@@ -117,7 +116,7 @@ impl Driver {
         self.events.emit(Event::RunStarted {
             run: id,
             pipeline: record.pipeline.clone(),
-            git_ref: started,
+            git_ref: carried.started,
         });
         self.execute(record, context).await
     }

@@ -2,7 +2,7 @@
 //! exists in the stages (a service it renames must be one a migrate or deploy stage names).
 
 use super::{Checker, check_aws_at, check_not_blank, key};
-use crate::pipeline::diagnostic::suggest;
+use crate::pipeline::diagnostic::{quoted_list, suggest};
 use crate::pipeline::model::{Pipeline, Stage};
 use crate::pipeline::names;
 use std::collections::BTreeSet;
@@ -48,11 +48,7 @@ pub(super) fn check(checker: &mut Checker, pipeline: &Pipeline) {
                     }
                     None => format!(
                         "the keys are service names as the stages write them: {}",
-                        services
-                            .iter()
-                            .map(|service| format!("`{service}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        quoted_list(services.iter().copied())
                     ),
                 };
                 let diagnostic = checker.error(
