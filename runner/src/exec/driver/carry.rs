@@ -14,10 +14,14 @@ use crate::run::{
 };
 use std::collections::BTreeMap;
 
-/// What a carried run is: its trigger, and how its start is told (`RunStarted`'s ref).
+/// What a carried run is: its trigger, how its start is told (`RunStarted`'s ref), and whether
+/// its images must already be in the repositories this pipeline pushes to (a promotion to an
+/// environment with another registry: the images are not copied, so the deploy could not pull
+/// them).
 struct Carried {
     kind: TriggerKind,
     started: String,
+    same_repositories: bool,
 }
 
 impl Driver {
@@ -30,7 +34,11 @@ impl Driver {
         };
         let started = format!("rollback to run {}", from.id);
         let runs = |step: &Step| matches!(step, Step::Deploy(_));
-        let carried = Carried { kind, started };
+        let carried = Carried {
+            kind,
+            started,
+            same_repositories: false,
+        };
         self.carry(
             from,
             context,
@@ -63,7 +71,11 @@ impl Driver {
         let started = format!("promotion of run {} ({})", from.id, from.pipeline);
         let runs =
             |step: &Step| matches!(step, Step::Approval(_) | Step::Migrate(_) | Step::Deploy(_));
-        let carried = Carried { kind, started };
+        let carried = Carried {
+            kind,
+            started,
+            same_repositories: true,
+        };
         self.carry(from, context, carried, runs, DriverError::NothingToPromote)
             .await
     }
@@ -86,6 +98,15 @@ impl Driver {
         context.created.get_or_insert_with(|| created.clone());
         self.settle_aws(&mut context).await?;
         let plan = plan::plan(&self.compiled, &context)?;
+        if carried.same_repositories
+            && let Some((pushed, deploys)) = other_repository(&plan, from)
+        {
+            return Err(DriverError::OtherRegistry {
+                run: from.id.clone(),
+                pushed,
+                deploys,
+            });
+        }
         let stages = plan
             .steps
             .iter()
@@ -122,6 +143,19 @@ impl Driver {
     }
 }
 
+/// The first image `from` pushed to another repository than the one this plan's push step of
+/// the same name deploys from: (`from`'s image, this plan's repository).
+fn other_repository(plan: &plan::Plan, from: &RunRecord) -> Option<(String, String)> {
+    plan.steps.iter().find_map(|step| {
+        let Step::Push(push) = step else { return None };
+        let image = from.stage(&push.name)?.outputs.image.as_deref()?;
+        let repository = image
+            .split_once('@')
+            .map_or(image, |(repository, _)| repository);
+        (repository != push.repository).then(|| (image.to_owned(), push.repository.clone()))
+    })
+}
+
 /// The stage record of `step` in a run that carries `from`'s images: source and push as `from`
 /// left them (when they succeeded there), the steps `runs` picks pending, the rest skipped.
 fn carried_stage(step: &Step, from: &RunRecord, runs: impl Fn(&Step) -> bool) -> StageRecord {
@@ -146,5 +180,49 @@ fn carried_stage(step: &Step, from: &RunRecord, runs: impl Fn(&Step) -> bool) ->
         finished_at: None,
         outputs,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::compile_text;
+    use crate::run::sample;
+
+    const PIPELINE: &str = r#"
+source: {repository: acme/app, tags: ["v*"]}
+aws: {region: eu-west-2, registry: registry.staging.example}
+environments:
+  prod: {aws: {registry: registry.prod.example}}
+  staging: {}
+stages:
+  - build: {image: app}
+  - deploy: {cluster: prod, services: [app]}
+"#;
+
+    fn plan_in(environment: &str) -> plan::Plan {
+        let compiled = compile_text(PIPELINE)
+            .in_environment(Some(environment))
+            .unwrap();
+        let context = PlanContext {
+            git_ref: "v1.0.0".into(),
+            ..PlanContext::default()
+        };
+        plan::plan(&compiled, &context).unwrap()
+    }
+
+    #[test]
+    fn a_promotion_to_another_registry_names_both_repositories() {
+        let mut push = sample::stage("push", StageKind::Push, StageStatus::Succeeded);
+        push.outputs.image = Some("registry.staging.example/app@sha256:0123".into());
+        let from = sample::run(RunStatus::Succeeded, vec![push]);
+        assert_eq!(other_repository(&plan_in("staging"), &from), None);
+        assert_eq!(
+            other_repository(&plan_in("prod"), &from),
+            Some((
+                "registry.staging.example/app@sha256:0123".to_owned(),
+                "registry.prod.example/app".to_owned()
+            ))
+        );
     }
 }
