@@ -203,6 +203,16 @@ mod tests {
     }
 
     #[test]
+    fn status_names_the_environment_a_run_ran_in() {
+        let mut run = sample::run(RunStatus::Succeeded, Vec::new());
+        run.pipeline = "api@staging".into();
+        assert_eq!(
+            text(|out| write_run(out, &run)),
+            "run 01jd0000000000000000000000  pipeline api  environment staging  succeeded  ref v1.2.3\n"
+        );
+    }
+
+    #[test]
     fn history_shows_a_line_per_run() {
         let run = sample::run(RunStatus::Succeeded, Vec::new());
         let summary = RunSummary {
