@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[command(
     after_help = "Exit codes: 0 ok, 1 a stage failed, 2 invalid input, 3 approval rejected or \
 timed out, 4 waiting (paused), 5 locked or superseded, 6 environment unusable, 7 store error, \
-130 cancelled."
+8 promotion refused, 130 cancelled."
 )]
 pub struct Cli {
     /// Project root: the folder that holds pipelines/ (default: the current folder).
@@ -64,6 +64,13 @@ pub enum Command {
         /// then AWS_REGION).
         #[arg(long, value_name = "REGION")]
         region: Option<String>,
+        /// Plan the run in this environment of the pipeline (one its `environments:` declares).
+        #[arg(
+            long = "env",
+            visible_alias = "environment",
+            value_name = "ENVIRONMENT"
+        )]
+        environment: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
@@ -94,6 +101,13 @@ pub enum Command {
         /// The run whose images go back out (default: the successful run before the newest one).
         #[arg(long, value_name = "RUN")]
         to: Option<String>,
+        /// Roll back this environment of the pipeline (its own runs and services).
+        #[arg(
+            long = "env",
+            visible_alias = "environment",
+            value_name = "ENVIRONMENT"
+        )]
+        environment: Option<String>,
         #[command(flatten)]
         common: RunArgs,
     },
@@ -121,6 +135,9 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Deploy the images a run in one environment built and verified to another environment,
+    /// without building: through that environment's approval, migration and deploy.
+    Promote(PromoteCommand),
     /// Approve (or reject) a run waiting at an approval gate.
     Approve {
         /// The run id.
@@ -154,6 +171,14 @@ pub enum Command {
     History {
         /// Only this pipeline's runs (default: every pipeline's).
         pipeline: Option<String>,
+        /// Only the pipeline's runs in this environment (default: its runs without one).
+        #[arg(
+            long = "env",
+            visible_alias = "environment",
+            value_name = "ENVIRONMENT",
+            requires = "pipeline"
+        )]
+        environment: Option<String>,
         /// How many runs to list at most.
         #[arg(long, default_value_t = 20, value_name = "N")]
         limit: usize,
@@ -231,6 +256,15 @@ pub struct RunCommand {
     /// The commit the ref must resolve to.
     #[arg(long)]
     pub sha: Option<String>,
+    /// Run in this environment of the pipeline (one its `environments:` declares): its
+    /// cluster, services, account and approval rule, its own lock and history.
+    #[arg(
+        long = "env",
+        visible_alias = "environment",
+        value_name = "ENVIRONMENT",
+        conflicts_with = "local"
+    )]
+    pub environment: Option<String>,
     /// Stop after this stage (name or kind) and leave the rest for `resume`.
     #[arg(long, value_name = "STAGE")]
     pub until: Option<String>,
@@ -256,6 +290,29 @@ pub struct RunCommand {
     /// declares in `env:`; they beat this process's environment, later files win. Repeatable.
     #[arg(long = "env-file", value_name = "PATH", requires = "local")]
     pub env_files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: RunArgs,
+}
+
+// `promote`'s arguments (no doc comment: clap would take it for the command's description).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PromoteCommand {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// The environment whose run is promoted.
+    #[arg(long, value_name = "ENVIRONMENT")]
+    pub from: String,
+    /// The environment to deploy to.
+    #[arg(long, value_name = "ENVIRONMENT")]
+    pub to: String,
+    /// The run to promote (default: the newest run that succeeded and deployed in --from).
+    pub run: Option<String>,
+    /// Promote a run whose deploy ran no `verify:` checks (refused by default, exit code 8).
+    #[arg(long)]
+    pub allow_unverified: bool,
+    /// Stop after this stage (name or kind) and leave the rest for `resume`.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Option<String>,
     #[command(flatten)]
     pub common: RunArgs,
 }

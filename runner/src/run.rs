@@ -48,6 +48,12 @@ pub enum TriggerKind {
     },
     /// `rollback` redeploying an earlier run's images.
     Rollback { from_run: RunId },
+    /// `promote` deploying the images a run in another environment built and verified.
+    Promotion {
+        from_run: RunId,
+        /// The run key (`PIPELINE@ENVIRONMENT`) of the run promoted.
+        from_pipeline: String,
+    },
 }
 
 /// Where a run's code comes from and what it resolved to.

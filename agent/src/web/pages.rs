@@ -319,6 +319,14 @@ fn trigger_text(record: &RunRecord) -> String {
             format!(" · GitHub Actions ({})", escape(actor))
         }
         TriggerKind::Rollback { from_run } => format!(" · rollback to {}", escape(&from_run.0)),
+        TriggerKind::Promotion {
+            from_run,
+            from_pipeline,
+        } => format!(
+            " · promotion of {} ({})",
+            escape(&from_run.0),
+            escape(from_pipeline)
+        ),
     }
 }
 

@@ -123,11 +123,14 @@ fn write_run(out: &mut dyn Write, record: &RunRecord) -> io::Result<()> {
         .get("sha")
         .map(|sha| format!("  sha {sha}"))
         .unwrap_or_default();
+    let pipeline = match crate::pipeline::environment::split_run_key(&record.pipeline) {
+        (name, Some(environment)) => format!("{name}  environment {environment}"),
+        (name, None) => name.to_owned(),
+    };
     writeln!(
         out,
-        "run {}  pipeline {}  {}  ref {}{sha}",
+        "run {}  pipeline {pipeline}  {}  ref {}{sha}",
         record.id,
-        record.pipeline,
         record.status.as_str(),
         record.trigger.git_ref
     )?;
@@ -196,6 +199,16 @@ mod tests {
              \x20 source       succeeded  \n\
              \x20                sha: 0123456\n\
              \x20 build        failed     the Dockerfile failed at step 3\n"
+        );
+    }
+
+    #[test]
+    fn status_names_the_environment_a_run_ran_in() {
+        let mut run = sample::run(RunStatus::Succeeded, Vec::new());
+        run.pipeline = "api@staging".into();
+        assert_eq!(
+            text(|out| write_run(out, &run)),
+            "run 01jd0000000000000000000000  pipeline api  environment staging  succeeded  ref v1.2.3\n"
         );
     }
 

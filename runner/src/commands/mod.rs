@@ -14,6 +14,7 @@ mod local;
 mod manual;
 mod outcome;
 mod plan;
+mod promote;
 mod run;
 mod settings;
 mod shared;
@@ -21,6 +22,7 @@ mod validate;
 
 use crate::bootstrap;
 use crate::cli::{Cli, ColorChoice, Command};
+use crate::pipeline::environment::run_key;
 use crate::trigger::actions::DiagnosticFormat;
 use actions::Job;
 use std::future::Future;
@@ -90,6 +92,7 @@ fn dispatch(command: Command, context: &Context) -> i32 {
             git_ref,
             sha,
             region,
+            environment,
             output,
         } => plan::plan(
             context,
@@ -98,10 +101,16 @@ fn dispatch(command: Command, context: &Context) -> i32 {
                 git_ref,
                 sha,
                 region,
+                environment,
             },
             output,
             &mut stdout,
             &mut stderr,
+        ),
+        Command::Promote(request) => block_on(
+            context,
+            Fence::Yes,
+            exit_code(promote::promote(context, request)),
         ),
         Command::Run(request) => {
             block_on(context, Fence::No, exit_code(run::run(context, request)))
@@ -119,11 +128,18 @@ fn dispatch(command: Command, context: &Context) -> i32 {
         Command::Rollback {
             pipeline,
             to,
+            environment,
             common,
         } => block_on(
             context,
             Fence::Yes,
-            exit_code(run::rollback(context, &pipeline, to, &common)),
+            exit_code(run::rollback(
+                context,
+                &pipeline,
+                environment.as_deref(),
+                to,
+                &common,
+            )),
         ),
         Command::Diff {
             pipeline,
@@ -176,13 +192,20 @@ fn dispatch(command: Command, context: &Context) -> i32 {
         ),
         Command::History {
             pipeline,
+            environment,
             limit,
             output,
             store,
         } => block_on(
             context,
             Fence::Yes,
-            exit_code(inspect::history(project, pipeline, limit, output, &store)),
+            exit_code(inspect::history(
+                project,
+                pipeline.map(|name| run_key(&name, environment.as_deref())),
+                limit,
+                output,
+                &store,
+            )),
         ),
         Command::Logs {
             run,

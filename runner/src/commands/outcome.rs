@@ -105,7 +105,9 @@ pub(super) fn error_code(error: &DriverError) -> i32 {
         DriverError::Plan(_)
         | DriverError::UnknownRun(_)
         | DriverError::WrongPipeline { .. }
-        | DriverError::NothingToRollBackTo(_) => exit_codes::INVALID_INPUT,
+        | DriverError::NothingToRollBackTo(_)
+        | DriverError::NothingToPromote(_) => exit_codes::INVALID_INPUT,
+        DriverError::OtherRegistry { .. } => exit_codes::PROMOTION_REFUSED,
         DriverError::Store(error) => error.exit_code(),
         DriverError::AwsTarget(error) if error.is_environment() => exit_codes::ENVIRONMENT,
         DriverError::AwsTarget(_) => exit_codes::INVALID_INPUT,

@@ -17,6 +17,8 @@ pub(super) struct Target {
     pub sha: Option<String>,
     /// The AWS region (default: the pipeline's, then AWS_REGION, then AWS_DEFAULT_REGION).
     pub region: Option<String>,
+    /// The environment of the pipeline to plan in (`--env`).
+    pub environment: Option<String>,
 }
 
 pub(super) fn plan(
@@ -38,11 +40,19 @@ pub(super) fn plan(
         git_ref,
         sha,
         region,
+        environment,
     } = target;
     let compiled = match pipeline::load(&path) {
         Ok(compiled) => compiled,
         Err(diagnostics) => {
             report_diagnostics(&diagnostics, &context.diagnostics(), stderr);
+            return exit_codes::INVALID_INPUT;
+        }
+    };
+    let compiled = match compiled.in_environment(environment.as_deref()) {
+        Ok(compiled) => compiled,
+        Err(error) => {
+            let _ = writeln!(stderr, "error: {error}");
             return exit_codes::INVALID_INPUT;
         }
     };

@@ -9,7 +9,7 @@ use super::actions::Job;
 use super::local;
 use super::outcome;
 use super::settings::{reporter, settings};
-use super::shared::{find_run, load_pipeline, open_store, store_failed};
+use super::shared::{find_run, load_pipeline_in, load_run_pipeline, open_store, store_failed};
 use crate::cli::{OutputFormat, RunArgs, RunCommand};
 use crate::exec::driver::{Driver, DriverError, RunOutcome, RunSettings};
 use crate::exit_codes;
@@ -65,7 +65,7 @@ fn new_run(
     request: &RunCommand,
     session: Option<&mut ActionsSession>,
 ) -> Result<NewRun, i32> {
-    let compiled = load_pipeline(context, &request.pipeline)?;
+    let compiled = load_pipeline_in(context, &request.pipeline, request.environment.as_deref())?;
     let refused = |error: String| {
         eprintln!("error: {error}");
         exit_codes::INVALID_INPUT
@@ -210,7 +210,7 @@ fn revision(
 
 /// The driver for one run command. In a GitHub Actions job its events go to the session's
 /// reporter (with text logs), and workflow commands stop until [`report`].
-fn driver(
+pub(super) fn driver(
     compiled: CompiledPipeline,
     store: Arc<dyn Store>,
     mut settings: RunSettings,
@@ -233,7 +233,7 @@ fn driver(
 /// Report how the run ended: the outcome for people, then in a GitHub Actions job the
 /// session's end (annotations, job files, from the run as the store has it now). Gives the exit
 /// code; `until`: the `--until` a run in a job was given.
-async fn report(
+pub(super) async fn report(
     driver: &Driver,
     result: &Result<RunOutcome, DriverError>,
     session: Option<&ActionsSession>,
@@ -285,7 +285,7 @@ pub(super) async fn resume(
         }
         return Ok(code);
     }
-    let compiled = load_pipeline(context, &record.pipeline)?;
+    let compiled = load_run_pipeline(context, &record)?;
     if let Some(session) = &mut session {
         session.mask(&redact::pipeline_secrets(&compiled));
     }
@@ -344,10 +344,11 @@ fn refusal(run: &str, record: &RunRecord, retry: bool) -> Option<i32> {
 pub(super) async fn rollback(
     context: &Context,
     name: &str,
+    environment: Option<&str>,
     to: Option<String>,
     args: &RunArgs,
 ) -> Result<i32, i32> {
-    let compiled = load_pipeline(context, name)?;
+    let compiled = load_pipeline_in(context, name, environment)?;
     let store = open_store(&context.project, &args.store).await?;
     let target = rollback_target(store.as_ref(), &compiled, name, to).await?;
     let driver = driver(compiled, store, settings(args), args, None);
@@ -364,11 +365,12 @@ async fn rollback_target(
 ) -> Result<RunRecord, i32> {
     if let Some(run) = to {
         return match store.get_run(&RunId(run.clone())).await {
-            Ok(Some(record)) if record.pipeline == compiled.name => Ok(record),
+            Ok(Some(record)) if record.pipeline == compiled.run_key() => Ok(record),
             Ok(Some(record)) => {
                 eprintln!(
                     "error: run {run} belongs to pipeline `{}`, not `{}`",
-                    record.pipeline, compiled.name
+                    record.pipeline,
+                    compiled.run_key()
                 );
                 Err(exit_codes::INVALID_INPUT)
             }
@@ -383,7 +385,7 @@ async fn rollback_target(
     }
     // The newest successful deploy is what runs now; roll back to the one before it.
     let runs = store
-        .list_runs(Some(&compiled.name), 200, None)
+        .list_runs(Some(&compiled.run_key()), 200, None)
         .await
         .map_err(store_failed)?;
     let mut successful = Vec::new();

@@ -1,5 +1,5 @@
-//! What several commands share: opening the run store, loading a pipeline by name, reading a
-//! run from the store, printing pipeline diagnostics, and who is running the command. Each
+//! What several commands share: opening the run store, loading a pipeline by name (in an
+//! environment, or the one a stored run ran in), reading a run from the store, printing pipeline diagnostics, and who is running the command. Each
 //! reports its own errors; an `Err` carries the exit code.
 
 use super::Context;
@@ -50,6 +50,31 @@ pub(super) fn load_pipeline(
         );
         exit_codes::INVALID_INPUT
     })
+}
+
+/// The pipeline `name` as it runs in `environment` (`None`: as written), compiled; why not
+/// printed otherwise.
+pub(super) fn load_pipeline_in(
+    context: &Context,
+    name: &str,
+    environment: Option<&str>,
+) -> Result<pipeline::CompiledPipeline, i32> {
+    load_pipeline(context, name)?
+        .in_environment(environment)
+        .map_err(|error| {
+            eprintln!("error: {error}");
+            exit_codes::INVALID_INPUT
+        })
+}
+
+/// The pipeline a stored run belongs to, in the environment it ran in: its record's key is
+/// `PIPELINE` or `PIPELINE@ENVIRONMENT` (see `pipeline::environment`).
+pub(super) fn load_run_pipeline(
+    context: &Context,
+    record: &RunRecord,
+) -> Result<pipeline::CompiledPipeline, i32> {
+    let (name, environment) = pipeline::environment::split_run_key(&record.pipeline);
+    load_pipeline_in(context, name, environment)
 }
 
 /// A run from the store, or the exit code after telling the user why there is none.

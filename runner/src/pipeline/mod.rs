@@ -7,6 +7,7 @@ mod defaults;
 pub mod diagnostic;
 pub mod document;
 pub mod duration;
+pub mod environment;
 pub mod model;
 pub mod names;
 pub mod paths;
@@ -37,10 +38,12 @@ pub struct CompiledPipeline {
     pub file: SourceFile,
     pub tree: Node,
     pub pipeline: Pipeline,
-    /// Pipeline `aws:` over project defaults.
+    /// Pipeline `aws:` over project defaults (and the environment's `aws:` over both).
     pub aws: Aws,
     /// The project's `env:` defaults (`envelope.yaml`), for the names the pipeline declares.
     pub env_defaults: BTreeMap<String, String>,
+    /// The environment this pipeline runs in (see `environment`), `None` as written.
+    pub environment: Option<String>,
     /// Buildspecs by the path the pipeline wrote.
     pub buildspecs: BTreeMap<String, Buildspec>,
     pub project_root: PathBuf,
@@ -403,6 +406,7 @@ pub fn compile(sources: &Sources) -> Result<CompiledPipeline, Diagnostics> {
             .collect(),
         pipeline,
         aws,
+        environment: None,
         buildspecs,
         project_root: sources.project_root.clone(),
     })

@@ -42,8 +42,48 @@ pub struct Pipeline {
     /// Whom to tell when a run ends: how it ended, why, and a link to the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<RunNotify>,
+    /// Where else the same stages can run (for example `staging` and `prod`), by name: what
+    /// each environment changes in the stages as written. `run --env NAME` picks one; a run
+    /// without `--env` runs the stages as written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, Environment>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
+}
+
+/// One environment of a pipeline: what differs from the stages as written. Whatever it does
+/// not set stays as the stages say.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// What this environment is, for people reading the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// ECS cluster every migrate and deploy stage uses in this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Service names as the stages write them → this environment's service of that role, for
+    /// example `envelope-prod-api: envelope-staging-api`. Applies to deploy `services:` and
+    /// migrate `service:`; a service not listed keeps its name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, String>,
+    /// AWS region, account and registry of this environment, over the pipeline's `aws:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<Aws>,
+    /// `required` (the default: the pipeline's approval stages run) or `skip` (this
+    /// environment's runs go from push to migrate and deploy without a gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<EnvironmentApproval>,
+}
+
+/// Whether an environment's runs stop at the pipeline's approval gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvironmentApproval {
+    /// The approval stages run as written.
+    Required,
+    /// The approval stages are left out.
+    Skip,
 }
 
 /// The repository a pipeline builds from.

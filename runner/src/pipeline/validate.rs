@@ -2,12 +2,13 @@
 //! variables and their availability. Pure: it sees the typed pipeline and the located tree.
 
 use crate::pipeline::diagnostic::{Diagnostic, Diagnostics, SourceFile};
-use crate::pipeline::model::{Pipeline, Stage, VerifyCheck};
+use crate::pipeline::model::{Aws, Pipeline, Stage, VerifyCheck};
 use crate::pipeline::template::{self, Availability, Lookup};
 use crate::pipeline::yaml::{Node, PathSegment, Position, Value};
 use crate::pipeline::{duration, names, paths, verify};
 use std::collections::BTreeMap;
 
+mod environments;
 mod notify;
 
 /// Everything the checks need to point at places in the file.
@@ -58,6 +59,7 @@ pub fn check(pipeline: &Pipeline, name: &str, tree: &Node, source: &SourceFile) 
     check_source(&mut checker, pipeline);
     check_aws(&mut checker, pipeline);
     check_stages(&mut checker, pipeline);
+    environments::check(&mut checker, pipeline);
     if let Some(run_notify) = &pipeline.notify {
         notify::check_run(&mut checker, run_notify);
     }
@@ -145,11 +147,17 @@ fn check_source(checker: &mut Checker, pipeline: &Pipeline) {
 }
 
 fn check_aws(checker: &mut Checker, pipeline: &Pipeline) {
-    let Some(aws) = &pipeline.aws else { return };
+    if let Some(aws) = &pipeline.aws {
+        check_aws_at(checker, aws, &[key("aws")]);
+    }
+}
+
+/// An `aws:` mapping at `at`: the pipeline's, or an environment's.
+fn check_aws_at(checker: &mut Checker, aws: &Aws, at: &[PathSegment]) {
     if let Some(account) = &aws.account
         && !(account.len() == 12 && account.chars().all(|c| c.is_ascii_digit()))
     {
-        let position = checker.position(&[key("aws"), key("account")]);
+        let position = checker.position(&[at, &[key("account")]].concat());
         checker
             .error(position, format!("`{account}` is not an AWS account id"))
             .help = Some("an account id is 12 digits, in quotes: account: \"123456789012\"".into());
@@ -157,7 +165,7 @@ fn check_aws(checker: &mut Checker, pipeline: &Pipeline) {
     if let Some(region) = &aws.region
         && !names::is_region(region)
     {
-        let position = checker.position(&[key("aws"), key("region")]);
+        let position = checker.position(&[at, &[key("region")]].concat());
         checker
             .error(position, format!("`{region}` is not an AWS region"))
             .help = Some("regions look like `eu-west-2` or `us-east-1`".into());

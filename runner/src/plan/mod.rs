@@ -58,6 +58,9 @@ pub struct PlanContext {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub pipeline: String,
+    /// The environment the run is planned in (`run --env`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub file: String,
     pub run_id: Option<String>,
     pub trigger: Trigger,
@@ -428,6 +431,7 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
     };
     Ok(Plan {
         pipeline: compiled.name.clone(),
+        environment: compiled.environment.clone(),
         file: compiled.file.path.display().to_string(),
         run_id: context.run_id.clone(),
         trigger,

@@ -9,7 +9,15 @@ impl Plan {
     pub fn render_text(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let _ = writeln!(out, "pipeline {} ({})", self.pipeline, self.file);
+        match &self.environment {
+            Some(environment) => writeln!(
+                out,
+                "pipeline {} in environment {environment} ({})",
+                self.pipeline, self.file
+            ),
+            None => writeln!(out, "pipeline {} ({})", self.pipeline, self.file),
+        }
+        .expect("writing to a String cannot fail");
         let _ = writeln!(
             out,
             "trigger  ref {}  sha {}{}",

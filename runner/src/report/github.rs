@@ -543,6 +543,10 @@ fn trigger_text(kind: &TriggerKind) -> String {
             ..
         } => format!("release {release_id} of {repository}"),
         TriggerKind::Rollback { from_run } => format!("rollback of run {from_run}"),
+        TriggerKind::Promotion {
+            from_run,
+            from_pipeline,
+        } => format!("promotion of run {from_run} ({from_pipeline})"),
     }
 }
 

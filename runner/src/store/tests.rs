@@ -145,6 +145,7 @@ contract_tests!(
     writers_in_two_processes_at_once_both_succeed,
 );
 
+mod environments;
 mod fencing;
 mod sessions;
 mod sqlite_file;

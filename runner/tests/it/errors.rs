@@ -90,6 +90,8 @@ invalid_fixture! {
     run_notify => "run-notify.yaml", "write `slack_env: <VARIABLE>` instead";
     bad_verify_check => "bad-verify.yaml", "a check must use http:// or https://";
     bad_verify_status => "bad-verify-status.yaml", "`700` is not an HTTP status";
+    environments => "environments.yaml", "renames `envelope-prod-apii`, which no stage deploys or migrates with";
+    environment_keys => "environment-keys.yaml", "unknown key `clustr` in `environments.prod`";
 }
 
 #[test]

@@ -6,6 +6,7 @@
 mod actions;
 mod approval_notice;
 mod cli;
+mod environments;
 mod errors;
 mod fuzz;
 mod local;

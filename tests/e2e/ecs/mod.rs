@@ -12,6 +12,7 @@ mod deploy;
 mod diff;
 mod kill_resume;
 mod migrate;
+mod promote;
 mod release;
 mod throttling;
 mod verify;

@@ -31,8 +31,10 @@ pub struct Cluster {
     pub log_group: String,
     /// The subnet the tasks run on.
     pub subnet: String,
-    /// Service names in ROLES order.
+    /// Service names in ROLES order: `<prefix>-<role>`.
     pub services: Vec<String>,
+    /// What the service names start with (`envelope-prod` unless created otherwise).
+    service_prefix: String,
     pub ecs: aws_sdk_ecs::Client,
 }
 
@@ -44,6 +46,25 @@ impl Cluster {
 
     /// [`Cluster::create`] on the emulator at `endpoint`.
     pub async fn create_at(env: &'static TestEnv, endpoint: &str, breaker: bool) -> Cluster {
+        Cluster::create_with(env, endpoint, breaker, "envelope-prod").await
+    }
+
+    /// [`Cluster::create`] whose services are `<service_prefix>-<role>` (another environment's
+    /// names, such as `envelope-staging-api`).
+    pub async fn create_named(
+        env: &'static TestEnv,
+        breaker: bool,
+        service_prefix: &str,
+    ) -> Cluster {
+        Cluster::create_with(env, env.endpoint(), breaker, service_prefix).await
+    }
+
+    async fn create_with(
+        env: &'static TestEnv,
+        endpoint: &str,
+        breaker: bool,
+        service_prefix: &str,
+    ) -> Cluster {
         // Built (once per process) before anything that must be cleaned up.
         let images = images(env);
         let name = unique("envelope-e2e-cluster");
@@ -68,6 +89,7 @@ impl Cluster {
             arn,
             subnet: network.subnet.clone(),
             services: Vec::new(),
+            service_prefix: service_prefix.to_owned(),
             ecs,
         };
         aws_sdk_cloudwatchlogs::Client::new(&config)
@@ -87,7 +109,7 @@ impl Cluster {
     }
 
     /// Registers `role`'s task definition (the api's with a log-router sidecar) and creates
-    /// its service, `envelope-prod-<role>`, running one task of images v1.
+    /// its service, `<service prefix>-<role>`, running one task of images v1.
     async fn create_service(
         &self,
         role: &str,
@@ -134,7 +156,7 @@ impl Cluster {
             );
         }
         let td = register.send().await.unwrap().task_definition.unwrap();
-        let service = format!("envelope-prod-{role}");
+        let service = format!("{}-{role}", self.service_prefix);
         self.ecs
             .create_service()
             .cluster(&self.name)
@@ -329,7 +351,7 @@ impl Cluster {
     pub fn migration(&self, images: &[&str], command: &[&str]) -> MigrationRequest {
         MigrationRequest {
             cluster: self.name.clone(),
-            service: "envelope-prod-api".into(),
+            service: format!("{}-api", self.service_prefix),
             container: "api".into(),
             command: command.iter().map(|s| s.to_string()).collect(),
             images: images.iter().map(|s| s.to_string()).collect(),

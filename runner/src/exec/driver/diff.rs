@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::exec::ecs::release_diff::{self, ReleaseDiff};
+use crate::plan::Step;
 
 /// How long an approval gate waits for ECS to describe what the release changes before it
 /// opens without the diff (which it then says is unavailable).

@@ -206,7 +206,7 @@ impl Driver {
         record: &RunRecord,
         concurrency: crate::pipeline::model::Concurrency,
     ) -> Result<GateResult, DriverError> {
-        let key = format!("pipeline:{}:gate", self.compiled.name);
+        let key = format!("pipeline:{}:gate", self.compiled.run_key());
         let holder = record.id.0.clone();
         let mut announced = None;
         loop {
@@ -238,7 +238,7 @@ impl Driver {
                             stage: None,
                             message: format!(
                                 "run {by} of `{}` is past the approval gate; waiting for it to finish ({} mode, its lease expires at {} unless renewed)",
-                                self.compiled.name,
+                                self.compiled.run_key(),
                                 match concurrency {
                                     crate::pipeline::model::Concurrency::Queued => "queued",
                                     crate::pipeline::model::Concurrency::Superseded => "superseded",

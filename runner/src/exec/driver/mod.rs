@@ -3,13 +3,15 @@
 //! stage's outcome into the run's verdict.
 //!
 //! This file holds the run-lifecycle API the CLI and the agent use (start, resume, retry,
-//! roll back, supersede) and the types the parts share; `execute` is the run loop, `steps`
+//! supersede) and the types the parts share; `carry` the runs that deploy an earlier run's
+//! images (roll back, promote); `execute` is the run loop, `steps`
 //! one module per stage kind, `clients`/`secrets` what stages need from outside,
 //! `progress` the stages' events, `state` the pure bookkeeping, `verdict` what a stage's
 //! result makes of the stage and the run, `notify` sending notifications and `run_end` telling
 //! how a run ended. Every time a run records (creation, stage start and end, approval
 //! deadlines, the end of the run) is read from `RunSettings::clock`.
 
+mod carry;
 mod clients;
 mod diff;
 mod execute;
@@ -22,7 +24,6 @@ mod state;
 mod steps;
 mod verdict;
 
-use crate::run::StageKind;
 pub use diff::{DiffReport, pushed_images};
 pub use gate::{GateRefusal, gate_to_decide};
 use state::{context_record, gate_index, pending_stages};
@@ -34,9 +35,9 @@ use crate::event::Event;
 use crate::exec::lease::GateLease;
 use crate::exec::{aws_target, ecs, push};
 use crate::pipeline::CompiledPipeline;
-use crate::plan::{self, PlanContext, Step};
+use crate::plan::{self, PlanContext};
 use crate::report::EventSink;
-use crate::run::{RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageRecord, StageStatus};
+use crate::run::{RunId, RunRecord, RunStatus, RunTrigger, StageOutputs, StageStatus};
 use crate::store::{Clock, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -127,6 +128,16 @@ pub enum DriverError {
         "run {0} pushed no image, so there is nothing to roll back to; pick a run that succeeded"
     )]
     NothingToRollBackTo(RunId),
+    #[error("run {0} pushed no image, so there is nothing to promote; pick a run that succeeded")]
+    NothingToPromote(RunId),
+    #[error(
+        "run {run} pushed `{pushed}`, but this environment deploys images from `{deploys}`: copying images between registries is not supported yet; give both environments the same `aws.registry` (for ECR in another account, allow this account to pull from it)"
+    )]
+    OtherRegistry {
+        run: RunId,
+        pushed: String,
+        deploys: String,
+    },
     #[error("run {run} belongs to pipeline `{found}`, not `{expected}`")]
     WrongPipeline {
         run: RunId,
@@ -276,7 +287,7 @@ impl Driver {
         let plan = plan::plan(&self.compiled, &context)?;
         let record = RunRecord {
             id: id.clone(),
-            pipeline: self.compiled.name.clone(),
+            pipeline: self.compiled.run_key(),
             status,
             trigger,
             created_at: created,
@@ -315,7 +326,7 @@ impl Driver {
     ) -> Result<(), DriverError> {
         let older = self
             .store
-            .list_runs(Some(&self.compiled.name), 200, Some(&newer.id))
+            .list_runs(Some(&self.compiled.run_key()), 200, Some(&newer.id))
             .await?;
         for summary in older {
             if !matches!(
@@ -336,75 +347,6 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    /// Redeploy an earlier run's images without building: a new run whose source and push
-    /// stages carry the earlier run's results and whose only work is the deploy stages.
-    pub async fn rollback(&self, from: &RunRecord) -> Result<RunOutcome, DriverError> {
-        let id = RunId::new();
-        let mut context = plan_context(from);
-        context.run_id = Some(id.0.clone());
-        self.settle_aws(&mut context).await?;
-        let plan = plan::plan(&self.compiled, &context)?;
-        let created = self.now();
-        let stages = plan
-            .steps
-            .iter()
-            .map(|step| {
-                let earlier = from.stage(step.name());
-                let (status, outputs, error) = match step {
-                    Step::Source(_) | Step::Push(_) => match earlier {
-                        Some(stage) if stage.status == StageStatus::Succeeded => (
-                            StageStatus::Succeeded,
-                            stage.outputs.clone(),
-                            Some(format!("taken from run {}", from.id)),
-                        ),
-                        _ => (StageStatus::Skipped, StageOutputs::default(), None),
-                    },
-                    Step::Deploy(_) => (StageStatus::Pending, StageOutputs::default(), None),
-                    _ => (StageStatus::Skipped, StageOutputs::default(), None),
-                };
-                StageRecord {
-                    name: step.name().to_owned(),
-                    kind: step.kind(),
-                    status,
-                    started_at: None,
-                    finished_at: None,
-                    outputs,
-                    error,
-                }
-            })
-            .collect::<Vec<_>>();
-        if !stages
-            .iter()
-            .any(|s| s.kind == StageKind::Push && s.status == StageStatus::Succeeded)
-        {
-            return Err(DriverError::NothingToRollBackTo(from.id.clone()));
-        }
-        let record = RunRecord {
-            id: id.clone(),
-            pipeline: self.compiled.name.clone(),
-            status: RunStatus::Running,
-            trigger: RunTrigger {
-                kind: crate::run::TriggerKind::Rollback {
-                    from_run: from.id.clone(),
-                },
-                git_ref: from.trigger.git_ref.clone(),
-                sha: from.trigger.sha.clone(),
-                tag: from.trigger.tag.clone(),
-            },
-            created_at: created,
-            finished_at: None,
-            context: context_record(&context),
-            stages,
-        };
-        self.store.create_run(&record).await?;
-        self.events.emit(Event::RunStarted {
-            run: id,
-            pipeline: record.pipeline.clone(),
-            git_ref: format!("rollback to run {}", from.id),
-        });
-        self.execute(record, context).await
     }
 
     /// Re-run a failed (or rejected) run's failed stage and everything after it.
@@ -441,11 +383,11 @@ impl Driver {
             .get_run(id)
             .await?
             .ok_or_else(|| DriverError::UnknownRun(id.clone()))?;
-        if record.pipeline != self.compiled.name {
+        if record.pipeline != self.compiled.run_key() {
             return Err(DriverError::WrongPipeline {
                 run: id.clone(),
                 found: record.pipeline,
-                expected: self.compiled.name.clone(),
+                expected: self.compiled.run_key(),
             });
         }
         let context = plan_context(&record);
