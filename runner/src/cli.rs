@@ -123,6 +123,14 @@ pub enum Command {
         /// Compare this image (`repository@sha256:…`) instead of a run's. Repeatable.
         #[arg(long = "image", value_name = "REF@DIGEST")]
         images: Vec<String>,
+        /// Compare against this environment of the pipeline (its clusters and services). RUN
+        /// may be a run of another environment: what promoting it would change.
+        #[arg(
+            long = "env",
+            visible_alias = "environment",
+            value_name = "ENVIRONMENT"
+        )]
+        environment: Option<String>,
         /// Exit 1 when a service would change (0 when none would), like `git diff --exit-code`.
         #[arg(long)]
         exit_code: bool,

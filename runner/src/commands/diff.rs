@@ -4,7 +4,7 @@
 
 use super::Context;
 use super::outcome;
-use super::shared::{find_run, load_pipeline, open_store, store_failed};
+use super::shared::{find_run, load_pipeline_in, open_store, store_failed};
 use crate::cli::{OutputFormat, RunArgs, StoreArgs};
 use crate::exec::driver::{DiffReport, Driver, pushed_images};
 use crate::exit_codes;
@@ -20,6 +20,7 @@ pub(super) struct Request {
     pub pipeline: String,
     pub run: Option<String>,
     pub images: Vec<String>,
+    pub environment: Option<String>,
     pub exit_on_changes: bool,
     pub region: Option<String>,
     pub output: OutputFormat,
@@ -30,7 +31,10 @@ pub(super) async fn diff(
     request: Request,
     store_args: &StoreArgs,
 ) -> Result<i32, i32> {
-    let compiled = load_pipeline(context, &request.pipeline)?;
+    let compiled = load_pipeline_in(context, &request.pipeline, request.environment.as_deref())?;
+    // Runs are kept per environment (`api@prod`); a run of another environment of the same
+    // pipeline may be compared too (what promoting it would change).
+    let key = compiled.run_key();
     for image in &request.images {
         if !image.contains("@sha256:") {
             eprintln!(
@@ -43,10 +47,10 @@ pub(super) async fn diff(
     let store = open_store(&context.project, store_args).await?;
     let record = match &request.run {
         Some(run) => Some(find_run(store.as_ref(), &RunId(run.clone())).await?),
-        None => newest_pushed(store.as_ref(), &compiled.name).await?,
+        None => newest_pushed(store.as_ref(), &key).await?,
     };
     if let Some(record) = &record
-        && record.pipeline != compiled.name
+        && crate::pipeline::environment::split_run_key(&record.pipeline).0 != compiled.name
     {
         eprintln!(
             "error: run {} belongs to pipeline `{}`, not `{}`",
@@ -64,12 +68,13 @@ pub(super) async fn diff(
             Some(record) => eprintln!(
                 "error: run {} pushed no image; pick a run that did (`envelope-runner history \
                  {}`) or pass --image REF@DIGEST",
-                record.id, compiled.name
+                record.id,
+                history_args(&record.pipeline)
             ),
             None => eprintln!(
                 "error: no run of `{}` pushed an image yet; run the pipeline first or pass \
                  --image REF@DIGEST",
-                compiled.name
+                key
             ),
         }
         return Err(exit_codes::INVALID_INPUT);
@@ -106,6 +111,14 @@ pub(super) async fn diff(
     } else {
         exit_codes::OK
     })
+}
+
+/// `history`'s arguments for the runs kept under `key` (`api@prod` → `api --env prod`).
+fn history_args(key: &str) -> String {
+    match crate::pipeline::environment::split_run_key(key) {
+        (pipeline, Some(environment)) => format!("{pipeline} --env {environment}"),
+        (pipeline, None) => pipeline.to_owned(),
+    }
 }
 
 /// The newest run of `pipeline` that pushed an image, if any.

@@ -105,6 +105,44 @@ async fn a_release_verified_in_staging_is_promoted_to_prod_by_digest_through_pro
             .await;
     }
 
+    // `diff --env prod` of the staging run: what the promotion would change on prod's services.
+    let (previewed, nothing_in_prod) = tokio::task::spawn_blocking({
+        let project = project.clone();
+        let staging_run = staging_run.clone();
+        move || {
+            (
+                runner(&project, &["diff", "api", "--env", "prod", &staging_run]),
+                runner(&project, &["diff", "api", "--env", "prod"]),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(previewed.status.code(), Some(0), "{}", text(&previewed));
+    let shown = String::from_utf8_lossy(&previewed.stdout);
+    for role in ROLES {
+        assert!(
+            shown.contains(&format!("service envelope-prod-{role} (")),
+            "prod's services are compared:\n{shown}"
+        );
+        assert!(
+            shown.contains(&format!("container {role}: image ")) && shown.contains(&image),
+            "{shown}"
+        );
+    }
+    assert!(!shown.contains("envelope-staging-"), "{shown}");
+    assert_eq!(
+        nothing_in_prod.status.code(),
+        Some(2),
+        "{}",
+        text(&nothing_in_prod)
+    );
+    assert!(
+        text(&nothing_in_prod).contains("no run of `api@prod` pushed an image yet"),
+        "{}",
+        text(&nothing_in_prod)
+    );
+
     // The promotion waits at prod's gate, then migrates and deploys staging's digest.
     let (promoted, approved, resumed) = tokio::task::spawn_blocking({
         let project = project.clone();
