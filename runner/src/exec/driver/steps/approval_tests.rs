@@ -174,19 +174,21 @@ fn close_after(case: &str, what: &str, time: DateTime<Utc>, expected: DateTime<U
     );
 }
 
+/// (case, the gate waited since (minutes from the start) in an earlier process, a decision
+/// (minutes, approved), run status, error, the gate's start, its end (minutes)).
+type GateCase = (
+    &'static str,
+    Option<i64>,
+    Option<(i64, bool)>,
+    RunStatus,
+    Option<&'static str>,
+    i64,
+    i64,
+);
+
 #[tokio::test(start_paused = true)]
 async fn the_gate_answers_by_its_deadline_on_the_run_s_clock() {
-    // (case, the gate waited since (minutes from the start) in an earlier process, a decision
-    // (minutes, approved), run status, error, the gate's start, its end (minutes)).
-    let rows: [(
-        &str,
-        Option<i64>,
-        Option<(i64, bool)>,
-        RunStatus,
-        Option<&str>,
-        i64,
-        i64,
-    ); 5] = [
+    let rows: [GateCase; 5] = [
         (
             "no decision: the gate times out an hour after it opened",
             None,
