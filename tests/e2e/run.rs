@@ -2,6 +2,7 @@
 //! and file://, the real Docker daemon building with BuildKit, a real registry, and the run
 //! record in the SQLite store.
 
+use crate::support::private_daemon::PrivateDaemon;
 use crate::support::{
     TOKEN, example_app, project, run_id, runner, stage, status_json, status_json_with_store, text,
 };
@@ -89,17 +90,22 @@ async fn run_until_push_over_smart_http_records_the_registry_digest() {
     );
 }
 
+/// On a Docker daemon of its own: `builder prune -af` on the shared one would cut other
+/// tests' builds off mid-stream (and theirs would refill the cache this test empties).
 #[tokio::test]
 async fn run_from_a_file_url_pushes_and_a_rebuild_after_prune_is_fully_cached() {
-    let Some((env, docker)) = parts("run_from_a_file_url").await else {
+    let Some((env, _docker)) = parts("run_from_a_file_url").await else {
         return;
     };
+    let daemon = PrivateDaemon::start();
+    daemon.load_image(env.docker_cli(), env.base_image());
     let app = example_app();
     let url = format!("file://{}", app.bare_root.join("hello.git").display());
     let image = format!("e2e/{}", unique("cached"));
     let project = project(&url, env.registry(), &image);
 
     let first = runner(env, project.path())
+        .env("DOCKER_HOST", daemon.host())
         .args(["run", "hello", "--ref", "v1.0.0", "--until", "push"])
         .output()
         .unwrap();
@@ -108,24 +114,25 @@ async fn run_from_a_file_url_pushes_and_a_rebuild_after_prune_is_fully_cached() 
     let first_digest = stage(&first_record, "push")["outputs"]["digest"].clone();
 
     // Forget every local layer: the next build can only reuse what the registry has.
-    let prune = Command::new(env.docker_cli())
-        .args(["builder", "prune", "-af"])
+    let prune = Command::new("/usr/bin/docker")
+        .args(["--host", &daemon.host(), "builder", "prune", "-af"])
         .env("DOCKER_BUILDKIT", "1")
         .output()
         .unwrap();
     assert!(prune.status.success(), "{}", text(&prune));
     let sha = app.repo.head().unwrap();
     for tag in ["v1.0.0", &sha[..7], "latest"] {
-        let _ = docker
-            .remove_image(
-                &format!("{}/{image}:{tag}", env.registry()),
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
+        let reference = format!("{}/{image}:{tag}", env.registry());
+        let removed = Command::new("/usr/bin/docker")
+            .args(["--host", &daemon.host(), "image", "rm", &reference])
+            .output()
+            .unwrap();
+        assert!(removed.status.success(), "{}", text(&removed));
+        assert!(!daemon.has_image(&reference), "{reference} is gone");
     }
 
     let second = runner(env, project.path())
+        .env("DOCKER_HOST", daemon.host())
         .args([
             "run",
             "hello",
