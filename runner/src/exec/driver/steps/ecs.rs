@@ -73,7 +73,7 @@ impl Driver {
                 } => Event::Output {
                     stage: stage.clone(),
                     key: "task definition".into(),
-                    value: format!("{task_definition} ({diff})"),
+                    value: format!("{task_definition}; {diff}"),
                 },
                 P::Started {
                     task_arn,
@@ -199,7 +199,7 @@ impl Driver {
                 } => Event::Output {
                     stage: stage.clone(),
                     key: format!("{service} task definition"),
-                    value: format!("{task_definition} ({diff})"),
+                    value: format!("{task_definition}; {diff}"),
                 },
                 P::Updated {
                     service,
