@@ -310,6 +310,7 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
     // Exactly one run per release, every one succeeded.
     let mut runs_of_release: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
     let mut recorded: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut failed = Vec::new();
     for summary in &runs {
         let record = store.get_run(&summary.id).await.unwrap().unwrap();
         let TriggerKind::Release {
@@ -327,7 +328,9 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
             .entry((repository.clone(), *release_id))
             .or_default()
             .push(summary.id.0.clone());
-        assert_eq!(record.status, RunStatus::Succeeded, "{record:#?}");
+        if record.status != RunStatus::Succeeded {
+            failed.push(record.clone());
+        }
         let deploy = record.stage("deploy").unwrap();
         for (service, deployment) in &deploy.outputs.deployments {
             recorded
@@ -350,21 +353,14 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
         );
     }
 
-    // ECS: each service's deployments after the publish are exactly its three runs', and each
-    // was created after the one before it completed.
+    // ECS: each service's deployments after the publish were each created after the one
+    // before it completed, and they are exactly its three runs'.
     let publish_secs = first_publish.timestamp_millis() as f64 / 1000.0;
     for service in &cluster.services {
         let seen = deployments.get(service).cloned().unwrap_or_default();
         let (before, during): (Vec<_>, Vec<_>) = seen
             .into_iter()
             .partition(|deployment| deployment.created_at < publish_secs - 0.5);
-        let during_ids: BTreeSet<String> = during.iter().map(|d| d.id.clone()).collect();
-        assert_eq!(
-            Some(&during_ids),
-            recorded.get(service),
-            "{service}: ECS's deployments against the runs' records ({during:#?})"
-        );
-        assert_eq!(during.len(), TAGS.len(), "{service}: {during:#?}");
         let mut previous = before.last().cloned();
         for deployment in &during {
             if let Some(previous) = &previous {
@@ -382,13 +378,26 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
                     previous.id
                 );
             }
-            assert!(
-                deployment.completed_at.is_some(),
-                "{service}: {deployment:?} never completed"
-            );
             previous = Some(deployment.clone());
         }
+        if let Some(last) = during.last() {
+            assert!(
+                last.completed_at.is_some(),
+                "{service}: {last:?} never completed"
+            );
+        }
+        let during_ids: BTreeSet<String> = during.iter().map(|d| d.id.clone()).collect();
+        assert_eq!(
+            Some(&during_ids),
+            recorded.get(service),
+            "{service}: ECS's deployments against the runs' records ({during:#?})"
+        );
+        assert_eq!(during.len(), TAGS.len(), "{service}: {during:#?}");
     }
+
+    // Checked after ECS's timeline, which says more about a failure (overlapping deploys fail
+    // runs too).
+    assert!(failed.is_empty(), "runs that did not succeed: {failed:#?}");
 
     // The killed agent's run was taken over by another agent once the lease had expired.
     let resumed_by: Vec<&AgentProcess> = agents
