@@ -1,6 +1,7 @@
 //! The integration tests' fake GitHub as a program, for `scripts/bench-agent`: serves
 //! `--repositories N` repositories (`acme/app-000`, …) with one old release each, and
-//! `GET /_stats` with the number of requests answered, by status.
+//! `GET /_stats` with the number of requests answered, by status; `POST
+//! /_publish/{owner}/{repo}/{tag}` publishes a release (the agents drill).
 //!
 //!     fake_github --listen 127.0.0.1:8900 --repositories 100
 // A benchmark or development tool, not product code: it may panic on a broken set-up.

@@ -109,6 +109,7 @@ impl Agent {
                 agent_id: agent_id.clone(),
                 cache_dir: settings.cache_dir.clone().unwrap_or_else(default_cache_dir),
                 concurrency: settings.concurrency,
+                lease_ttl: settings.lease_ttl,
                 pipelines,
                 secrets: credentials
                     .github_token

@@ -1,5 +1,6 @@
 //! A counting, throttling proxy in front of ministack, the way AWS throttles: it counts every
-//! call by operation (X-Amz-Target) and can answer the first N calls of an operation with a
+//! call by operation (X-Amz-Target) and by service (the target's prefix, such as
+//! `DynamoDB_20120810`) and can answer the first N calls of an operation with a
 //! ThrottlingException.
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,9 @@ struct ProxyState {
     /// Operation → calls still to be answered with a ThrottlingException.
     throttle: HashMap<String, usize>,
     throttled: HashMap<String, usize>,
+    /// Calls by service: the X-Amz-Target before its dot (`DynamoDB_20120810`,
+    /// `AmazonEC2ContainerServiceV20141113`), `other` without one.
+    by_service: BTreeMap<String, usize>,
 }
 
 /// An HTTP proxy in front of ministack that counts calls by X-Amz-Target operation and can
@@ -93,6 +97,17 @@ impl CountingProxy {
             .collect()
     }
 
+    /// Calls of one service (`DynamoDB_20120810`): the X-Amz-Target's part before the dot.
+    pub fn service_count(&self, service: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .by_service
+            .get(service)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Calls by operation.
     pub fn counts(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
@@ -108,15 +123,21 @@ async fn handle(
     state: Arc<Mutex<ProxyState>>,
     upstream: String,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let operation = request
+    let target = request
         .headers()
         .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.to_str().ok());
+    let operation = target
         .and_then(|v| v.rsplit('.').next())
         .unwrap_or("other")
         .to_owned();
+    let service = target
+        .and_then(|v| v.split_once('.'))
+        .map_or("other", |(service, _)| service)
+        .to_owned();
     let throttle = {
         let mut state = state.lock().unwrap();
+        *state.by_service.entry(service).or_default() += 1;
         state.calls.push((operation.clone(), Instant::now()));
         let remaining = state.throttle.get(&operation).copied().unwrap_or(0);
         if remaining > 0 {

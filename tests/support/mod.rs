@@ -8,6 +8,7 @@ mod cli;
 mod example_app;
 mod project;
 
+pub mod agents;
 pub mod counting_proxy;
 pub mod cutting_proxy;
 pub mod docker;

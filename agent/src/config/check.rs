@@ -13,9 +13,9 @@ use envelope_runner::pipeline::{duration, names};
 
 use super::{
     ApproverSettings, ConfigFile, DEFAULT_API_URL, DEFAULT_APPROVAL_POLL, DEFAULT_CONCURRENCY,
-    DEFAULT_LISTEN, DEFAULT_MAX_REQUESTS_PER_HOUR, DEFAULT_POLL_INTERVAL, DEFAULT_SESSION_TTL,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TOKEN_ENV, GithubSettings, Settings, WatchedRepository,
-    is_loopback_host,
+    DEFAULT_LEASE_TTL, DEFAULT_LISTEN, DEFAULT_MAX_REQUESTS_PER_HOUR, DEFAULT_POLL_INTERVAL,
+    DEFAULT_SESSION_TTL, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TOKEN_ENV, GithubSettings, MIN_LEASE_TTL,
+    Settings, WatchedRepository, is_loopback_host,
 };
 
 pub(super) struct Checker<'a> {
@@ -201,6 +201,21 @@ impl Checker<'_> {
             &[key("approval_poll")],
             DEFAULT_APPROVAL_POLL,
         );
+        let lease_ttl = self.duration(
+            file.lease_ttl.as_deref(),
+            &[key("lease_ttl")],
+            DEFAULT_LEASE_TTL,
+        );
+        if lease_ttl < MIN_LEASE_TTL {
+            self.error(
+                &[key("lease_ttl")],
+                format!(
+                    "lease_ttl must be at least {}s: the lease is renewed every third of it",
+                    MIN_LEASE_TTL.as_secs()
+                ),
+                "for example `60s` (the default)",
+            );
+        }
         let session_ttl = self.duration(
             file.session_ttl.as_deref(),
             &[key("session_ttl")],
@@ -353,6 +368,7 @@ impl Checker<'_> {
             concurrency: concurrency.max(1) as usize,
             shutdown_grace,
             approval_poll,
+            lease_ttl,
             session_ttl,
             approvers: file
                 .approvers
@@ -415,6 +431,8 @@ fn is_github_login(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::tests::parse_text;
 
     #[test]
@@ -437,6 +455,23 @@ mod tests {
         ] {
             assert!(error.contains(expected), "missing {expected:?} in\n{error}");
         }
+    }
+
+    #[test]
+    fn lease_ttl_defaults_to_a_minute_and_is_at_least_three_seconds() {
+        let with = |ttl: &str| {
+            parse_text(&format!(
+                "{ttl}repositories:\n  - {{ repository: epactltd/api, pipeline: api }}\n"
+            ))
+        };
+        assert_eq!(with("").unwrap().lease_ttl, Duration::from_secs(60));
+        assert_eq!(
+            with("lease_ttl: 6s\n").unwrap().lease_ttl,
+            Duration::from_secs(6)
+        );
+        let error = with("lease_ttl: 2s\n").unwrap_err();
+        assert!(error.contains("agent.yaml:1:12"), "{error}");
+        assert!(error.contains("at least 3s"), "{error}");
     }
 
     #[test]

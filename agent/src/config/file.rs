@@ -44,6 +44,11 @@ pub struct ConfigFile {
     /// for example with `envelope-runner approve` (default `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_poll: Option<String>,
+    /// How long a run's lease and a pipeline's deploy lock last without renewal (default
+    /// `60s`, at least `3s`): an agent that dies leaves its runs to the others after this long.
+    /// Agents sharing a store should use the same value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl: Option<String>,
     /// How long a web UI sign-in lasts (default `12h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_ttl: Option<String>,

@@ -39,6 +39,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_CONCURRENCY: u32 = 2;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_APPROVAL_POLL: Duration = Duration::from_secs(10);
+/// How long a run's lease lasts without renewal when the file says nothing.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+/// Shortest lease accepted: it is renewed every third of its time to live, and a store round
+/// trip must fit in that comfortably.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Shortest approver token accepted: 32 characters, for example 16 random bytes as hex
 /// (`openssl rand -hex 32` gives 64).
@@ -58,6 +63,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub shutdown_grace: Duration,
     pub approval_poll: Duration,
+    /// Runs' leases and the deploy lock: how long they last without renewal.
+    pub lease_ttl: Duration,
     pub session_ttl: Duration,
     pub approvers: Vec<ApproverSettings>,
     /// `false`: a release's author cannot approve its run.
@@ -126,6 +133,7 @@ impl Settings {
             concurrency: DEFAULT_CONCURRENCY as usize,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             approval_poll: DEFAULT_APPROVAL_POLL,
+            lease_ttl: DEFAULT_LEASE_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             approvers: Vec::new(),
             allow_self_approval: false,

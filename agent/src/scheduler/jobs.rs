@@ -12,11 +12,10 @@ use envelope_runner::store::{Store, StoreError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Job, LEASE_TTL, Scheduler, lease_key, lock};
+use super::{Job, Scheduler, lease_key, lock};
 
-/// How often a held lease is renewed, and a running run's new events are written to the
-/// store (the web UI's live log).
-const RENEW_EVERY: Duration = Duration::from_secs(20);
+/// How often a running run's new events are written to the store (the web UI's live log). A
+/// held lease is renewed every third of its time to live.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// After the grace period, how long checkpointing stages get before their futures are
 /// dropped.
@@ -67,6 +66,7 @@ impl Scheduler {
         let agent = &self.inner.settings.agent_id;
         let key = lease_key(&run);
         let lost = CancellationToken::new();
+        let ttl = self.inner.settings.lease_ttl;
         let keep_lease = {
             let lost = lost.clone();
             let store = store.clone();
@@ -75,8 +75,8 @@ impl Scheduler {
             let run = run.clone();
             async move {
                 loop {
-                    tokio::time::sleep(RENEW_EVERY).await;
-                    match store.renew_lease(&key, &agent, LEASE_TTL).await {
+                    tokio::time::sleep(ttl / 3).await;
+                    match store.renew_lease(&key, &agent, ttl).await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::error!(
@@ -196,7 +196,7 @@ impl Scheduler {
             registry_endpoint: None,
             user: self.inner.settings.agent_id.clone(),
             approval_poll: Duration::from_secs(5),
-            lease_ttl: LEASE_TTL,
+            lease_ttl: self.inner.settings.lease_ttl,
             cancel: self.inner.cancel_runs.clone(),
             region: None,
             // The store's: the agent's leases, its runs' records and their approval deadlines

@@ -43,10 +43,6 @@ use crate::metrics::Metrics;
 use crate::release;
 use crate::reporter::LogReporter;
 
-/// How long a run's lease lasts without renewal; an agent that vanishes frees its runs after
-/// this long.
-pub const LEASE_TTL: Duration = Duration::from_secs(60);
-
 /// Where runs come from, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -111,6 +107,9 @@ pub struct SchedulerSettings {
     pub secrets: Vec<envelope_runner::secret::Secret>,
     /// Where people reach the agent: run notifications link to `<public_url>/runs/<id>`.
     pub public_url: Option<String>,
+    /// How long a run's lease (and a pipeline's deploy lock) lasts without renewal; an agent
+    /// that vanishes frees its runs after this long. Renewed every third of it.
+    pub lease_ttl: Duration,
 }
 
 /// Starts, executes, parks and resumes runs. Cheap to clone.

@@ -9,7 +9,7 @@ use envelope_runner::plan::{self, PlanContext};
 use envelope_runner::run::{RunId, RunStatus, RunTrigger, TriggerKind};
 use envelope_runner::store::{LeaseOutcome, StoreError};
 
-use super::{LEASE_TTL, Offer, Scheduler, Via, lease_key, lock, ulid_time};
+use super::{Offer, Scheduler, Via, lease_key, lock, ulid_time};
 use crate::config::WatchedRepository;
 use crate::release::{self, Release};
 
@@ -106,7 +106,7 @@ impl Scheduler {
         };
         let agent = &self.inner.settings.agent_id;
         match store
-            .acquire_lease(&lease_key(&run), agent, LEASE_TTL)
+            .acquire_lease(&lease_key(&run), agent, self.inner.settings.lease_ttl)
             .await?
         {
             LeaseOutcome::Granted { .. } => {}

@@ -9,7 +9,7 @@ use envelope_runner::pipeline::CompiledPipeline;
 use envelope_runner::run::{RunId, RunRecord, RunStatus, StageKind, StageStatus, TriggerKind};
 use envelope_runner::store::{LeaseOutcome, StoreError};
 
-use super::{LEASE_TTL, Scheduler, lease_key, lock};
+use super::{Scheduler, lease_key, lock};
 
 /// Recovery looks at this many of the newest runs.
 const RECOVERY_SCAN: usize = 1000;
@@ -72,7 +72,7 @@ impl Scheduler {
         }
         let agent = &self.inner.settings.agent_id;
         match store
-            .acquire_lease(&lease_key(run), agent, LEASE_TTL)
+            .acquire_lease(&lease_key(run), agent, self.inner.settings.lease_ttl)
             .await?
         {
             LeaseOutcome::Held { .. } => return Ok(()),

@@ -1,8 +1,9 @@
 //! A recorded-shape fake of GitHub's releases API (the one fake this project allows): release
 //! JSON as GitHub sends it, weak `ETag`s with `If-None-Match` answered by `304`, and the
 //! `x-ratelimit-*` headers, with a rate limit that 304s do not spend, as on GitHub. It records
-//! every request it sees. Used by the integration tests and by `scripts/bench-agent` (through
-//! `examples/fake_github.rs`).
+//! every request it sees. Used by the integration tests and, through `examples/fake_github.rs`,
+//! by `scripts/bench-agent` and the agents drill (which publish releases with
+//! `POST /_publish/{owner}/{repo}/{tag}`).
 
 #![allow(dead_code)]
 
@@ -15,7 +16,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -95,6 +96,7 @@ impl FakeGithub {
         let router = Router::new()
             .route("/repos/{owner}/{repo}/releases", get(list_releases))
             .route("/_stats", get(stats))
+            .route("/_publish/{owner}/{repo}/{tag}", post(publish_release))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -184,6 +186,30 @@ fn release_json(repository: &str, id: u64, spec: &ReleaseSpec) -> Value {
         "zipball_url": format!("https://api.github.com/repos/{repository}/zipball/{}", spec.tag),
         "body": format!("Release {}", spec.tag)
     })
+}
+
+/// `POST /_publish/{owner}/{repo}/{tag}`: publish a release now (for a fake run as a separate
+/// process); answers `{"id": …, "published_at": …}`.
+async fn publish_release(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path((owner, repo, tag)): Path<(String, String, String)>,
+) -> Response {
+    let repository = format!("{owner}/{repo}");
+    let spec = ReleaseSpec::published(&tag);
+    let mut state = state.lock().unwrap();
+    state.next_id += 1;
+    let id = state.next_id;
+    let release = release_json(&repository, id, &spec);
+    state
+        .repositories
+        .entry(repository)
+        .or_default()
+        .push(release);
+    axum::Json(json!({
+        "id": id,
+        "published_at": spec.published_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+    }))
+    .into_response()
 }
 
 /// `GET /_stats`: requests answered so far, by status (for `scripts/bench-agent`).

@@ -1,8 +1,8 @@
 //! An ECS cluster on ministack like envelope-prod-cluster: four services (api, worker,
-//! scheduler and reverb) sharing the app image, awsvpc on a subnet and security group made
-//! with ministack's EC2 API, awslogs into one log group, under unique names (tests never
-//! reset ministack: a reset would wipe other tests' ECR repositories). Dropping it deletes the
-//! services and the cluster and removes every container of the cluster.
+//! scheduler and reverb; or the roles a test names) sharing the app image, awsvpc on a subnet
+//! and security group made with ministack's EC2 API, awslogs into one log group, under unique
+//! names (tests never reset ministack: a reset would wipe other tests' ECR repositories).
+//! Dropping it deletes the services and the cluster and removes every container of the cluster.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ impl Cluster {
 
     /// [`Cluster::create`] on the emulator at `endpoint`.
     pub async fn create_at(env: &'static TestEnv, endpoint: &str, breaker: bool) -> Cluster {
-        Cluster::create_with(env, endpoint, breaker, "envelope-prod").await
+        Cluster::create_with(env, endpoint, breaker, "envelope-prod", &ROLES).await
     }
 
     /// [`Cluster::create`] whose services are `<service_prefix>-<role>` (another environment's
@@ -56,7 +56,18 @@ impl Cluster {
         breaker: bool,
         service_prefix: &str,
     ) -> Cluster {
-        Cluster::create_with(env, env.endpoint(), breaker, service_prefix).await
+        Cluster::create_with(env, env.endpoint(), breaker, service_prefix, &ROLES).await
+    }
+
+    /// A cluster of one service per role in `roles` (at most 10), `<service_prefix>-<role>`,
+    /// each running `/app/start <role>` from images v1, without the circuit breaker.
+    pub async fn create_roles(
+        env: &'static TestEnv,
+        endpoint: &str,
+        service_prefix: &str,
+        roles: &[&str],
+    ) -> Cluster {
+        Cluster::create_with(env, endpoint, false, service_prefix, roles).await
     }
 
     async fn create_with(
@@ -64,6 +75,7 @@ impl Cluster {
         endpoint: &str,
         breaker: bool,
         service_prefix: &str,
+        roles: &[&str],
     ) -> Cluster {
         // Built (once per process) before anything that must be cleaned up.
         let images = images(env);
@@ -98,7 +110,7 @@ impl Cluster {
             .send()
             .await
             .unwrap();
-        for role in ROLES {
+        for role in roles {
             let service = cluster
                 .create_service(role, images, &network.security_group, breaker)
                 .await;

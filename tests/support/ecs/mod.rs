@@ -5,11 +5,13 @@
 
 mod app;
 mod cluster;
+mod deployments;
 mod ec2;
 mod release;
 
 pub use app::{Images, images, write_source};
 pub use cluster::{Cluster, ulid_like};
+pub use deployments::{DeploymentSampler, SeenDeployment};
 pub use release::{
     api_project, api_project_notifying, api_project_telling, app_repository,
     approve_waiting_release, pipeline_runner, record_of, release,
