@@ -1,6 +1,7 @@
 //! HTTP checks of a released application (the deploy stage's `verify:`): GET a URL until the
 //! answer has the expected status (and body text) or the check's deadline passes, with a
-//! bounded number of attempts and a per-request timeout. Reports carry the URL as
+//! bounded number of attempts and a per-request timeout. A task check ([`TaskCheck`]) is
+//! one such check per new task, at its address (found by the ECS deploy). Reports carry the URL as
 //! [`shown`](crate::pipeline::verify::shown) (no credentials, no query values) and a short
 //! excerpt of the last body, passed through the run's redactor.
 
@@ -32,6 +33,52 @@ pub struct HttpCheck {
     pub timeout: Duration,
     /// Pause between attempts.
     pub interval: Duration,
+}
+
+/// A check of every new task of a deploy's service: `http://ADDRESS:PORT/PATH` of each one
+/// (the address of its network interface) must pass, all within one deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCheck {
+    pub service: String,
+    pub port: u16,
+    /// Starts with `/`.
+    pub path: String,
+    pub status: u16,
+    pub body_contains: Option<String>,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+impl TaskCheck {
+    /// The HTTP check of one task at `address`, with `timeout` left of the deadline.
+    pub fn at(&self, address: &str, timeout: Duration) -> HttpCheck {
+        HttpCheck {
+            url: format!("http://{address}:{}{}", self.port, self.path),
+            status: self.status,
+            body_contains: self.body_contains.clone(),
+            timeout,
+            interval: self.interval,
+        }
+    }
+}
+
+/// The kinds of check a deploy runs after its rollouts completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Url(HttpCheck),
+    Task(TaskCheck),
+}
+
+impl From<HttpCheck> for Check {
+    fn from(check: HttpCheck) -> Self {
+        Check::Url(check)
+    }
+}
+
+impl From<TaskCheck> for Check {
+    fn from(check: TaskCheck) -> Self {
+        Check::Task(check)
+    }
 }
 
 /// How a check ended.
@@ -89,14 +136,7 @@ impl fmt::Display for CheckReport {
 pub async fn run(check: &HttpCheck, redactor: &Redactor) -> CheckReport {
     let start = Instant::now();
     let deadline = start + check.timeout;
-    let expected = match &check.body_contains {
-        Some(text) => format!(
-            "status {} and a body containing {:?}",
-            check.status,
-            redactor.redact(text)
-        ),
-        None => format!("status {}", check.status),
-    };
+    let expected = expected_text(check.status, check.body_contains.as_deref(), redactor);
     let mut attempts = 0;
     let client = reqwest::Client::builder()
         .user_agent(concat!(
@@ -126,6 +166,35 @@ pub async fn run(check: &HttpCheck, redactor: &Redactor) -> CheckReport {
             return report(check, start, attempts, expected, false, last);
         }
         tokio::time::sleep(check.interval).await;
+    }
+}
+
+/// A failed report of a check that could not even be attempted: `what` it would have asked
+/// (shown as the check's URL), `expected` in words, and why there was no answer.
+pub fn not_attempted(
+    what: String,
+    expected: String,
+    elapsed: Duration,
+    error: String,
+) -> CheckReport {
+    CheckReport {
+        url: what,
+        passed: false,
+        attempts: 0,
+        elapsed,
+        expected,
+        last: LastAnswer::NoAnswer { error },
+    }
+}
+
+/// What `check` wants, in words.
+pub fn expected_text(status: u16, body_contains: Option<&str>, redactor: &Redactor) -> String {
+    match body_contains {
+        Some(text) => format!(
+            "status {status} and a body containing {:?}",
+            redactor.redact(text)
+        ),
+        None => format!("status {status}"),
     }
 }
 

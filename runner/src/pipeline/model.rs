@@ -334,12 +334,24 @@ pub struct DeployStage {
     pub verify: Vec<VerifyCheck>,
 }
 
-/// An HTTP check of the released application, retried until it passes or its deadline.
+/// An HTTP check of the released application, retried until it passes or its deadline. It
+/// asks either one `url` or every new task of a service (`task`), never both.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// Exactly one of `url` and `task`, as `not` (both, or neither): the structural check walks
+// `oneOf` as alternatives, and leaves this to the validation, which locates the problem.
+#[schemars(extend("not" = {"anyOf": [
+    {"required": ["url", "task"]},
+    {"not": {"anyOf": [{"required": ["url"]}, {"required": ["task"]}]}}
+]}))]
 pub struct VerifyCheck {
     /// `http://` or `https://` URL to GET, for example `https://${env.API_HOST}/up`.
-    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// GET a port and path of every new task of a service directly, at the private address
+    /// of its network interface (awsvpc tasks), as a load balancer does; every one must pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskTarget>,
     /// The HTTP status the answer must have (default 200).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]
@@ -353,6 +365,21 @@ pub struct VerifyCheck {
     /// Pause between attempts (default `5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
+}
+
+/// The new tasks a `verify:` check asks: those of the service's new task definition revision
+/// that are RUNNING once the rollout completed.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTarget {
+    /// A service of this deploy stage.
+    pub service: String,
+    /// The container port to ask, for example 8080.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// The path to GET, starting with `/` (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// What a failed deploy does.

@@ -2,14 +2,15 @@
 //! variables and their availability. Pure: it sees the typed pipeline and the located tree.
 
 use crate::pipeline::diagnostic::{Diagnostic, Diagnostics, SourceFile};
-use crate::pipeline::model::{Aws, Pipeline, Stage, VerifyCheck};
+use crate::pipeline::model::{Aws, Pipeline, Stage};
 use crate::pipeline::template::{self, Availability, Lookup};
 use crate::pipeline::yaml::{Node, PathSegment, Position, Value};
-use crate::pipeline::{duration, names, paths, verify};
+use crate::pipeline::{duration, names, paths};
 use std::collections::BTreeMap;
 
 mod environments;
 mod notify;
+mod verify_checks;
 
 /// Everything the checks need to point at places in the file.
 struct Checker<'a> {
@@ -260,7 +261,7 @@ fn check_stages(checker: &mut Checker, pipeline: &Pipeline) {
                     "rolls out the image a build stage pushes",
                 );
                 check_duration(checker, deploy.timeout.as_deref(), &path);
-                check_verify(checker, &deploy.verify, &path);
+                verify_checks::check_verify(checker, &deploy.verify, &deploy.services, &path);
                 check_not_blank(
                     checker,
                     &deploy.cluster,
@@ -310,34 +311,6 @@ fn require_build_before(
         );
         diagnostic.label = Some(format!("`{kind}` {why}"));
         diagnostic.help = Some(format!("move the `{kind}` stage after a `build` stage"));
-    }
-}
-
-/// The deploy stage's `verify:` checks: durations, and URLs that are http(s) with a host.
-fn check_verify(checker: &mut Checker, checks: &[VerifyCheck], stage: &[PathSegment]) {
-    for (index, check) in checks.iter().enumerate() {
-        let at = [
-            stage.to_vec(),
-            vec![key("verify"), PathSegment::Index(index)],
-        ]
-        .concat();
-        check_duration_of(checker, check.timeout.as_deref(), &at, "timeout");
-        check_duration_of(checker, check.interval.as_deref(), &at, "interval");
-        if let Some(status) = check.status
-            && !(100..=599).contains(&status)
-        {
-            let position = checker.position(&[at.clone(), vec![key("status")]].concat());
-            checker
-                .error(position, format!("`{status}` is not an HTTP status"))
-                .help = Some("write the status the page must answer with, such as 200".into());
-        }
-        if let Some(problem) = verify::url_problem(&check.url) {
-            let position = checker.position(&[at.clone(), vec![key("url")]].concat());
-            let diagnostic = checker.error(position, format!("bad verify URL: {problem}"));
-            diagnostic.label = Some("not an http(s) URL".into());
-            diagnostic.help =
-                Some("write a full URL, for example https://${env.API_HOST}/up".into());
-        }
     }
 }
 

@@ -29,6 +29,21 @@ pub fn url_problem(written: &str) -> Option<String> {
     check_as(&sample, &label).err()
 }
 
+/// The path a task check asks when `path` is not set.
+pub const DEFAULT_TASK_PATH: &str = "/";
+
+/// What is wrong with a task check's path, if anything: it must start with `/` and hold no
+/// whitespace or `#` (it is appended to `http://ADDRESS:PORT`).
+pub fn task_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some(format!("`{path}` does not start with `/`"));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c == '#') {
+        return Some(format!("`{path}` holds whitespace or `#`"));
+    }
+    None
+}
+
 /// Parses a rendered URL: `http://` or `https://` with a host, or a message saying why not.
 pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
     check_as(url, &shown(url))
@@ -101,6 +116,18 @@ mod tests {
             "{problem}"
         );
         assert!(url_problem("api.envelope.host/up").is_some());
+    }
+
+    #[test]
+    fn task_paths_are_absolute_without_spaces() {
+        assert_eq!(task_path_problem("/up"), None);
+        assert_eq!(task_path_problem("/health?full=1"), None);
+        assert!(
+            task_path_problem("up")
+                .unwrap()
+                .contains("does not start with `/`")
+        );
+        assert!(task_path_problem("/a b").is_some());
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum PlanError {
         tag: String,
         problem: String,
     },
-    #[error("a verify URL of stage `{stage}` is not valid after substitution: {problem}")]
-    BadVerifyUrl { stage: String, problem: String },
+    #[error(
+        "a verify check of stage `{stage}` is not valid after substitution: {problem}; fix the \
+         value of the variable it uses"
+    )]
+    BadVerifyCheck { stage: String, problem: String },
 }

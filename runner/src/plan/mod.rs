@@ -8,6 +8,8 @@ mod error;
 mod render;
 mod resolve;
 mod steps;
+#[cfg(test)]
+mod verify_tests;
 
 use crate::pipeline::model::{Concurrency, OnFailure, RunEnding, Stage, VerifyCheck};
 use crate::pipeline::{CompiledPipeline, duration, names, template, untrusted, verify};
@@ -17,8 +19,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 pub use steps::{
-    ApprovalStep, BuildStep, BuildspecPlan, DeployStep, MigrateStep, NotifyPlan, PushStep,
-    SecretRef, SourceStep, Step, VerifyStep,
+    ApprovalStep, BuildStep, BuildspecPlan, CheckTarget, DeployStep, MigrateStep, NotifyPlan,
+    PushStep, SecretRef, SourceStep, Step, TaskCheckStep, VerifyStep,
 };
 
 /// Default waiting time of an approval gate.
@@ -384,14 +386,14 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
             }
             Stage::Deploy(deploy) => {
                 let timeout = timeout_of(deploy.timeout.as_deref(), DEFAULT_STAGE_TIMEOUT);
+                let services: Vec<String> = deploy
+                    .services
+                    .iter()
+                    .map(|service| render(service))
+                    .collect::<Result<_, _>>()?;
                 steps.push(Step::Deploy(DeployStep {
                     name: stage_name.clone(),
                     cluster: render(&deploy.cluster)?,
-                    services: deploy
-                        .services
-                        .iter()
-                        .map(|service| render(service))
-                        .collect::<Result<_, _>>()?,
                     images: images_so_far.clone(),
                     timeout: duration::format(timeout),
                     timeout_seconds: timeout.as_secs(),
@@ -399,8 +401,9 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
                     verify: deploy
                         .verify
                         .iter()
-                        .map(|check| verify_step(check, &stage_name, &render))
+                        .map(|check| verify_step(check, &stage_name, &services, &render))
                         .collect::<Result<_, _>>()?,
+                    services,
                 }));
             }
         }
@@ -447,21 +450,52 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
     })
 }
 
-/// A `verify:` check with its URL rendered and checked, and its defaults filled in.
+/// A `verify:` check with its URL (or task target) rendered and checked, and its defaults
+/// filled in.
 fn verify_step(
     check: &VerifyCheck,
     stage: &str,
+    services: &[String],
     render: &dyn Fn(&str) -> Result<String, PlanError>,
 ) -> Result<VerifyStep, PlanError> {
-    let url = render(&check.url)?;
-    verify::check_url(&url).map_err(|problem| PlanError::BadVerifyUrl {
+    let bad = |problem: String| PlanError::BadVerifyCheck {
         stage: stage.to_owned(),
         problem,
-    })?;
+    };
+    let target = match (&check.url, &check.task) {
+        (Some(url), _) => {
+            let url = render(url)?;
+            verify::check_url(&url).map_err(bad)?;
+            CheckTarget::Url(url)
+        }
+        (None, Some(task)) => {
+            let service = render(&task.service)?;
+            if !services.contains(&service) {
+                return Err(bad(format!(
+                    "`{service}` is not a service of the stage (it deploys {})",
+                    services.join(", ")
+                )));
+            }
+            let path = match &task.path {
+                Some(path) => render(path)?,
+                None => verify::DEFAULT_TASK_PATH.to_owned(),
+            };
+            if let Some(problem) = verify::task_path_problem(&path) {
+                return Err(bad(problem));
+            }
+            CheckTarget::Task(TaskCheckStep {
+                service,
+                port: task.port,
+                path,
+            })
+        }
+        // Validation requires one of the two.
+        (None, None) => return Err(bad("the check has neither `url` nor `task`".into())),
+    };
     let timeout = timeout_of(check.timeout.as_deref(), verify::DEFAULT_TIMEOUT);
     let interval = timeout_of(check.interval.as_deref(), verify::DEFAULT_INTERVAL);
     Ok(VerifyStep {
-        url,
+        target,
         status: check.status.unwrap_or(verify::DEFAULT_STATUS),
         body_contains: check.body_contains.as_deref().map(render).transpose()?,
         timeout: duration::format(timeout),

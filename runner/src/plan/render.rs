@@ -139,7 +139,7 @@ impl Plan {
                         let _ = writeln!(
                             out,
                             "   verify    {} answers {}{body} within {}",
-                            crate::pipeline::verify::shown(&check.url),
+                            check.target_text(),
                             check.status,
                             check.timeout
                         );

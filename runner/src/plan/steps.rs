@@ -150,15 +150,49 @@ pub struct DeployStep {
 /// One rendered `verify:` check of a deploy stage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyStep {
-    /// The whole URL, for the run; serialized without credentials and query values.
-    #[serde(serialize_with = "shown_url")]
-    pub url: String,
+    /// What the check asks: `url: …` or `task: {service, port, path}` when serialized.
+    #[serde(flatten)]
+    pub target: CheckTarget,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,
     pub timeout: String,
     pub timeout_seconds: u64,
     pub interval_seconds: u64,
+}
+
+/// The kinds of `verify:` check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckTarget {
+    /// GET one URL. The whole URL, for the run; serialized without credentials and query
+    /// values.
+    #[serde(serialize_with = "shown_url")]
+    Url(String),
+    /// GET `http://ADDRESS:PORT/PATH` of every new task of a service of the stage.
+    Task(TaskCheckStep),
+}
+
+/// The new tasks of `service` asked on `port` at `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskCheckStep {
+    pub service: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl VerifyStep {
+    /// What the check asks, as plans and approval notices show it: the URL (without
+    /// credentials and query values), or `PATH on port PORT of every new task of SERVICE`.
+    pub fn target_text(&self) -> String {
+        match &self.target {
+            CheckTarget::Url(url) => crate::pipeline::verify::shown(url),
+            CheckTarget::Task(task) => format!(
+                "{} on port {} of every new task of {}",
+                task.path, task.port, task.service
+            ),
+        }
+    }
 }
 
 fn shown_url<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {

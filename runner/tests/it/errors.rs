@@ -90,6 +90,7 @@ invalid_fixture! {
     run_notify => "run-notify.yaml", "write `slack_env: <VARIABLE>` instead";
     bad_verify_check => "bad-verify.yaml", "a check must use http:// or https://";
     bad_verify_status => "bad-verify-status.yaml", "`700` is not an HTTP status";
+    bad_verify_task => "bad-verify-task.yaml", "`envelope-prod-apii` is not a service of this deploy stage";
     environments => "environments.yaml", "renames `envelope-prod-apii`, which no stage deploys or migrates with";
     environment_keys => "environment-keys.yaml", "unknown key `clustr` in `environments.prod`";
 }

@@ -1,7 +1,7 @@
 //! The shipped pipelines and buildspecs validate, plan, and match the published schema.
 
 use envelope_runner::pipeline;
-use envelope_runner::plan::{self, PlanContext, Step};
+use envelope_runner::plan::{self, CheckTarget, PlanContext, Step};
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -181,7 +181,7 @@ fn the_shipped_deploys_verify_what_the_guides_checklist_checks() {
         };
         let verify = &deploy.verify;
         assert_eq!(verify.len(), 1, "{name}");
-        assert_eq!(verify[0].url, url, "{name}");
+        assert_eq!(verify[0].target, CheckTarget::Url(url.to_owned()), "{name}");
         assert_eq!(verify[0].status, 200, "{name}");
         assert_eq!(verify[0].body_contains.as_deref(), body, "{name}");
     }
@@ -221,4 +221,27 @@ fn buildspec_schema_accepts_shipped_buildspecs() {
             entry.path().display()
         );
     }
+}
+
+#[test]
+fn schema_wants_a_verify_check_to_ask_a_url_or_the_new_tasks_not_both() {
+    let schema = pipeline::schema();
+    let validator = jsonschema::validator_for(&schema).expect("the schema is valid JSON Schema");
+    let with = |check: &str| {
+        let text = format!(
+            "source: {{repository: a/b}}\nstages:\n  - build: {{image: app}}\n  - deploy:\n      \
+             cluster: prod\n      services: [web]\n      verify:\n        - {check}\n"
+        );
+        validator.is_valid(&pipeline::yaml::parse(&text).unwrap().to_json())
+    };
+    assert!(with("{url: \"https://api.example/up\"}"));
+    assert!(with(
+        "{task: {service: web, port: 8080, path: /up}, body_contains: up}"
+    ));
+    assert!(!with("{body_contains: up}"), "neither");
+    assert!(
+        !with("{url: \"https://api.example/up\", task: {service: web, port: 8080}}"),
+        "both"
+    );
+    assert!(!with("{task: {service: web, port: 70000}}"), "not a port");
 }

@@ -16,6 +16,7 @@ mod promote;
 mod release;
 mod throttling;
 mod verify;
+mod verify_tasks;
 
 use std::sync::{Arc, Mutex};
 

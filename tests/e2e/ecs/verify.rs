@@ -91,7 +91,10 @@ async fn a_page_without_the_text_rolls_every_service_back_although_ecs_completed
     };
     let (events, progress) = recorder();
     let error = Deploy::new(&aws, &request, DeployRecord::default())
-        .verified(vec![check], Redactor::from_values(["verify-canary-4711"]))
+        .verified(
+            vec![check.into()],
+            Redactor::from_values(["verify-canary-4711"]),
+        )
         .run(&progress)
         .await
         .unwrap_err();

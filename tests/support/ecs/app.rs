@@ -102,7 +102,7 @@ pub fn images(env: &TestEnv) -> &'static Images {
     })
 }
 
-fn docker(env: &TestEnv, args: &[&str]) -> String {
+pub(super) fn docker(env: &TestEnv, args: &[&str]) -> String {
     let output = Command::new(env.docker_cli())
         .env("DOCKER_BUILDKIT", "1")
         .args(args)
@@ -117,7 +117,7 @@ fn docker(env: &TestEnv, args: &[&str]) -> String {
 }
 
 /// Pushes `reference` (`repo:tag`) and returns `repo@sha256:…`.
-fn push(env: &TestEnv, reference: &str) -> String {
+pub(super) fn push(env: &TestEnv, reference: &str) -> String {
     let out = docker(env, &["push", reference]);
     let digest = out
         .split_whitespace()

@@ -8,6 +8,7 @@ mod cluster;
 mod deployments;
 mod ec2;
 mod release;
+mod web;
 
 pub use app::{Images, images, write_source};
 pub use cluster::{Cluster, ulid_like};
@@ -16,6 +17,7 @@ pub use release::{
     api_project, api_project_notifying, api_project_telling, app_repository,
     approve_waiting_release, pipeline_runner, record_of, release,
 };
+pub use web::{UP_PATH, WEB_PORT, WebCluster, web_images};
 
 use std::process::Command;
 

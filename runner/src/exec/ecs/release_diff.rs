@@ -292,7 +292,7 @@ pub fn planned_checks<'a>(steps: impl IntoIterator<Item = &'a Step>) -> Vec<Stri
             lines.push(format!(
                 "after `{}`: GET {} must answer {}{body} (retried every {}s for up to {})",
                 deploy.name,
-                crate::pipeline::verify::shown(&check.url),
+                check.target_text(),
                 check.status,
                 check.interval_seconds,
                 check.timeout
@@ -412,20 +412,38 @@ mod tests {
             timeout: "30m".into(),
             timeout_seconds: 1800,
             on_failure: crate::pipeline::model::OnFailure::Rollback,
-            verify: vec![crate::plan::VerifyStep {
-                url: "https://user:pw@api.example/up?token=s3cret".into(),
-                status: 200,
-                body_contains: Some("Application up".into()),
-                timeout: "2m".into(),
-                timeout_seconds: 120,
-                interval_seconds: 5,
-            }],
+            verify: vec![
+                crate::plan::VerifyStep {
+                    target: crate::plan::CheckTarget::Url(
+                        "https://user:pw@api.example/up?token=s3cret".into(),
+                    ),
+                    status: 200,
+                    body_contains: Some("Application up".into()),
+                    timeout: "2m".into(),
+                    timeout_seconds: 120,
+                    interval_seconds: 5,
+                },
+                crate::plan::VerifyStep {
+                    target: crate::plan::CheckTarget::Task(crate::plan::TaskCheckStep {
+                        service: "api".into(),
+                        port: 8080,
+                        path: "/up".into(),
+                    }),
+                    status: 200,
+                    body_contains: None,
+                    timeout: "1m".into(),
+                    timeout_seconds: 60,
+                    interval_seconds: 2,
+                },
+            ],
         });
         assert_eq!(
             planned_checks([&deploy]),
             [
                 "after `deploy`: GET https://api.example/up?token=… must answer 200 with a body \
-              containing \"Application up\" (retried every 5s for up to 2m)"
+              containing \"Application up\" (retried every 5s for up to 2m)",
+                "after `deploy`: GET /up on port 8080 of every new task of api must answer 200 \
+              (retried every 2s for up to 1m)"
             ]
         );
     }

@@ -265,7 +265,7 @@ impl Driver {
         let lease = self.gate_lease.lock().expect("gate lease lock").clone();
         let mut deploy = ecs::deploy::Deploy::new(aws, &request, recorded)
             .fenced(lease.as_ref().map(|l| l as &dyn ecs::fence::Fence))
-            .verified(http_checks(step), self.events.redactor().clone());
+            .verified(checks(step), self.events.redactor().clone());
         let save = |outputs: &mut StageOutputs, record: &ecs::deploy::DeployRecord| {
             outputs.previous_task_definitions = record.previous_task_definitions.clone();
             outputs.task_definitions = record.task_definitions.clone();
@@ -319,15 +319,31 @@ impl Driver {
 }
 
 /// The deploy step's `verify:` checks, for [`ecs::deploy::Deploy::verified`].
-fn http_checks(step: &plan::DeployStep) -> Vec<crate::exec::verify::HttpCheck> {
+fn checks(step: &plan::DeployStep) -> Vec<crate::exec::verify::Check> {
+    use crate::exec::verify::{Check, HttpCheck, TaskCheck};
     step.verify
         .iter()
-        .map(|check| crate::exec::verify::HttpCheck {
-            url: check.url.clone(),
-            status: check.status,
-            body_contains: check.body_contains.clone(),
-            timeout: Duration::from_secs(check.timeout_seconds),
-            interval: Duration::from_secs(check.interval_seconds),
+        .map(|check| {
+            let timeout = Duration::from_secs(check.timeout_seconds);
+            let interval = Duration::from_secs(check.interval_seconds);
+            match &check.target {
+                plan::CheckTarget::Url(url) => Check::Url(HttpCheck {
+                    url: url.clone(),
+                    status: check.status,
+                    body_contains: check.body_contains.clone(),
+                    timeout,
+                    interval,
+                }),
+                plan::CheckTarget::Task(task) => Check::Task(TaskCheck {
+                    service: task.service.clone(),
+                    port: task.port,
+                    path: task.path.clone(),
+                    status: check.status,
+                    body_contains: check.body_contains.clone(),
+                    timeout,
+                    interval,
+                }),
+            }
         })
         .collect()
 }

@@ -17,8 +17,9 @@
 //! let report = deploy.wait(&progress).await?;
 //! ```
 //!
-//! With [`Deploy::verified`], `wait` then runs the stage's HTTP checks; a check that does
-//! not pass fails the release like a failed rollout.
+//! With [`Deploy::verified`], `wait` then runs the stage's HTTP checks (of URLs, and of every
+//! new task at its own address); a check that does not pass fails the release like a failed
+//! rollout.
 //!
 //! A resumed run passes the recorded [`DeployRecord`] back: registration and UpdateService
 //! are skipped for the services that have their results recorded, and `wait` re-attaches to
@@ -29,6 +30,7 @@ mod judge;
 mod pace;
 mod preflight;
 mod rollback;
+mod task_checks;
 mod update;
 mod verify;
 mod wait;
@@ -42,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use super::fence::Fence;
 use super::taskdef::TaskDefinitionDiff;
 use super::{EcsAws, EcsError, PollSchedule};
-use crate::exec::verify::{CheckReport, HttpCheck};
+use crate::exec::verify::{Check, CheckReport};
 pub use crate::pipeline::model::OnFailure;
 use crate::redact::Redactor;
 pub use failure::{DeployFailure, RollbackReport, RolledBackService, RolloutFailure};
@@ -206,8 +208,9 @@ pub struct Deploy<'a> {
     polls: u32,
     /// Passed before every change (registration, UpdateService, rollback).
     fence: Option<&'a dyn Fence>,
-    /// HTTP checks run once every rollout completed (see [`verify`]).
-    checks: Vec<HttpCheck>,
+    /// HTTP checks (of URLs and of the new tasks) run once every rollout completed (see
+    /// [`verify`]).
+    checks: Vec<Check>,
     redactor: Redactor,
     check_reports: Vec<CheckReport>,
 }

@@ -1,0 +1,282 @@
+//! A web app on ministack's ECS whose task containers serve real HTTP (busybox `httpd` on
+//! port 8080 of the test base image): its images (`/cgi-bin/up` answers 200 "Application up",
+//! or 500 "Server Error" in the broken one) and a cluster with one `web` service of it, under
+//! unique names, deleted with its containers when dropped. The tasks are reachable from this
+//! machine at their bridge addresses (the address ministack puts in each awsvpc task's
+//! network interface attachment).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
+    DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType, NetworkConfiguration,
+    NetworkMode, PortMapping,
+};
+use envelope_runner::exec::ecs::PollSchedule;
+use envelope_runner::exec::ecs::deploy::{DeployRequest, OnFailure};
+
+use super::app::{docker, push};
+use super::{ec2, ulid_like};
+use crate::env::{TestEnv, unique};
+use crate::support::docker::remove_containers;
+
+/// The port the web tasks listen on.
+pub const WEB_PORT: u16 = 8080;
+/// The path that says whether the app is up.
+pub const UP_PATH: &str = "/cgi-bin/up";
+
+/// The web app in three versions, pushed to the plain registry and pinned by digest.
+pub struct WebImages {
+    /// What the service runs before a deploy.
+    pub v1: String,
+    /// A good new release.
+    pub v2: String,
+    /// A release whose `/cgi-bin/up` answers 500 "Server Error".
+    pub broken: String,
+}
+
+/// `/cgi-bin/up`: 200 with "Application up", or the status in /app/up-status.
+const UP: &str = r#"#!/bin/sh
+status="$(cat /app/up-status)"
+if [ "$status" = 200 ]; then
+    printf 'Status: 200 OK\r\nContent-Type: text/html\r\n\r\n<p>Application up (%s)</p>\n' "$(cat /app/version)"
+else
+    printf 'Status: %s Internal Server Error\r\nContent-Type: text/plain\r\n\r\nServer Error\n' "$status"
+fi
+"#;
+
+/// The images, built and pushed once per test process.
+pub fn web_images(env: &TestEnv) -> &'static WebImages {
+    static IMAGES: OnceLock<WebImages> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let repository = format!("{}/envelope-e2e/ecs-web", env.registry());
+        let build = |version: &str, status: u16| -> String {
+            let dir = tempfile::tempdir().unwrap();
+            let cgi = dir.path().join("app/www/cgi-bin");
+            std::fs::create_dir_all(&cgi).unwrap();
+            std::fs::write(dir.path().join("app/version"), format!("{version}\n")).unwrap();
+            std::fs::write(dir.path().join("app/up-status"), format!("{status}\n")).unwrap();
+            std::fs::write(cgi.join("up"), UP).unwrap();
+            let mut permissions = std::fs::metadata(cgi.join("up")).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+            std::fs::set_permissions(cgi.join("up"), permissions).unwrap();
+            std::fs::write(
+                dir.path().join("Dockerfile"),
+                format!("FROM {}\nCOPY app /app\n", env.base_image()),
+            )
+            .unwrap();
+            let reference = format!("{repository}:{version}");
+            docker(
+                env,
+                &[
+                    "build",
+                    "-q",
+                    "-t",
+                    &reference,
+                    &dir.path().display().to_string(),
+                ],
+            );
+            push(env, &reference)
+        };
+        WebImages {
+            v1: build("v1", 200),
+            v2: build("v2", 200),
+            broken: build("v3-broken", 500),
+        }
+    })
+}
+
+/// A cluster with one service, `web`, running `tasks` tasks of the web app's v1.
+pub struct WebCluster {
+    env: &'static TestEnv,
+    pub name: String,
+    pub arn: String,
+    pub service: String,
+    pub ecs: aws_sdk_ecs::Client,
+}
+
+impl WebCluster {
+    /// The tasks use the awsvpc network mode: each has a network interface of its own.
+    pub async fn create(env: &'static TestEnv, tasks: i32) -> WebCluster {
+        let images = web_images(env);
+        let name = unique("envelope-e2e-web");
+        let config = env.sdk_config(env.endpoint()).await;
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let network = ec2::network(env, env.endpoint(), &name).await;
+        let arn = ecs
+            .create_cluster()
+            .cluster_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .cluster
+            .and_then(|cluster| cluster.cluster_arn)
+            .expect("CreateCluster returns the cluster's ARN");
+        let cluster = WebCluster {
+            env,
+            name,
+            arn,
+            service: "web".into(),
+            ecs,
+        };
+        let td = cluster
+            .ecs
+            .register_task_definition()
+            .family(format!("{}-web", cluster.name))
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .cpu("256")
+            .memory("512")
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("web")
+                    .image(&images.v1)
+                    .essential(true)
+                    .command("httpd")
+                    .command("-f")
+                    .command("-p")
+                    .command(WEB_PORT.to_string())
+                    .command("-h")
+                    .command("/app/www")
+                    .port_mappings(
+                        PortMapping::builder()
+                            .container_port(i32::from(WEB_PORT))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .task_definition
+            .unwrap();
+        cluster
+            .ecs
+            .create_service()
+            .cluster(&cluster.name)
+            .service_name(&cluster.service)
+            .task_definition(td.task_definition_arn.unwrap())
+            .desired_count(tasks)
+            .deployment_configuration(
+                DeploymentConfiguration::builder()
+                    .maximum_percent(200)
+                    .minimum_healthy_percent(100)
+                    .deployment_circuit_breaker(
+                        DeploymentCircuitBreaker::builder()
+                            .enable(true)
+                            .rollback(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        AwsVpcConfiguration::builder()
+                            .subnets(&network.subnet)
+                            .security_groups(&network.security_group)
+                            .assign_public_ip(AssignPublicIp::Disabled)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        cluster.wait_until_running(tasks).await;
+        cluster
+    }
+
+    /// Waits until the service runs its `tasks` tasks on one COMPLETED deployment.
+    async fn wait_until_running(&self, tasks: i32) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = self
+                .ecs
+                .describe_services()
+                .cluster(&self.name)
+                .services(&self.service)
+                .send()
+                .await
+                .unwrap();
+            let ready = out.services().iter().all(|s| {
+                s.deployments().len() == 1
+                    && s.deployments()[0].running_count == tasks
+                    && s.deployments()[0].rollout_state().map(|r| r.as_str()) == Some("COMPLETED")
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the web service did not start: {:#?}",
+                out.services()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The service's current task definition.
+    pub async fn task_definition(&self) -> String {
+        let out = self
+            .ecs
+            .describe_services()
+            .cluster(&self.name)
+            .services(&self.service)
+            .send()
+            .await
+            .unwrap();
+        out.services()[0].task_definition().unwrap().to_owned()
+    }
+
+    /// A deploy of `image` to the web service, rolled back on failure, under a new run id.
+    pub fn deploy(&self, image: &str, timeout: Duration) -> DeployRequest {
+        DeployRequest {
+            cluster: self.name.clone(),
+            services: vec![self.service.clone()],
+            images: vec![image.to_owned()],
+            run_id: ulid_like(),
+            stage: "deploy".into(),
+            timeout,
+            rollback_timeout: Duration::from_secs(120),
+            on_failure: OnFailure::Rollback,
+            poll: PollSchedule::DEPLOY,
+        }
+    }
+}
+
+impl Drop for WebCluster {
+    /// Deletes the service (its task containers stop) and the cluster, then removes every
+    /// container of the cluster.
+    fn drop(&mut self) {
+        let env = self.env;
+        let name = self.name.clone();
+        let service = self.service.clone();
+        // A client of its own: the test's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(env.endpoint()).await);
+                let _ = ecs
+                    .delete_service()
+                    .cluster(&name)
+                    .service(service)
+                    .force(true)
+                    .send()
+                    .await;
+                let _ = ecs.delete_cluster().cluster(&name).send().await;
+            });
+        })
+        .join();
+        remove_containers(
+            self.env.docker_cli(),
+            &format!("label=com.amazonaws.ecs.cluster={}", self.arn),
+        );
+    }
+}
