@@ -46,7 +46,7 @@ impl Cluster {
 
     /// [`Cluster::create`] on the emulator at `endpoint`.
     pub async fn create_at(env: &'static TestEnv, endpoint: &str, breaker: bool) -> Cluster {
-        Cluster::create_with(env, endpoint, breaker, "envelope-prod").await
+        Cluster::create_with(env, endpoint, breaker, "envelope-prod", None).await
     }
 
     /// [`Cluster::create`] whose services are `<service_prefix>-<role>` (another environment's
@@ -56,7 +56,18 @@ impl Cluster {
         breaker: bool,
         service_prefix: &str,
     ) -> Cluster {
-        Cluster::create_with(env, env.endpoint(), breaker, service_prefix).await
+        Cluster::create_with(env, env.endpoint(), breaker, service_prefix, None).await
+    }
+
+    /// [`Cluster::create_named`] (with the circuit breaker) whose services run `app_image` instead
+    /// of v1 from the plain registry: another registry's image, for an environment that
+    /// deploys from there.
+    pub async fn create_running(
+        env: &'static TestEnv,
+        service_prefix: &str,
+        app_image: &str,
+    ) -> Cluster {
+        Cluster::create_with(env, env.endpoint(), true, service_prefix, Some(app_image)).await
     }
 
     async fn create_with(
@@ -64,9 +75,11 @@ impl Cluster {
         endpoint: &str,
         breaker: bool,
         service_prefix: &str,
+        app_image: Option<&str>,
     ) -> Cluster {
         // Built (once per process) before anything that must be cleaned up.
         let images = images(env);
+        let app_image = app_image.unwrap_or(&images.v1);
         let name = unique("envelope-e2e-cluster");
         let config = env.sdk_config(endpoint).await;
         let ecs = aws_sdk_ecs::Client::new(&config);
@@ -100,7 +113,7 @@ impl Cluster {
             .unwrap();
         for role in ROLES {
             let service = cluster
-                .create_service(role, images, &network.security_group, breaker)
+                .create_service(role, images, app_image, &network.security_group, breaker)
                 .await;
             cluster.services.push(service);
         }
@@ -109,11 +122,12 @@ impl Cluster {
     }
 
     /// Registers `role`'s task definition (the api's with a log-router sidecar) and creates
-    /// its service, `<service prefix>-<role>`, running one task of images v1.
+    /// its service, `<service prefix>-<role>`, running one task of `app_image`.
     async fn create_service(
         &self,
         role: &str,
         images: &Images,
+        app_image: &str,
         security_group: &str,
         breaker: bool,
     ) -> String {
@@ -136,7 +150,7 @@ impl Cluster {
             .container_definitions(
                 ContainerDefinition::builder()
                     .name(role)
-                    .image(&images.v1)
+                    .image(app_image)
                     .essential(true)
                     .command("/app/start")
                     .command(role)

@@ -8,7 +8,7 @@ mod cluster;
 mod ec2;
 mod release;
 
-pub use app::{Images, images, write_source};
+pub use app::{Images, images, push_as, write_source};
 pub use cluster::{Cluster, ulid_like};
 pub use release::{
     api_project, api_project_notifying, api_project_telling, app_repository,
