@@ -20,8 +20,7 @@ pub const ENVIRONMENT: i32 = 6;
 /// The state store is corrupt or from a newer version of envelope-runner.
 pub const STORE: i32 = 7;
 /// `promote` refused the run to promote: it did not succeed, deployed nothing, or its deploy
-/// ran no `verify:` checks (see `promote --allow-unverified`); or there is no such run; or the
-/// target environment deploys from another registry than the run pushed to.
+/// ran no `verify:` checks (see `promote --allow-unverified`); or there is no such run.
 pub const PROMOTION_REFUSED: i32 = 8;
 /// Cancelled by Ctrl-C or SIGTERM after a clean checkpoint.
 pub const CANCELLED: i32 = 130;

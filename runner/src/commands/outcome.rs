@@ -107,7 +107,6 @@ pub(super) fn error_code(error: &DriverError) -> i32 {
         | DriverError::WrongPipeline { .. }
         | DriverError::NothingToRollBackTo(_)
         | DriverError::NothingToPromote(_) => exit_codes::INVALID_INPUT,
-        DriverError::OtherRegistry { .. } => exit_codes::PROMOTION_REFUSED,
         DriverError::Store(error) => error.exit_code(),
         DriverError::AwsTarget(error) if error.is_environment() => exit_codes::ENVIRONMENT,
         DriverError::AwsTarget(_) => exit_codes::INVALID_INPUT,

@@ -8,6 +8,7 @@
 //! registry (an emulator, a mirror, a VPC endpoint), while the digest reference handed to
 //! later stages keeps the repository as the user wrote it.
 
+mod copy;
 pub mod ecr;
 mod error;
 mod reference;
@@ -23,6 +24,7 @@ use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder}
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
+pub use copy::{CopyError, CopyOutput, CopyRequest, copy};
 pub use error::PushError;
 pub(crate) use reference::check_tag;
 pub use reference::{ReferenceError, RegistryEndpoint, Repository};

@@ -13,6 +13,7 @@ mod diff;
 mod kill_resume;
 mod migrate;
 mod promote;
+mod promote_copy;
 mod release;
 mod throttling;
 mod verify;

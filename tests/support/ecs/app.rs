@@ -102,6 +102,14 @@ pub fn images(env: &TestEnv) -> &'static Images {
     })
 }
 
+/// `image` (any reference the daemon has) tagged `reference` (`repo:tag`) and pushed there:
+/// `repo@sha256:…`.
+pub fn push_as(env: &TestEnv, image: &str, reference: &str) -> String {
+    docker(env, &["pull", "-q", image]);
+    docker(env, &["tag", image, reference]);
+    push(env, reference)
+}
+
 pub(super) fn docker(env: &TestEnv, args: &[&str]) -> String {
     let output = Command::new(env.docker_cli())
         .env("DOCKER_BUILDKIT", "1")

@@ -46,7 +46,7 @@ impl Cluster {
 
     /// [`Cluster::create`] on the emulator at `endpoint`.
     pub async fn create_at(env: &'static TestEnv, endpoint: &str, breaker: bool) -> Cluster {
-        Cluster::create_with(env, endpoint, breaker, "envelope-prod", &ROLES).await
+        Cluster::create_with(env, endpoint, breaker, "envelope-prod", &ROLES, None).await
     }
 
     /// [`Cluster::create`] whose services are `<service_prefix>-<role>` (another environment's
@@ -56,7 +56,7 @@ impl Cluster {
         breaker: bool,
         service_prefix: &str,
     ) -> Cluster {
-        Cluster::create_with(env, env.endpoint(), breaker, service_prefix, &ROLES).await
+        Cluster::create_with(env, env.endpoint(), breaker, service_prefix, &ROLES, None).await
     }
 
     /// A cluster of one service per role in `roles` (at most 10), `<service_prefix>-<role>`,
@@ -67,7 +67,26 @@ impl Cluster {
         service_prefix: &str,
         roles: &[&str],
     ) -> Cluster {
-        Cluster::create_with(env, endpoint, false, service_prefix, roles).await
+        Cluster::create_with(env, endpoint, false, service_prefix, roles, None).await
+    }
+
+    /// [`Cluster::create_named`] (with the circuit breaker) whose services run `app_image` instead
+    /// of v1 from the plain registry: another registry's image, for an environment that
+    /// deploys from there.
+    pub async fn create_running(
+        env: &'static TestEnv,
+        service_prefix: &str,
+        app_image: &str,
+    ) -> Cluster {
+        Cluster::create_with(
+            env,
+            env.endpoint(),
+            true,
+            service_prefix,
+            &ROLES,
+            Some(app_image),
+        )
+        .await
     }
 
     async fn create_with(
@@ -76,9 +95,11 @@ impl Cluster {
         breaker: bool,
         service_prefix: &str,
         roles: &[&str],
+        app_image: Option<&str>,
     ) -> Cluster {
         // Built (once per process) before anything that must be cleaned up.
         let images = images(env);
+        let app_image = app_image.unwrap_or(&images.v1);
         let name = unique("envelope-e2e-cluster");
         let config = env.sdk_config(endpoint).await;
         let ecs = aws_sdk_ecs::Client::new(&config);
@@ -112,7 +133,7 @@ impl Cluster {
             .unwrap();
         for role in roles {
             let service = cluster
-                .create_service(role, images, &network.security_group, breaker)
+                .create_service(role, images, app_image, &network.security_group, breaker)
                 .await;
             cluster.services.push(service);
         }
@@ -121,11 +142,12 @@ impl Cluster {
     }
 
     /// Registers `role`'s task definition (the api's with a log-router sidecar) and creates
-    /// its service, `<service prefix>-<role>`, running one task of images v1.
+    /// its service, `<service prefix>-<role>`, running one task of `app_image`.
     async fn create_service(
         &self,
         role: &str,
         images: &Images,
+        app_image: &str,
         security_group: &str,
         breaker: bool,
     ) -> String {
@@ -148,7 +170,7 @@ impl Cluster {
             .container_definitions(
                 ContainerDefinition::builder()
                     .name(role)
-                    .image(&images.v1)
+                    .image(app_image)
                     .essential(true)
                     .command("/app/start")
                     .command(role)

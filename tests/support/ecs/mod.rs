@@ -10,7 +10,7 @@ mod ec2;
 mod release;
 mod web;
 
-pub use app::{Images, images, write_source};
+pub use app::{Images, images, push_as, write_source};
 pub use cluster::{Cluster, ulid_like};
 pub use deployments::{DeploymentSampler, SeenDeployment};
 pub use release::{

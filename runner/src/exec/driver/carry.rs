@@ -2,7 +2,10 @@
 //! and environment, an older release) and `promote` (a release another environment built and
 //! verified, through this environment's approval and migration). Each is a new run whose
 //! source and push stages carry the earlier run's results (its image digests) as succeeded,
-//! whose build stages are skipped, and whose remaining stages run.
+//! whose build stages are skipped, and whose remaining stages run. A promotion whose
+//! environment pushes to another repository than the earlier run did leaves that push stage
+//! pending instead: it copies the image there by digest (`steps/copy.rs`), as a stage of its
+//! own, so a re-attached run does not start the copy over and a finished one is not redone.
 
 use super::state::{context_record, plan_context};
 use super::{Driver, DriverError, RunOutcome};
@@ -15,13 +18,12 @@ use crate::run::{
 use std::collections::BTreeMap;
 
 /// What a carried run is: its trigger, how its start is told (`RunStarted`'s ref), and whether
-/// its images must already be in the repositories this pipeline pushes to (a promotion to an
-/// environment with another registry: the images are not copied, so the deploy could not pull
-/// them).
+/// an image pushed to another repository than this plan's is copied (a promotion) rather than
+/// carried as it is (a rollback redeploys what the same pipeline pushed).
 struct Carried {
     kind: TriggerKind,
     started: String,
-    same_repositories: bool,
+    copies: bool,
 }
 
 impl Driver {
@@ -37,7 +39,7 @@ impl Driver {
         let carried = Carried {
             kind,
             started,
-            same_repositories: false,
+            copies: false,
         };
         self.carry(
             from,
@@ -74,7 +76,7 @@ impl Driver {
         let carried = Carried {
             kind,
             started,
-            same_repositories: true,
+            copies: true,
         };
         self.carry(from, context, carried, runs, DriverError::NothingToPromote)
             .await
@@ -98,24 +100,20 @@ impl Driver {
         context.created.get_or_insert_with(|| created.clone());
         self.settle_aws(&mut context).await?;
         let plan = plan::plan(&self.compiled, &context)?;
-        if carried.same_repositories
-            && let Some((pushed, deploys)) = other_repository(&plan, from)
-        {
-            return Err(DriverError::OtherRegistry {
-                run: from.id.clone(),
-                pushed,
-                deploys,
-            });
-        }
+        let copied = if carried.copies {
+            copied_pushes(&plan, from)
+        } else {
+            Vec::new()
+        };
         let stages = plan
             .steps
             .iter()
-            .map(|step| carried_stage(step, from, &runs))
+            .map(|step| carried_stage(step, from, &runs, &copied))
             .collect::<Vec<_>>();
-        if !stages
-            .iter()
-            .any(|s| s.kind == StageKind::Push && s.status == StageStatus::Succeeded)
-        {
+        if !stages.iter().any(|s| {
+            s.kind == StageKind::Push
+                && matches!(s.status, StageStatus::Succeeded | StageStatus::Pending)
+        }) {
             return Err(nothing(from.id.clone()));
         }
         let record = RunRecord {
@@ -143,24 +141,36 @@ impl Driver {
     }
 }
 
-/// The first image `from` pushed to another repository than the one this plan's push step of
-/// the same name deploys from: (`from`'s image, this plan's repository).
-fn other_repository(plan: &plan::Plan, from: &RunRecord) -> Option<(String, String)> {
-    plan.steps.iter().find_map(|step| {
-        let Step::Push(push) = step else { return None };
-        let image = from.stage(&push.name)?.outputs.image.as_deref()?;
-        let repository = image
-            .split_once('@')
-            .map_or(image, |(repository, _)| repository);
-        (repository != push.repository).then(|| (image.to_owned(), push.repository.clone()))
-    })
+/// The push steps of this plan whose image `from` pushed to another repository than the one
+/// the step names: their stage copies the image instead of carrying it.
+fn copied_pushes(plan: &plan::Plan, from: &RunRecord) -> Vec<String> {
+    plan.steps
+        .iter()
+        .filter_map(|step| {
+            let Step::Push(push) = step else { return None };
+            let image = from.stage(&push.name)?.outputs.image.as_deref()?;
+            let repository = image
+                .split_once('@')
+                .map_or(image, |(repository, _)| repository);
+            (repository != push.repository).then(|| push.name.clone())
+        })
+        .collect()
 }
 
 /// The stage record of `step` in a run that carries `from`'s images: source and push as `from`
-/// left them (when they succeeded there), the steps `runs` picks pending, the rest skipped.
-fn carried_stage(step: &Step, from: &RunRecord, runs: impl Fn(&Step) -> bool) -> StageRecord {
+/// left them (when they succeeded there), a push in `copied` pending (it copies the image that
+/// succeeded there), the steps `runs` picks pending, the rest skipped.
+fn carried_stage(
+    step: &Step,
+    from: &RunRecord,
+    runs: impl Fn(&Step) -> bool,
+    copied: &[String],
+) -> StageRecord {
     let earlier = from.stage(step.name());
     let (status, outputs, error) = match step {
+        Step::Push(push) if copied.contains(&push.name) => {
+            (StageStatus::Pending, StageOutputs::default(), None)
+        }
         Step::Source(_) | Step::Push(_) => match earlier {
             Some(stage) if stage.status == StageStatus::Succeeded => (
                 StageStatus::Succeeded,
@@ -212,17 +222,28 @@ stages:
     }
 
     #[test]
-    fn a_promotion_to_another_registry_names_both_repositories() {
+    fn a_promotion_to_another_registry_copies_the_image_in_its_push_stage() {
         let mut push = sample::stage("push", StageKind::Push, StageStatus::Succeeded);
         push.outputs.image = Some("registry.staging.example/app@sha256:0123".into());
         let from = sample::run(RunStatus::Succeeded, vec![push]);
-        assert_eq!(other_repository(&plan_in("staging"), &from), None);
+        let deploys = |step: &Step| matches!(step, Step::Deploy(_));
+        let push_status = |environment: &str| {
+            let plan = plan_in(environment);
+            let copied = copied_pushes(&plan, &from);
+            let step = plan
+                .steps
+                .iter()
+                .find(|s| matches!(s, Step::Push(_)))
+                .expect("a push step");
+            (
+                copied.clone(),
+                carried_stage(step, &from, deploys, &copied).status,
+            )
+        };
+        assert_eq!(push_status("staging"), (vec![], StageStatus::Succeeded));
         assert_eq!(
-            other_repository(&plan_in("prod"), &from),
-            Some((
-                "registry.staging.example/app@sha256:0123".to_owned(),
-                "registry.prod.example/app".to_owned()
-            ))
+            push_status("prod"),
+            (vec!["push".to_owned()], StageStatus::Pending)
         );
     }
 }

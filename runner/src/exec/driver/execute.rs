@@ -355,7 +355,7 @@ impl Driver {
                         )))
                     })
             }
-            Step::Push(push) => self.push(push, state).await,
+            Step::Push(push) => self.push(push, record, state).await,
             Step::Approval(approval) => self.approval(approval, plan, record, state).await,
             Step::Migrate(migrate) => self.migrate(migrate, plan, record, state).await,
             Step::Deploy(deploy) => self.deploy(deploy, record, state).await,

@@ -130,14 +130,6 @@ pub enum DriverError {
     NothingToRollBackTo(RunId),
     #[error("run {0} pushed no image, so there is nothing to promote; pick a run that succeeded")]
     NothingToPromote(RunId),
-    #[error(
-        "run {run} pushed `{pushed}`, but this environment deploys images from `{deploys}`: copying images between registries is not supported yet; give both environments the same `aws.registry` (for ECR in another account, allow this account to pull from it)"
-    )]
-    OtherRegistry {
-        run: RunId,
-        pushed: String,
-        deploys: String,
-    },
     #[error("run {run} belongs to pipeline `{found}`, not `{expected}`")]
     WrongPipeline {
         run: RunId,

@@ -59,7 +59,7 @@ pub(crate) async fn fetch_tag_digest(
 }
 
 /// A failure kind and a one-line description of an oci-client error.
-fn describe(error: &OciDistributionError) -> (FailureKind, String) {
+pub(super) fn describe(error: &OciDistributionError) -> (FailureKind, String) {
     match error {
         OciDistributionError::UnauthorizedError { .. }
         | OciDistributionError::AuthenticationFailure(_) => (

@@ -4,6 +4,7 @@ mod approval;
 #[cfg(test)]
 mod approval_tests;
 mod build;
+mod copy;
 mod ecs;
 mod push;
 mod source;

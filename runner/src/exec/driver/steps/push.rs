@@ -5,14 +5,20 @@ use crate::exec::driver::progress::push_event;
 use crate::exec::driver::*;
 use crate::exec::push;
 use crate::plan;
-use crate::run::StageOutputs;
+use crate::run::{StageOutputs, TriggerKind};
 
 impl Driver {
     pub(in crate::exec::driver) async fn push(
         &self,
         step: &plan::PushStep,
+        record: &RunRecord,
         state: &mut RunState,
     ) -> Result<StepResult, StageFailure> {
+        if let TriggerKind::Promotion { from_run, .. } = &record.trigger.kind
+            && !state.image_ids.contains_key(&step.build)
+        {
+            return self.copy_promoted(step, from_run, state).await;
+        }
         let docker = self.docker().await?;
         let image_id = state.image_ids.get(&step.build).cloned().ok_or_else(|| {
             StageFailure::new(format!(
@@ -21,33 +27,7 @@ impl Driver {
             ))
         })?;
         let repository = self.repository_of(&step.repository, self.image_name_of(step));
-        if !self.settings.is_local()
-            && let Some(host) =
-                push::ecr::parse_ecr_host(repository.split('/').next().unwrap_or(""))
-        {
-            let create = self.compiled.pipeline.stages.iter().any(|stage| {
-                matches!(stage, crate::pipeline::model::Stage::Build(b) if b.create_repository == Some(true) && stage.name() == step.build)
-            });
-            let client = aws_sdk_ecr::Client::new(self.aws().await?);
-            let path = repository
-                .split_once('/')
-                .map(|(_, p)| p)
-                .unwrap_or(&repository);
-            push::ecr::ensure_repository(
-                &client,
-                path,
-                &push::ecr::RepositoryOptions {
-                    registry_id: Some(host.account_id.clone()),
-                    create_if_missing: create,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|error| {
-                let environment = error.is_environment();
-                StageFailure::of(error, environment)
-            })?;
-        }
+        self.ensure_ecr_repository(step, &repository).await?;
         let request = push::PushRequest {
             local_image: image_id,
             repository: repository.clone(),
@@ -91,8 +71,48 @@ impl Driver {
         })))
     }
 
+    /// An ECR repository must exist before a push or copy to it (ECR does not create one on
+    /// push): checked, and created when the build stage says `create_repository: true`.
+    pub(in crate::exec::driver) async fn ensure_ecr_repository(
+        &self,
+        step: &plan::PushStep,
+        repository: &str,
+    ) -> Result<(), StageFailure> {
+        if !self.settings.is_local()
+            && let Some(host) =
+                push::ecr::parse_ecr_host(repository.split('/').next().unwrap_or(""))
+        {
+            let create = self.compiled.pipeline.stages.iter().any(|stage| {
+                matches!(stage, crate::pipeline::model::Stage::Build(b) if b.create_repository == Some(true) && stage.name() == step.build)
+            });
+            let client = aws_sdk_ecr::Client::new(self.aws().await?);
+            let path = repository
+                .split_once('/')
+                .map(|(_, p)| p)
+                .unwrap_or(repository);
+            push::ecr::ensure_repository(
+                &client,
+                path,
+                &push::ecr::RepositoryOptions {
+                    registry_id: Some(host.account_id.clone()),
+                    create_if_missing: create,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| {
+                let environment = error.is_environment();
+                StageFailure::of(error, environment)
+            })?;
+        }
+        Ok(())
+    }
+
     /// The `image` of the build stage this push follows, as its build step tagged it.
-    fn image_name_of<'a>(&'a self, step: &'a plan::PushStep) -> &'a str {
+    pub(in crate::exec::driver) fn image_name_of<'a>(
+        &'a self,
+        step: &'a plan::PushStep,
+    ) -> &'a str {
         self.compiled
             .pipeline
             .stages

@@ -1,0 +1,105 @@
+//! The push stage of a promotion to an environment that pulls from another registry than the
+//! promoted run pushed to: the run's image is copied by digest into this environment's
+//! repository (see `push::copy`), and later stages deploy that copy.
+
+use crate::event::Event;
+use crate::exec::driver::*;
+use crate::exec::push;
+use crate::plan;
+use crate::run::StageOutputs;
+
+impl Driver {
+    /// Copy the image the push stage of `from_run` recorded to this step's repository. A
+    /// copy that is run again (a re-attached run) uploads only what the target lacks.
+    pub(in crate::exec::driver) async fn copy_promoted(
+        &self,
+        step: &plan::PushStep,
+        from_run: &RunId,
+        state: &mut RunState,
+    ) -> Result<StepResult, StageFailure> {
+        let from = self
+            .store
+            .get_run(from_run)
+            .await
+            .map_err(|error| StageFailure::environment(error.to_string()))?
+            .ok_or_else(|| {
+                StageFailure::new(format!(
+                    "run {from_run}, whose image this promotion copies, is no longer in the store"
+                ))
+            })?;
+        let source = from
+            .stage(&step.name)
+            .and_then(|stage| stage.outputs.image.clone())
+            .ok_or_else(|| {
+                StageFailure::new(format!(
+                    "run {from_run} recorded no image for stage `{}`, so there is nothing to copy",
+                    step.name
+                ))
+            })?;
+        let target = self.repository_of(&step.repository, self.image_name_of(step));
+        self.ensure_ecr_repository(step, &target).await?;
+        let source_repository = source.split_once('@').map_or(source.as_str(), |(r, _)| r);
+        let request = push::CopyRequest {
+            source: source.clone(),
+            target: target.clone(),
+            tags: step.tags.clone(),
+            source_credentials: self.source_credentials(source_repository).await?,
+            target_credentials: self.credentials_for(&target).await?,
+        };
+        let output = push::copy(&request).await.map_err(|error| {
+            let environment = error.is_environment();
+            StageFailure::of(error, environment)
+        })?;
+        self.events.emit(Event::Output {
+            stage: step.name.clone(),
+            key: "image".into(),
+            value: output.image_ref.clone(),
+        });
+        self.events.emit(Event::Output {
+            stage: step.name.clone(),
+            key: "copied".into(),
+            value: format!(
+                "from {source}: {} blobs copied ({} bytes), {} already in {target}",
+                output.blobs_copied, output.bytes_copied, output.blobs_present
+            ),
+        });
+        state
+            .images
+            .insert(step.build.clone(), output.image_ref.clone());
+        Ok(StepResult::Done(Box::new(StageOutputs {
+            digest: Some(output.digest),
+            image: Some(output.image_ref),
+            ..StageOutputs::default()
+        })))
+    }
+
+    /// The source registry's credentials as a push would use them, except that an ECR source
+    /// in another region than this environment's is opened with a token from its own region
+    /// (an ECR token works only in the region that issued it).
+    async fn source_credentials(
+        &self,
+        repository: &str,
+    ) -> Result<Option<push::RegistryCredentials>, StageFailure> {
+        let host = repository.split('/').next().unwrap_or("");
+        if let Some(ecr) = push::ecr::parse_ecr_host(host) {
+            let config = self.aws().await?;
+            if config.region().map(|r| r.as_ref()) != Some(ecr.region.as_str()) {
+                let config = config
+                    .to_builder()
+                    .region(aws_config::Region::new(ecr.region.clone()))
+                    .build();
+                let auth = push::ecr::EcrAuth::new(aws_sdk_ecr::Client::new(&config));
+                let mut credentials = auth.credentials().await.map_err(|error| {
+                    let environment = error.is_environment();
+                    StageFailure::of(error, environment)
+                })?;
+                credentials.server = host.to_owned();
+                self.events
+                    .redactor()
+                    .add_basic_auth(&credentials.username, credentials.password.expose());
+                return Ok(Some(credentials));
+            }
+        }
+        self.credentials_for(repository).await
+    }
+}
