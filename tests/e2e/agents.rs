@@ -354,8 +354,10 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
     }
 
     // ECS: each service's deployments after the publish were each created after the one
-    // before it completed, and they are exactly its three runs'.
+    // before it completed. Checked first: overlapping deploys fail runs too, and the timeline
+    // names the cause.
     let publish_secs = first_publish.timestamp_millis() as f64 / 1000.0;
+    let mut during_by_service = BTreeMap::new();
     for service in &cluster.services {
         let seen = deployments.get(service).cloned().unwrap_or_default();
         let (before, during): (Vec<_>, Vec<_>) = seen
@@ -386,6 +388,15 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
                 "{service}: {last:?} never completed"
             );
         }
+        during_by_service.insert(service.clone(), during);
+    }
+
+    // Then the runs: a run that failed for another reason deployed nothing, which the counts
+    // below would only show as a missing deployment.
+    assert!(failed.is_empty(), "runs that did not succeed: {failed:#?}");
+
+    // Each service's deployments are exactly its three runs'.
+    for (service, during) in &during_by_service {
         let during_ids: BTreeSet<String> = during.iter().map(|d| d.id.clone()).collect();
         assert_eq!(
             Some(&during_ids),
@@ -394,10 +405,6 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
         );
         assert_eq!(during.len(), TAGS.len(), "{service}: {during:#?}");
     }
-
-    // Checked after ECS's timeline, which says more about a failure (overlapping deploys fail
-    // runs too).
-    assert!(failed.is_empty(), "runs that did not succeed: {failed:#?}");
 
     // The killed agent's run was taken over by another agent once the lease had expired.
     let resumed_by: Vec<&AgentProcess> = agents
