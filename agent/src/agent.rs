@@ -93,7 +93,7 @@ impl Agent {
                 .tags
                 .clone()
                 .unwrap_or_else(|| compiled.pipeline.source.tags.clone());
-            pipelines.insert(compiled.name.clone());
+            pipelines.insert(compiled.run_key());
             docker_needed |=
                 compiled.pipeline.stages.iter().any(|stage| {
                     matches!(stage, envelope_runner::pipeline::model::Stage::Build(_))
@@ -251,10 +251,12 @@ fn repository_pipeline(
     settings: &Settings,
     repository: &WatchedRepository,
 ) -> Result<envelope_runner::pipeline::CompiledPipeline, StartError> {
-    load_pipeline(&settings.project, &repository.pipeline).map_err(|message| StartError::Pipeline {
-        repository: repository.repository.clone(),
-        pipeline: repository.pipeline.clone(),
-        message,
+    load_pipeline(&settings.project, &repository.run_key()).map_err(|message| {
+        StartError::Pipeline {
+            repository: repository.repository.clone(),
+            pipeline: repository.pipeline.clone(),
+            message,
+        }
     })
 }
 

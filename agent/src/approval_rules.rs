@@ -48,7 +48,7 @@ impl ApprovalRules {
             .filter_map(|repository| {
                 let names = repository.approvers.as_ref()?;
                 Some((
-                    repository.pipeline.clone(),
+                    repository.run_key(),
                     names.iter().cloned().collect::<BTreeSet<_>>(),
                 ))
             })
@@ -132,6 +132,7 @@ mod tests {
             |name: &str, pipeline: &str, approvers: Option<&[&str]>| WatchedRepository {
                 repository: name.into(),
                 pipeline: pipeline.into(),
+                environment: None,
                 tags: None,
                 include_prereleases: false,
                 approvers: approvers.map(|names| names.iter().map(|n| n.to_string()).collect()),

@@ -262,7 +262,7 @@ impl Checker<'_> {
             );
         }
         let mut seen = BTreeSet::new();
-        let mut pipeline_approvers: std::collections::BTreeMap<&str, Vec<&str>> =
+        let mut pipeline_approvers: std::collections::BTreeMap<String, Vec<&str>> =
             std::collections::BTreeMap::new();
         for (index, repository) in file.repositories.iter().enumerate() {
             let path = [key("repositories"), PathSegment::Index(index)];
@@ -290,6 +290,20 @@ impl Checker<'_> {
                     "name a file in pipelines/ without `.yaml`, for example `api`",
                 );
             }
+            if let Some(environment) = &repository.environment
+                && !names::is_pipeline_name(environment)
+            {
+                self.error(
+                    &field("environment"),
+                    format!("`{environment}` is not an environment name"),
+                    "name one of the pipeline file's `environments:`, for example `prod`",
+                );
+            }
+            // Approvers belong to what the entry runs: the pipeline, in its environment.
+            let run_key = envelope_runner::pipeline::environment::run_key(
+                &repository.pipeline,
+                repository.environment.as_deref(),
+            );
             if let Some(listed) = &repository.approvers {
                 if listed.is_empty() {
                     self.error(
@@ -323,18 +337,17 @@ impl Checker<'_> {
                 let mut sorted: Vec<&str> = listed.iter().map(|name| name.trim()).collect();
                 sorted.sort_unstable();
                 sorted.dedup();
-                match pipeline_approvers.get(repository.pipeline.as_str()) {
+                match pipeline_approvers.get(&run_key) {
                     Some(other) if *other != sorted => self.error(
                         &field("approvers"),
                         format!(
-                            "pipeline `{}` is given different approvers by another repository entry",
-                            repository.pipeline
+                            "pipeline `{run_key}` is given different approvers by another repository entry"
                         ),
                         "approvers belong to the pipeline: list the same names on every entry that names it",
                     ),
                     Some(_) => {}
                     None => {
-                        pipeline_approvers.insert(repository.pipeline.as_str(), sorted);
+                        pipeline_approvers.insert(run_key, sorted);
                     }
                 }
             }
@@ -393,6 +406,7 @@ impl Checker<'_> {
                 .map(|repository| WatchedRepository {
                     repository: repository.repository.clone(),
                     pipeline: repository.pipeline.clone(),
+                    environment: repository.environment.clone(),
                     tags: repository.tags.clone(),
                     include_prereleases: repository.include_prereleases.unwrap_or(false),
                     approvers: repository

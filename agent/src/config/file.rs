@@ -114,6 +114,11 @@ pub struct RepositoryFile {
     pub repository: String,
     /// The pipeline its releases start (`pipelines/<name>.yaml`).
     pub pipeline: String,
+    /// The pipeline's environment its releases run in (one of the pipeline file's
+    /// `environments:`, as `envelope-runner run --env` takes); runs are recorded as
+    /// `PIPELINE@ENVIRONMENT`. Default: the pipeline as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     /// Release tag patterns (globs such as `v*`); default: the pipeline's `source.tags`, or
     /// every tag when it lists none.
     #[serde(default, skip_serializing_if = "Option::is_none")]

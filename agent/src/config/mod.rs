@@ -105,11 +105,20 @@ pub struct WatchedRepository {
     /// `owner/name` as written.
     pub repository: String,
     pub pipeline: String,
+    /// The pipeline's environment its releases run in; `None`: the pipeline as written.
+    pub environment: Option<String>,
     /// Tag globs; `None` takes the pipeline's `source.tags`.
     pub tags: Option<Vec<String>>,
     pub include_prereleases: bool,
     /// Approver names who may decide this pipeline's gates; `None`: every approver.
     pub approvers: Option<Vec<String>>,
+}
+
+impl WatchedRepository {
+    /// The key this entry's runs are recorded under: `PIPELINE` or `PIPELINE@ENVIRONMENT`.
+    pub fn run_key(&self) -> String {
+        envelope_runner::pipeline::environment::run_key(&self.pipeline, self.environment.as_deref())
+    }
 }
 
 impl Settings {
@@ -159,12 +168,12 @@ impl Settings {
             .is_some_and(|url| url.starts_with("https://"))
     }
 
-    /// The approvers who may decide gates of `pipeline`: those its repository entries list,
-    /// or every approver.
-    pub fn pipeline_approvers(&self, pipeline: &str) -> Option<&[String]> {
+    /// The approvers who may decide gates of the runs recorded under `run_key` (a pipeline,
+    /// or `PIPELINE@ENVIRONMENT`): those its repository entries list, or every approver.
+    pub fn pipeline_approvers(&self, run_key: &str) -> Option<&[String]> {
         self.repositories
             .iter()
-            .filter(|repository| repository.pipeline == pipeline)
+            .filter(|repository| repository.run_key() == run_key)
             .find_map(|repository| repository.approvers.as_deref())
     }
 }

@@ -218,10 +218,15 @@ impl Scheduler {
     }
 }
 
-/// Load and compile a pipeline of the project; errors rendered for a log line.
-pub fn load_pipeline(project: &std::path::Path, name: &str) -> Result<CompiledPipeline, String> {
+/// Load and compile the pipeline a run key names (`PIPELINE`, or `PIPELINE@ENVIRONMENT`: the
+/// pipeline as it runs in that environment); errors rendered for a log line.
+pub fn load_pipeline(project: &std::path::Path, key: &str) -> Result<CompiledPipeline, String> {
+    let (name, environment) = pipeline::environment::split_run_key(key);
     let path = pipeline::find(project, name)?;
-    pipeline::load(&path).map_err(|diagnostics| diagnostics.render(false))
+    pipeline::load(&path)
+        .map_err(|diagnostics| diagnostics.render(false))?
+        .in_environment(environment)
+        .map_err(|error| error.to_string())
 }
 
 /// When a run id (a ULID) was made.

@@ -56,7 +56,7 @@ impl Scheduler {
             );
             Offer::NotStartable(message)
         };
-        let compiled = match self.load_pipeline(&repository.pipeline) {
+        let compiled = match self.load_pipeline(&repository.run_key()) {
             Ok(compiled) => compiled,
             Err(message) => return Ok(not_startable(&repository.pipeline, message)),
         };

@@ -5,6 +5,7 @@
 
 mod browser;
 mod cli;
+mod environments;
 mod fake_github;
 mod polling;
 mod recovery;

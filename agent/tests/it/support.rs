@@ -93,6 +93,7 @@ pub fn settings(project: &Project, github: &FakeGithub, agent_id: &str) -> Setti
         vec![WatchedRepository {
             repository: REPOSITORY.into(),
             pipeline: PIPELINE.into(),
+            environment: None,
             tags: None,
             include_prereleases: false,
             approvers: None,
