@@ -142,6 +142,24 @@ impl Driver {
         })
     }
 
+    /// `auth`'s ECR token as the credentials of `host`; the password is added to the run's
+    /// redactor before anything can print it.
+    pub(super) async fn ecr_credentials(
+        &self,
+        auth: &push::ecr::EcrAuth,
+        host: &str,
+    ) -> Result<push::RegistryCredentials, StageFailure> {
+        let mut credentials = auth.credentials().await.map_err(|error| {
+            let environment = error.is_environment();
+            StageFailure::of(error, environment)
+        })?;
+        credentials.server = host.to_owned();
+        self.events
+            .redactor()
+            .add_basic_auth(&credentials.username, credentials.password.expose());
+        Ok(credentials)
+    }
+
     /// Registry credentials: ECR's token for an ECR host, else `ENVELOPE_REGISTRY_USERNAME` /
     /// `ENVELOPE_REGISTRY_PASSWORD` (or `_PASSWORD_FILE`) when set, else the Docker CLI's
     /// (`config.json`: `credHelpers`, `credsStore`, `auths`).
@@ -158,15 +176,7 @@ impl Driver {
                     push::ecr::EcrAuth::new(aws_sdk_ecr::Client::new(&config))
                 })
                 .await;
-            let mut credentials = auth.credentials().await.map_err(|error| {
-                let environment = error.is_environment();
-                StageFailure::of(error, environment)
-            })?;
-            credentials.server = host.to_owned();
-            self.events
-                .redactor()
-                .add_basic_auth(&credentials.username, credentials.password.expose());
-            return Ok(Some(credentials));
+            return self.ecr_credentials(auth, host).await.map(Some);
         }
         let username = std::env::var("ENVELOPE_REGISTRY_USERNAME").ok();
         let password = std::env::var("ENVELOPE_REGISTRY_PASSWORD")

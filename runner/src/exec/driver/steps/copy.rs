@@ -2,11 +2,9 @@
 //! promoted run pushed to: the run's image is copied by digest into this environment's
 //! repository (see `push::copy`), and later stages deploy that copy.
 
-use crate::event::Event;
 use crate::exec::driver::*;
 use crate::exec::push;
 use crate::plan;
-use crate::run::StageOutputs;
 
 impl Driver {
     /// Copy the image the push stage of `from_run` recorded to this step's repository. A
@@ -50,27 +48,17 @@ impl Driver {
             let environment = error.is_environment();
             StageFailure::of(error, environment)
         })?;
-        self.events.emit(Event::Output {
-            stage: step.name.clone(),
-            key: "image".into(),
-            value: output.image_ref.clone(),
-        });
-        self.events.emit(Event::Output {
-            stage: step.name.clone(),
-            key: "copied".into(),
-            value: format!(
-                "from {source}: {} blobs copied ({} bytes), {} already in {target}",
-                output.blobs_copied, output.bytes_copied, output.blobs_present
-            ),
-        });
-        state
-            .images
-            .insert(step.build.clone(), output.image_ref.clone());
-        Ok(StepResult::Done(Box::new(StageOutputs {
-            digest: Some(output.digest),
-            image: Some(output.image_ref),
-            ..StageOutputs::default()
-        })))
+        let copied = format!(
+            "from {source}: {} blobs copied ({} bytes), {} already in {target}",
+            output.blobs_copied, output.bytes_copied, output.blobs_present
+        );
+        Ok(self.image_in_place(
+            step,
+            state,
+            output.image_ref,
+            output.digest,
+            ("copied", copied),
+        ))
     }
 
     /// The source registry's credentials as a push would use them, except that an ECR source
@@ -89,15 +77,7 @@ impl Driver {
                     .region(aws_config::Region::new(ecr.region.clone()))
                     .build();
                 let auth = push::ecr::EcrAuth::new(aws_sdk_ecr::Client::new(&config));
-                let mut credentials = auth.credentials().await.map_err(|error| {
-                    let environment = error.is_environment();
-                    StageFailure::of(error, environment)
-                })?;
-                credentials.server = host.to_owned();
-                self.events
-                    .redactor()
-                    .add_basic_auth(&credentials.username, credentials.password.expose());
-                return Ok(Some(credentials));
+                return self.ecr_credentials(&auth, host).await.map(Some);
             }
         }
         self.credentials_for(repository).await

@@ -48,27 +48,46 @@ impl Driver {
                 let environment = error.is_environment();
                 StageFailure::of(error, environment)
             })?;
+        let layers = format!(
+            "{} uploaded ({} bytes), {} already in the registry",
+            output.layers_uploaded, output.bytes_uploaded, output.layers_skipped
+        );
+        Ok(self.image_in_place(
+            step,
+            state,
+            output.image_ref,
+            output.digest,
+            ("layers", layers),
+        ))
+    }
+
+    /// The end of a push stage whose image is now in `image_ref`: tells the `image` output and
+    /// `key: value` (what was uploaded), keeps the image for the stages after it, and records
+    /// the digest.
+    pub(in crate::exec::driver) fn image_in_place(
+        &self,
+        step: &plan::PushStep,
+        state: &mut RunState,
+        image_ref: String,
+        digest: String,
+        (key, value): (&str, String),
+    ) -> StepResult {
         self.events.emit(Event::Output {
             stage: step.name.clone(),
             key: "image".into(),
-            value: output.image_ref.clone(),
+            value: image_ref.clone(),
         });
         self.events.emit(Event::Output {
             stage: step.name.clone(),
-            key: "layers".into(),
-            value: format!(
-                "{} uploaded ({} bytes), {} already in the registry",
-                output.layers_uploaded, output.bytes_uploaded, output.layers_skipped
-            ),
+            key: key.into(),
+            value,
         });
-        state
-            .images
-            .insert(step.build.clone(), output.image_ref.clone());
-        Ok(StepResult::Done(Box::new(StageOutputs {
-            digest: Some(output.digest),
-            image: Some(output.image_ref),
+        state.images.insert(step.build.clone(), image_ref.clone());
+        StepResult::Done(Box::new(StageOutputs {
+            digest: Some(digest),
+            image: Some(image_ref),
             ..StageOutputs::default()
-        })))
+        }))
     }
 
     /// An ECR repository must exist before a push or copy to it (ECR does not create one on
