@@ -399,55 +399,80 @@ impl Cluster {
 
     /// A deploy of `image` to the four services, rolled back on failure, under a new run id.
     pub fn deploy(&self, image: &str, timeout: Duration) -> DeployRequest {
-        DeployRequest {
-            cluster: self.name.clone(),
-            services: self.services.clone(),
-            images: vec![image.to_owned()],
-            run_id: ulid_like(),
-            stage: "deploy".into(),
-            timeout,
-            rollback_timeout: Duration::from_secs(120),
-            on_failure: OnFailure::Rollback,
-            poll: PollSchedule::DEPLOY,
-        }
+        deploy_request(&self.name, self.services.clone(), image, timeout)
+    }
+}
+
+/// A deploy of `image` to `services` of `cluster`, rolled back on failure, under a new run id.
+pub(super) fn deploy_request(
+    cluster: &str,
+    services: Vec<String>,
+    image: &str,
+    timeout: Duration,
+) -> DeployRequest {
+    DeployRequest {
+        cluster: cluster.to_owned(),
+        services,
+        images: vec![image.to_owned()],
+        run_id: ulid_like(),
+        stage: "deploy".into(),
+        timeout,
+        rollback_timeout: Duration::from_secs(120),
+        on_failure: OnFailure::Rollback,
+        poll: PollSchedule::DEPLOY,
     }
 }
 
 impl Drop for Cluster {
-    /// Deletes the services (their task containers stop) and the cluster.
     fn drop(&mut self) {
-        let env = self.env;
-        let endpoint = self.endpoint.clone();
-        let name = self.name.clone();
-        let services = self.services.clone();
-        // A client of its own: the test's runtime may be shutting down.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(&endpoint).await);
-                for service in services {
-                    let _ = ecs
-                        .delete_service()
-                        .cluster(&name)
-                        .service(service)
-                        .force(true)
-                        .send()
-                        .await;
-                }
-                let _ = ecs.delete_cluster().cluster(&name).send().await;
-            });
-        })
-        .join();
-        // The emulator stops a deleted service's essential containers but leaves the others
-        // (the api's log-router sidecar) running: remove every container of the cluster.
-        remove_containers(
-            self.env.docker_cli(),
-            &format!("label=com.amazonaws.ecs.cluster={}", self.arn),
+        tear_down(
+            self.env,
+            &self.endpoint,
+            &self.name,
+            &self.arn,
+            &self.services,
         );
     }
+}
+
+/// Deletes `services` (their task containers stop) and the cluster, then removes every
+/// container of the cluster: the emulator stops a deleted service's essential containers but
+/// leaves the others (the api's log-router sidecar) running. For fixtures' `Drop`.
+pub(super) fn tear_down(
+    env: &'static TestEnv,
+    endpoint: &str,
+    name: &str,
+    arn: &str,
+    services: &[String],
+) {
+    let endpoint = endpoint.to_owned();
+    let name = name.to_owned();
+    let services = services.to_vec();
+    // A client of its own: the test's runtime may be shutting down.
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(&endpoint).await);
+            for service in services {
+                let _ = ecs
+                    .delete_service()
+                    .cluster(&name)
+                    .service(service)
+                    .force(true)
+                    .send()
+                    .await;
+            }
+            let _ = ecs.delete_cluster().cluster(&name).send().await;
+        });
+    })
+    .join();
+    remove_containers(
+        env.docker_cli(),
+        &format!("label=com.amazonaws.ecs.cluster={arn}"),
+    );
 }
 
 /// A run id shaped like the runner's (a lower-case ULID: 26 characters).

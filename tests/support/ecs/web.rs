@@ -13,13 +13,12 @@ use aws_sdk_ecs::types::{
     DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType, NetworkConfiguration,
     NetworkMode, PortMapping,
 };
-use envelope_runner::exec::ecs::PollSchedule;
-use envelope_runner::exec::ecs::deploy::{DeployRequest, OnFailure};
+use envelope_runner::exec::ecs::deploy::DeployRequest;
 
 use super::app::{docker, push};
-use super::{ec2, ulid_like};
+use super::cluster::{deploy_request, tear_down};
+use super::ec2;
 use crate::env::{TestEnv, unique};
-use crate::support::docker::remove_containers;
 
 /// The port the web tasks listen on.
 pub const WEB_PORT: u16 = 8080;
@@ -234,49 +233,19 @@ impl WebCluster {
 
     /// A deploy of `image` to the web service, rolled back on failure, under a new run id.
     pub fn deploy(&self, image: &str, timeout: Duration) -> DeployRequest {
-        DeployRequest {
-            cluster: self.name.clone(),
-            services: vec![self.service.clone()],
-            images: vec![image.to_owned()],
-            run_id: ulid_like(),
-            stage: "deploy".into(),
-            timeout,
-            rollback_timeout: Duration::from_secs(120),
-            on_failure: OnFailure::Rollback,
-            poll: PollSchedule::DEPLOY,
-        }
+        deploy_request(&self.name, vec![self.service.clone()], image, timeout)
     }
 }
 
 impl Drop for WebCluster {
-    /// Deletes the service (its task containers stop) and the cluster, then removes every
-    /// container of the cluster.
     fn drop(&mut self) {
-        let env = self.env;
-        let name = self.name.clone();
-        let service = self.service.clone();
-        // A client of its own: the test's runtime may be shutting down.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(env.endpoint()).await);
-                let _ = ecs
-                    .delete_service()
-                    .cluster(&name)
-                    .service(service)
-                    .force(true)
-                    .send()
-                    .await;
-                let _ = ecs.delete_cluster().cluster(&name).send().await;
-            });
-        })
-        .join();
-        remove_containers(
-            self.env.docker_cli(),
-            &format!("label=com.amazonaws.ecs.cluster={}", self.arn),
+        let services = [self.service.clone()];
+        tear_down(
+            self.env,
+            self.env.endpoint(),
+            &self.name,
+            &self.arn,
+            &services,
         );
     }
 }
