@@ -80,7 +80,9 @@ fn app_repository(env: &TestEnv) -> (tempfile::TempDir, String) {
 }
 
 /// A project of ten pipelines `drill-N`, each building from `url` and deploying service
-/// `drill-dN` of `cluster`; `drill-0`'s build runs a buildspec that sleeps first.
+/// `drill-dN` of `cluster`; `drill-0`'s build runs a buildspec that sleeps first. Each pushes
+/// tags of its own (`drill-N-<release tag>`): images of two pipelines pushed under one tag at
+/// the same time would race, and the runner fails the push that lost.
 fn project(env: &TestEnv, cluster: &Cluster, url: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
@@ -109,7 +111,7 @@ aws:
 stages:
   - build:
       image: {image}
-      tags: ["drill-${{release.tag}}"]{buildspec}
+      tags: ["drill-{index}-${{release.tag}}"]{buildspec}
   - deploy:
       cluster: {cluster}
       services: [drill-d{index}]
