@@ -32,10 +32,7 @@ use envelope_tests::git_fixture::WorkRepo;
 
 const PIPELINES: usize = 10;
 const TAGS: [&str; 3] = ["v1.0.1", "v1.0.2", "v1.0.3"];
-/// Short, so that the killed agent's run is taken over quickly, but not so short that a renewal
-/// delayed by a loaded machine (ministack answering slowly) lets the lease expire under a live
-/// agent: with 6 s, a run's deploy lock once expired mid-deploy under CI load and a newer run of
-/// the pipeline deployed over it.
+/// Short, so that the killed agent's run is taken over quickly.
 const LEASE_TTL_SECONDS: u64 = 15;
 /// How long the slow pipeline's buildspec sleeps: long enough to kill its agent mid-stage.
 const SLOW_BUILD_SECONDS: u64 = 8;
