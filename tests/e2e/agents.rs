@@ -47,17 +47,10 @@ struct TableGuard {
 impl Drop for TableGuard {
     fn drop(&mut self) {
         let (env, name) = (self.env, self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let client = aws_sdk_dynamodb::Client::new(&env.sdk_config(env.endpoint()).await);
-                let _ = client.delete_table().table_name(&name).send().await;
-            });
-        })
-        .join();
+        crate::support::cleanup::on_own_runtime(async move {
+            let client = aws_sdk_dynamodb::Client::new(&env.sdk_config(env.endpoint()).await);
+            let _ = client.delete_table().table_name(&name).send().await;
+        });
     }
 }
 

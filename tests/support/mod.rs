@@ -9,6 +9,7 @@ mod example_app;
 mod project;
 
 pub mod agents;
+pub mod cleanup;
 pub mod counting_proxy;
 pub mod cutting_proxy;
 pub mod docker;

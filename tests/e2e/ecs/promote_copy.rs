@@ -44,22 +44,14 @@ impl Drop for EcrRepository {
     fn drop(&mut self) {
         let env = self.env;
         let name = self.name.clone();
-        // A client of its own: the test's runtime may be shutting down.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let _ = aws_sdk_ecr::Client::new(&env.sdk_config(env.endpoint()).await)
-                    .delete_repository()
-                    .repository_name(name)
-                    .force(true)
-                    .send()
-                    .await;
-            });
-        })
-        .join();
+        crate::support::cleanup::on_own_runtime(async move {
+            let _ = aws_sdk_ecr::Client::new(&env.sdk_config(env.endpoint()).await)
+                .delete_repository()
+                .repository_name(name)
+                .force(true)
+                .send()
+                .await;
+        });
     }
 }
 

@@ -448,27 +448,19 @@ pub(super) fn tear_down(
     let endpoint = endpoint.to_owned();
     let name = name.to_owned();
     let services = services.to_vec();
-    // A client of its own: the test's runtime may be shutting down.
-    let _ = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(&endpoint).await);
-            for service in services {
-                let _ = ecs
-                    .delete_service()
-                    .cluster(&name)
-                    .service(service)
-                    .force(true)
-                    .send()
-                    .await;
-            }
-            let _ = ecs.delete_cluster().cluster(&name).send().await;
-        });
-    })
-    .join();
+    crate::support::cleanup::on_own_runtime(async move {
+        let ecs = aws_sdk_ecs::Client::new(&env.sdk_config(&endpoint).await);
+        for service in services {
+            let _ = ecs
+                .delete_service()
+                .cluster(&name)
+                .service(service)
+                .force(true)
+                .send()
+                .await;
+        }
+        let _ = ecs.delete_cluster().cluster(&name).send().await;
+    });
     remove_containers(
         env.docker_cli(),
         &format!("label=com.amazonaws.ecs.cluster={arn}"),
