@@ -56,6 +56,15 @@ pub enum TriggerKind {
     },
 }
 
+impl TriggerKind {
+    /// Whether an agent resumes a run of this kind that stopped unfinished (its process died):
+    /// a release's run is resumed by any agent that watches its pipeline; every other run only
+    /// by whoever started it (`envelope-runner resume`).
+    pub fn resumed_by_agents(&self) -> bool {
+        matches!(self, TriggerKind::Release { .. })
+    }
+}
+
 /// Where a run's code comes from and what it resolved to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunTrigger {

@@ -8,9 +8,11 @@
 //! deployments ECS reports are exactly those the three runs recorded, and none was created
 //! before the previous one completed (ECS's own `createdAt` and the `updatedAt` of its
 //! COMPLETED rollout, sampled with DescribeServices since ministack's ListServiceDeployments
-//! is a stub); and the agent that holds a run of the slow pipeline (`drill-0`, whose buildspec
-//! sleeps) is SIGKILLed in the middle of that build, after which another agent resumes the run
-//! once the run's lease (6 s here) has expired and finishes it.
+//! is a stub); and the agent that holds a run of `drill-0` past its gate (its rollout done, its
+//! `verify:` check of a page on 127.0.0.1 failing until then) is SIGKILLed, after which another
+//! agent resumes the run once the run's lease has expired and finishes it. Meanwhile newer runs
+//! of `drill-0` wait at the gate: taking the expired deploy lock over would deploy over the
+//! killed run's release, which then finds its deployment replaced and fails.
 //!
 //! The figures `scripts/bench-drill` reports are printed on a `drill:` line: releases per
 //! minute, time from publish to the deploy stage's start (median and p95, from the agents'
@@ -27,6 +29,7 @@ use envelope_runner::store::{DynamoDbStore, Store};
 use crate::support::agents::{AgentProcess, FakeGithubProcess, first_by_run};
 use crate::support::counting_proxy::CountingProxy;
 use crate::support::ecs::{Cluster, DeploymentSampler, images, parts};
+use crate::support::health_endpoint::HealthEndpoint;
 use envelope_tests::env::{TestEnv, dynamodb_store};
 use envelope_tests::git_fixture::WorkRepo;
 
@@ -34,8 +37,6 @@ const PIPELINES: usize = 10;
 const TAGS: [&str; 3] = ["v1.0.1", "v1.0.2", "v1.0.3"];
 /// Short, so that the killed agent's run is taken over quickly.
 const LEASE_TTL_SECONDS: u64 = 15;
-/// How long the slow pipeline's buildspec sleeps: long enough to kill its agent mid-stage.
-const SLOW_BUILD_SECONDS: u64 = 8;
 const DYNAMODB: &str = "DynamoDB_20120810";
 
 /// Deletes the drill's table when dropped.
@@ -74,24 +75,21 @@ fn app_repository(env: &TestEnv) -> (tempfile::TempDir, String) {
 }
 
 /// A project of ten pipelines `drill-N`, each building from `url` and deploying service
-/// `drill-dN` of `cluster`; `drill-0`'s build runs a buildspec that sleeps first. Each pushes
-/// tags of its own (`drill-N-<release tag>`): images of two pipelines pushed under one tag at
-/// the same time would race, and the runner fails the push that lost.
-fn project(env: &TestEnv, cluster: &Cluster, url: &str) -> tempfile::TempDir {
+/// `drill-dN` of `cluster`; `drill-0`'s deploy verifies `health` (a page on 127.0.0.1 the test
+/// controls) after its rollout. Each pushes tags of its own (`drill-N-<release tag>`): images
+/// of two pipelines pushed under one tag at the same time would race, and the runner fails the
+/// push that lost.
+fn project(env: &TestEnv, cluster: &Cluster, url: &str, health: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
-    std::fs::create_dir_all(dir.path().join("buildspecs")).unwrap();
-    std::fs::write(
-        dir.path().join("buildspecs/slow.yml"),
-        format!("version: 0.2\nphases:\n  pre_build:\n    commands:\n      - sleep {SLOW_BUILD_SECONDS}\n"),
-    )
-    .unwrap();
     let image = images(env).repository.split_once('/').unwrap().1.to_owned();
     for index in 0..PIPELINES {
-        let buildspec = if index == 0 {
-            "\n      buildspec: buildspecs/slow.yml"
+        let verify = if index == 0 {
+            format!(
+                "\n      verify:\n        - url: {health}\n          timeout: 2m\n          interval: 1s"
+            )
         } else {
-            ""
+            String::new()
         };
         std::fs::write(
             dir.path().join(format!("pipelines/drill-{index}.yaml")),
@@ -105,11 +103,11 @@ aws:
 stages:
   - build:
       image: {image}
-      tags: ["drill-{index}-${{release.tag}}"]{buildspec}
+      tags: ["drill-{index}-${{release.tag}}"]
   - deploy:
       cluster: {cluster}
       services: [drill-d{index}]
-      timeout: 2m
+      timeout: 2m{verify}
 "#,
                 region = env.region(),
                 registry = env.registry(),
@@ -172,7 +170,9 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
     let store = DynamoDbStore::open(dynamodb.clone(), &table).await.unwrap();
     let proxy = CountingProxy::start(env.endpoint()).await;
     let (_app, url) = app_repository(env);
-    let project = project(env, &cluster, &url);
+    // `drill-0`'s check fails until its first run's agent is killed in the middle of it.
+    let health = HealthEndpoint::start(503, "Application up").await;
+    let project = project(env, &cluster, &url, &health.url);
     let work = tempfile::tempdir().unwrap();
     let github = FakeGithubProcess::start(PIPELINES).await;
 
@@ -226,30 +226,35 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
     }
     let first_publish = published.values().map(|(_, at)| *at).min().unwrap();
 
-    // Kill the agent that holds a run of the slow pipeline while its build sleeps.
+    // Kill the agent that holds the run of `drill-0` that is past its gate: its rollout is
+    // done and its check keeps failing, so the run is between its deployment and its verdict
+    // while the pipeline's other runs wait at the gate.
     let deadline = Instant::now() + Duration::from_secs(90);
     let (victim_run, victim_agent, lease_expires_ms) = loop {
         assert!(
             Instant::now() < deadline,
-            "no run of drill-0 reached its build"
+            "no run of drill-0 reached its deploy's check"
         );
-        let building = store
-            .list_runs(Some("drill-0"), 10, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|run| {
-                run.status == RunStatus::Running && run.current_stage.as_deref() == Some("build")
-            });
-        if let Some(run) = building {
-            // Into the buildspec's sleep.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut verifying = None;
+        for run in store.list_runs(Some("drill-0"), 10, None).await.unwrap() {
+            let record = store.get_run(&run.id).await.unwrap().unwrap();
+            let deploy = record.stage("deploy").unwrap();
+            if record.status == RunStatus::Running
+                && deploy.status == envelope_runner::run::StageStatus::Running
+                && !deploy.outputs.deployments.is_empty()
+            {
+                verifying = Some(run.id);
+            }
+        }
+        if let Some(run) = verifying
+            && health.hits() > 0
+        {
             let lease = dynamodb
                 .get_item()
                 .table_name(&table)
                 .key(
                     "pk",
-                    aws_sdk_dynamodb::types::AttributeValue::S(format!("lease#run:{}", run.id)),
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!("lease#run:{run}")),
                 )
                 .key(
                     "sk",
@@ -259,16 +264,12 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
                 .await
                 .unwrap();
             let item = lease.item().cloned().unwrap_or_default();
-            let holder = item.get("holder").and_then(|v| v.as_s().ok()).cloned();
-            let current = store.get_run(&run.id).await.unwrap().unwrap();
-            if let Some(holder) = holder
-                && current.status == RunStatus::Running
-                && current.next_stage().map(|stage| stage.name.as_str()) == Some("build")
-            {
-                let agent = agents.iter().position(|agent| agent.id == holder).unwrap();
+            if let Some(holder) = item.get("holder").and_then(|v| v.as_s().ok()) {
+                let agent = agents.iter().position(|agent| &agent.id == holder).unwrap();
                 agents[agent].kill();
                 let expires: i64 = item["expires_at_ms"].as_n().unwrap().parse().unwrap();
-                break (run.id.clone(), agent, expires);
+                health.answer(200);
+                break (run, agent, expires);
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -424,13 +425,22 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
         .lines()
         .into_iter()
         .filter(|line| line.run.as_deref() == Some(victim_run.0.as_str()))
-        .find(|line| line.message.starts_with("[build] started"))
-        .expect("the build ran again on the agent that resumed the run");
+        .find(|line| line.message.starts_with("[deploy] started"))
+        .expect("the deploy ran again on the agent that resumed the run");
     assert!(
         restarted.at.timestamp_millis() >= lease_expires_ms,
-        "the build restarted at {} before the lease expired ({lease_expires_ms} ms)",
+        "the deploy restarted at {} before the lease expired ({lease_expires_ms} ms)",
         restarted.at
     );
+    // Whether a newer run of drill-0 waited at the gate for the killed run to be resumed (it
+    // did unless the killed agent held those runs too): printed with the figures.
+    let kept_waiting = agents.iter().any(|agent| {
+        agent.lines().iter().any(|line| {
+            line.message.contains(&format!(
+                "run {victim_run} of `drill-0` stopped past the approval gate without finishing"
+            ))
+        })
+    });
 
     // The figures.
     let deploy_started = first_by_run(&agents, "[deploy] started");
@@ -446,7 +456,7 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
     let minutes = seconds_between(first_publish, last_done) / 60.0;
     let releases = published.len() as f64;
     eprintln!(
-        "drill: {} releases, {} pipelines, 3 agents (one killed) | releases per minute {:.1} ({:.1}s from the first publish to the last deploy) | publish to deploy start: median {:.1}s, p95 {:.1}s | DynamoDB calls per release {:.1} ({dynamodb_calls} calls)",
+        "drill: {} releases, {} pipelines, 3 agents (one killed) | releases per minute {:.1} ({:.1}s from the first publish to the last deploy) | publish to deploy start: median {:.1}s, p95 {:.1}s | DynamoDB calls per release {:.1} ({dynamodb_calls} calls) | a newer drill-0 run waited at the gate for the killed run: {}",
         published.len(),
         PIPELINES,
         releases / minutes,
@@ -454,5 +464,6 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
         percentile(&waits, 0.5),
         percentile(&waits, 0.95),
         dynamodb_calls as f64 / releases,
+        if kept_waiting { "yes" } else { "no" },
     );
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::SecondsFormat;
 use envelope_runner::exec::driver::{Driver, DriverError, RunOutcome, RunSettings};
 use envelope_runner::report::EventSink;
-use envelope_runner::run::{RunId, RunRecord, RunStatus, StageKind};
+use envelope_runner::run::{RunId, RunRecord, RunStatus, StageKind, StageStatus};
 use envelope_runner::store::{Store, StoreError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -105,14 +105,23 @@ impl Scheduler {
     }
 
     async fn execute(&self, run: &RunId, pipeline: &str) {
-        let permit = tokio::select! {
-            permit = self.inner.permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = self.inner.stopping.cancelled() => return,
-        };
         let store = &self.inner.store;
+        // A run past its gate holds its pipeline's deploy lock (kept for it while no agent
+        // worked on it), and the runs waiting for that lock may hold every slot: it goes on
+        // at once. At most one run per pipeline is past its gate.
+        let past_gate =
+            matches!(store.get_run(run).await, Ok(Some(record)) if past_its_gate(&record));
+        let permit = if past_gate {
+            None
+        } else {
+            tokio::select! {
+                permit = self.inner.permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return,
+                },
+                () = self.inner.stopping.cancelled() => return,
+            }
+        };
         let compiled = match self.load_pipeline(pipeline) {
             Ok(compiled) => compiled,
             Err(message) => {
@@ -288,6 +297,14 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Whether a run has begun a stage past its approval gate (a migration or a deploy).
+fn past_its_gate(record: &RunRecord) -> bool {
+    record.stages.iter().any(|stage| {
+        matches!(stage.kind, StageKind::Migrate | StageKind::Deploy)
+            && stage.status != StageStatus::Pending
+    })
 }
 
 /// Write a running run's new events every few seconds: the web UI's live log. Never returns.

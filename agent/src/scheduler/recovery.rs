@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use envelope_runner::exec::driver::approval_deadline;
 use envelope_runner::pipeline::CompiledPipeline;
-use envelope_runner::run::{RunId, RunRecord, RunStatus, StageKind, StageStatus, TriggerKind};
+use envelope_runner::run::{RunId, RunRecord, RunStatus, StageKind, StageStatus};
 use envelope_runner::store::{LeaseOutcome, StoreError};
 
 use super::{Scheduler, lease_key, lock};
@@ -105,7 +105,7 @@ impl Scheduler {
         record: &RunRecord,
         compiled: Option<&CompiledPipeline>,
     ) -> Result<bool, StoreError> {
-        if !matches!(record.trigger.kind, TriggerKind::Release { .. }) {
+        if !record.trigger.kind.resumed_by_agents() {
             // CLI and CI runs are resumed by whoever started them.
             return Ok(false);
         }

@@ -91,14 +91,24 @@ impl GateLease {
 
     /// Stops the heartbeat and gives the lease up if this run still has it.
     pub async fn release(self) {
-        if let Some(heartbeat) = self.heartbeat.lock().expect("lease lock").take() {
-            heartbeat.abort();
-        }
+        self.stop_heartbeat();
         let _ = self
             .inner
             .store
             .release_lease(&self.inner.key, &self.inner.holder)
             .await;
+    }
+
+    /// Stops the heartbeat and keeps the lease until it expires: for a run stopped to be
+    /// resumed, which keeps the pipeline's lock meanwhile (see the driver's `deploy_lock`).
+    pub fn keep_until_expiry(self) {
+        self.stop_heartbeat();
+    }
+
+    fn stop_heartbeat(&self) {
+        if let Some(heartbeat) = self.heartbeat.lock().expect("lease lock").take() {
+            heartbeat.abort();
+        }
     }
 }
 
@@ -174,13 +184,48 @@ pub async fn acquire(
     holder: &str,
     ttl: Duration,
 ) -> Result<crate::store::LeaseOutcome, crate::store::StoreError> {
+    retrying(
+        ttl,
+        "could not ask for the deploy lease; retrying",
+        key,
+        || store.acquire_lease(key, holder, ttl),
+    )
+    .await
+}
+
+/// Reads who holds the lease, retrying store errors as [`acquire`] does.
+pub async fn read(
+    store: &dyn Store,
+    key: &str,
+    ttl: Duration,
+) -> Result<Option<crate::store::LeaseState>, crate::store::StoreError> {
+    retrying(
+        ttl,
+        "could not read the deploy lease; retrying",
+        key,
+        || store.lease(key),
+    )
+    .await
+}
+
+/// `call` until it answers, retrying errors with backoff for up to `ttl`.
+async fn retrying<T, F, Fut>(
+    ttl: Duration,
+    warning: &str,
+    key: &str,
+    call: F,
+) -> Result<T, crate::store::StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
     let give_up = Instant::now() + ttl;
     let mut pause = FIRST_RETRY;
     loop {
-        match store.acquire_lease(key, holder, ttl).await {
-            Ok(outcome) => return Ok(outcome),
+        match call().await {
+            Ok(answer) => return Ok(answer),
             Err(error) if Instant::now() + pause < give_up => {
-                tracing::warn!(key, %error, "could not ask for the deploy lease; retrying");
+                tracing::warn!(key, %error, "{warning}");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min((ttl / 6).max(FIRST_RETRY));
             }

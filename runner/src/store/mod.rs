@@ -172,6 +172,11 @@ pub trait Store: Send + Sync {
         self.extend_lease(key, holder, Some(generation), ttl).await
     }
 
+    /// Who holds the lease `key`, until when and under which generation, read consistently;
+    /// `None` if nobody does (never taken, or released). An expired lease is returned as it
+    /// is: whether it may be taken over is the caller's to judge.
+    async fn lease(&self, key: &str) -> Result<Option<LeaseState>, StoreError>;
+
     /// Gives the lease up if `holder` has it; otherwise does nothing. The lease's generation
     /// is kept, so a later grant gets a higher one.
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError>;
@@ -255,6 +260,14 @@ pub enum LeaseOutcome {
         by: String,
         expires_at: DateTime<Utc>,
     },
+}
+
+/// A lease as the store has it (see [`Store::lease`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseState {
+    pub holder: String,
+    pub expires_at: DateTime<Utc>,
+    pub generation: u64,
 }
 
 /// Where a store lives, as given by `--store`.

@@ -21,7 +21,7 @@ use super::codec::{self, enum_name, run_record_json, to_json};
 use super::error::StoreError;
 use super::schema::{self, BUSY_TIMEOUT_SECONDS, sqlite_error};
 use super::sessions::session_key;
-use super::{ApprovalOutcome, LeaseOutcome, RunSummary, SessionRecord, Store};
+use super::{ApprovalOutcome, LeaseOutcome, LeaseState, RunSummary, SessionRecord, Store};
 use crate::run::{ApprovalRecord, RunId, RunRecord, RunStatus, StageRecord};
 
 mod fencing;
@@ -328,6 +328,12 @@ impl Store for SqliteStore {
             fencing::extend(connection, &key, &holder, generation, expires)
         })
         .await
+    }
+
+    async fn lease(&self, key: &str) -> Result<Option<LeaseState>, StoreError> {
+        let key = key.to_owned();
+        self.with_connection(move |connection| fencing::read(connection, &key))
+            .await
     }
 
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {

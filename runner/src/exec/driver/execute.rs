@@ -146,16 +146,25 @@ impl Driver {
                 break;
             }
         }
-        if let Some(lease) = lease {
-            self.gate_lease.lock().expect("gate lease lock").take();
-            lease.release().await;
-        }
         let outcome = outcome.unwrap_or(RunOutcome::of(
             record.id.clone(),
             RunStatus::Succeeded,
             None,
             None,
         ));
+        if let Some(lease) = lease {
+            self.gate_lease.lock().expect("gate lease lock").take();
+            // Stopped for an agent's shutdown: an agent resumes the run (its stage may still
+            // be rolling out), and until then it keeps the pipeline's lock.
+            if outcome.status == RunStatus::Cancelled
+                && self.settings.cancel.is_cancelled()
+                && record.trigger.kind.resumed_by_agents()
+            {
+                lease.keep_until_expiry();
+            } else {
+                lease.release().await;
+            }
+        }
         // Before the run's status is final: a process killed in between leaves the run
         // unfinished, and the one that finishes it does not tell an ending told already.
         self.notify_run_end(&record, &outcome, &context).await;
@@ -197,79 +206,6 @@ impl Driver {
             }),
             _ => None,
         })
-    }
-
-    /// Take the pipeline's deploy lease: one run at a time past the approval gate. Queued runs
-    /// wait their turn; the lease expires if its holder dies, and is renewed while it lives.
-    pub(super) async fn hold_gate(
-        &self,
-        record: &RunRecord,
-        concurrency: crate::pipeline::model::Concurrency,
-    ) -> Result<GateResult, DriverError> {
-        let key = format!("pipeline:{}:gate", self.compiled.run_key());
-        let holder = record.id.0.clone();
-        let mut announced = None;
-        loop {
-            match crate::exec::lease::acquire(
-                self.store.as_ref(),
-                &key,
-                &holder,
-                self.settings.lease_ttl,
-            )
-            .await?
-            {
-                crate::store::LeaseOutcome::Granted { generation, .. } => {
-                    // A newer run may have superseded this one while it waited.
-                    if let Some(stopped) = self.stopped_from_outside(record).await? {
-                        let _ = self.store.release_lease(&key, &holder).await;
-                        return Ok(GateResult::Stopped(stopped));
-                    }
-                    return Ok(GateResult::Held(GateLease::start(
-                        self.store.clone(),
-                        key,
-                        holder,
-                        generation,
-                        self.settings.lease_ttl,
-                    )));
-                }
-                crate::store::LeaseOutcome::Held { by, expires_at } => {
-                    if announced.as_ref() != Some(&by) {
-                        self.events.emit(Event::Notice {
-                            stage: None,
-                            message: format!(
-                                "run {by} of `{}` is past the approval gate; waiting for it to finish ({} mode, its lease expires at {} unless renewed)",
-                                self.compiled.run_key(),
-                                match concurrency {
-                                    crate::pipeline::model::Concurrency::Queued => "queued",
-                                    crate::pipeline::model::Concurrency::Superseded => "superseded",
-                                },
-                                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                            ),
-                        });
-                        let _ = self.flush_events(&record.id).await;
-                        announced = Some(by);
-                    }
-                    // A store that does not answer this check is not a reason to leave the
-                    // queue: the next `acquire` retries it for up to the lease's time to live
-                    // and fails the run only if the store stays away longer than that.
-                    match self.stopped_from_outside(record).await {
-                        Ok(Some(stopped)) => return Ok(GateResult::Stopped(stopped)),
-                        Ok(None) => {}
-                        Err(error) => tracing::warn!(
-                            run = %record.id.0,
-                            %error,
-                            "could not check whether the waiting run was stopped; checking again"
-                        ),
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(self.settings.approval_poll) => {}
-                        () = self.settings.cancel.cancelled() => {
-                            return Ok(GateResult::Stopped(RunOutcome::of(record.id.clone(), RunStatus::Cancelled, record.next_stage().map(|s| s.name.clone()), Some("cancelled while waiting for the pipeline's lock".into()))));
-                        }
-                    }
-                }
-            }
-        }
     }
 
     pub(super) async fn begin_stage(

@@ -13,6 +13,7 @@
 
 mod carry;
 mod clients;
+mod deploy_lock;
 mod diff;
 mod execute;
 mod gate;

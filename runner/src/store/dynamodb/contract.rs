@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 use serde_json::Value;
 
 use super::super::{
-    ApprovalOutcome, Clock, LeaseOutcome, RunSummary, SessionRecord, Store, StoreError,
+    ApprovalOutcome, Clock, LeaseOutcome, LeaseState, RunSummary, SessionRecord, Store, StoreError,
 };
 use super::item::{
     Item, RUN_SORT_KEY, STAGE_PREFIX, TRIGGER_SORT_KEY, approval_sort_key, enum_name, event_seq,
@@ -409,6 +409,10 @@ impl Store for DynamoDbStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         self.extend_held_lease(key, holder, generation, ttl).await
+    }
+
+    async fn lease(&self, key: &str) -> Result<Option<LeaseState>, StoreError> {
+        self.read_lease(key).await
     }
 
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::super::clock::{duration_millis, from_millis};
-use super::super::{LeaseOutcome, StoreError};
+use super::super::{LeaseOutcome, LeaseState, StoreError};
 use super::item::{
     LEASE_SORT_KEY, RUN_SORT_KEY, enum_name, lease_partition, number, optional_string,
     run_partition, string,
@@ -122,6 +122,25 @@ impl DynamoDbStore {
             }
         };
         self.condition_held(operation, update.send().await)
+    }
+
+    /// [`Store::lease`](super::super::Store::lease): one strongly consistent `GetItem`.
+    pub(super) async fn read_lease(&self, key: &str) -> Result<Option<LeaseState>, StoreError> {
+        let what = &format!("the lease `{key}`");
+        let Some(item) = self
+            .item(&lease_partition(key), LEASE_SORT_KEY, "reading a lease")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(holder) = optional_string(&item, "holder").filter(|h| !h.is_empty()) else {
+            return Ok(None);
+        };
+        Ok(Some(LeaseState {
+            holder: holder.to_owned(),
+            expires_at: from_millis(self.number(&item, "expires_at_ms", what)?),
+            generation: u64::try_from(self.number(&item, "generation", what)?).unwrap_or(0),
+        }))
     }
 
     /// Frees the lease if `holder` has it: the holder goes, the generation stays.

@@ -2,10 +2,10 @@
 //! token), and superseding a run only while it is before its gate. Each is one statement (or
 //! one `BEGIN IMMEDIATE` transaction), the condition DynamoDB checks in its conditional write.
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::super::LeaseOutcome;
 use super::super::clock::from_millis;
+use super::super::{LeaseOutcome, LeaseState};
 use super::{Failure, enum_name, require_run};
 use crate::run::{RunId, RunStatus, StageStatus};
 
@@ -61,6 +61,21 @@ pub(super) fn extend(
         )?
         .execute(params![key, holder, generation, expires])?;
     Ok(extended == 1)
+}
+
+/// The lease `key` if someone holds it (a released lease has an empty holder).
+pub(super) fn read(connection: &mut Connection, key: &str) -> Result<Option<LeaseState>, Failure> {
+    let row: Option<(String, i64, i64)> = connection
+        .prepare_cached("SELECT holder, expires_at_ms, generation FROM leases WHERE key = ?1")?
+        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    Ok(row
+        .filter(|(holder, _, _)| !holder.is_empty())
+        .map(|(holder, expires_at, generation)| LeaseState {
+            holder,
+            expires_at: from_millis(expires_at),
+            generation: u64::try_from(generation).unwrap_or(0),
+        }))
 }
 
 /// Frees the lease if `holder` has it, keeping its generation.

@@ -5,6 +5,7 @@ use super::*;
 
 contract_tests!(
     a_lease_generation_fences_out_every_earlier_grant,
+    a_lease_reads_as_its_holder_left_it,
     superseding_never_touches_a_run_past_its_gate,
     superseding_and_starting_past_the_gate_never_both_win,
 );
@@ -17,6 +18,29 @@ fn generation(outcome: LeaseOutcome) -> u64 {
         LeaseOutcome::Granted { generation, .. } => generation,
         held => panic!("expected the lease, got {held:?}"),
     }
+}
+
+async fn a_lease_reads_as_its_holder_left_it(fixture: Fixture) {
+    let time = ManualClock::starting_at(start());
+    let store = fixture.open_with_clock(time.clock()).await;
+    let ttl = Duration::from_secs(30);
+    let key = "pipeline:api:gate";
+    assert_eq!(store.lease(key).await.unwrap(), None, "never taken");
+
+    let granted = generation(store.acquire_lease(key, "run-a", ttl).await.unwrap());
+    let read = store.lease(key).await.unwrap().expect("held");
+    assert_eq!(
+        (read.holder.as_str(), read.generation, read.expires_at),
+        ("run-a", granted, start() + chrono::Duration::seconds(30))
+    );
+    // Expired, it still reads as run-a's: taking it over is the reader's call.
+    time.advance(Duration::from_secs(45));
+    let expired = store.lease(key).await.unwrap().expect("still recorded");
+    assert_eq!(expired.holder, "run-a");
+    assert!(expired.expires_at < time.clock().now());
+
+    store.release_lease(key, "run-a").await.unwrap();
+    assert_eq!(store.lease(key).await.unwrap(), None, "released");
 }
 
 async fn a_lease_generation_fences_out_every_earlier_grant(fixture: Fixture) {
