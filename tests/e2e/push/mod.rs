@@ -5,6 +5,7 @@
 //! Every test skips (with a note on stderr) only when ENVELOPE_TEST_REQUIRE_DOCKER is unset and
 //! Docker cannot be reached; CI sets it, so there they run for real.
 
+mod copy_index;
 mod cut_off;
 mod ecr;
 mod registry;
