@@ -26,12 +26,13 @@ use chrono::{DateTime, Utc};
 use envelope_runner::run::{RunStatus, TriggerKind};
 use envelope_runner::store::{DynamoDbStore, Store};
 
-use crate::support::agents::{AgentProcess, FakeGithubProcess, first_by_run};
+use crate::support::agents::{
+    AgentConfig, AgentProcess, FakeGithubProcess, app_repository, drill_pipeline, first_by_run,
+};
 use crate::support::counting_proxy::CountingProxy;
-use crate::support::ecs::{Cluster, DeploymentSampler, images, parts};
+use crate::support::ecs::{Cluster, DeploymentSampler, parts};
 use crate::support::health_endpoint::HealthEndpoint;
 use envelope_tests::env::{TestEnv, dynamodb_store};
-use envelope_tests::git_fixture::WorkRepo;
 
 const PIPELINES: usize = 10;
 const TAGS: [&str; 3] = ["v1.0.1", "v1.0.2", "v1.0.3"];
@@ -55,91 +56,20 @@ impl Drop for TableGuard {
     }
 }
 
-/// The app's repository (a Dockerfile on images v1) tagged with every release tag: its
-/// folder and `file://` URL.
-fn app_repository(env: &TestEnv) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = WorkRepo::init(dir.path().join("work")).unwrap();
-    repo.commit_file(
-        "Dockerfile",
-        &format!("FROM {}\n", images(env).v1),
-        "drill app",
-    )
-    .unwrap();
-    for tag in TAGS {
-        repo.tag(tag).unwrap();
-    }
-    let bare = dir.path().join("app.git");
-    repo.publish(&bare).unwrap();
-    (dir, format!("file://{}", bare.display()))
-}
-
-/// A project of ten pipelines `drill-N`, each building from `url` and deploying service
-/// `drill-dN` of `cluster`; `drill-0`'s deploy verifies `health` (a page on 127.0.0.1 the test
-/// controls) after its rollout. Each pushes tags of its own (`drill-N-<release tag>`): images
-/// of two pipelines pushed under one tag at the same time would race, and the runner fails the
-/// push that lost.
+/// A project of ten pipelines `drill-N` (see [`drill_pipeline`]); `drill-0`'s deploy verifies
+/// `health` (a page on 127.0.0.1 the test controls) after its rollout.
 fn project(env: &TestEnv, cluster: &Cluster, url: &str, health: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
-    let image = images(env).repository.split_once('/').unwrap().1.to_owned();
     for index in 0..PIPELINES {
-        let verify = if index == 0 {
-            format!(
-                "\n      verify:\n        - url: {health}\n          timeout: 2m\n          interval: 1s"
-            )
-        } else {
-            String::new()
-        };
+        let verify = (index == 0).then_some(health);
         std::fs::write(
             dir.path().join(format!("pipelines/drill-{index}.yaml")),
-            format!(
-                r#"source:
-  repository: {url}
-  tags: ["v*"]
-aws:
-  region: {region}
-  registry: {registry}
-stages:
-  - build:
-      image: {image}
-      tags: ["drill-{index}-${{release.tag}}"]
-  - deploy:
-      cluster: {cluster}
-      services: [drill-d{index}]
-      timeout: 2m{verify}
-"#,
-                region = env.region(),
-                registry = env.registry(),
-                cluster = cluster.name,
-            ),
+            drill_pipeline(env, url, &cluster.name, index, verify),
         )
         .unwrap();
     }
     dir
-}
-
-/// The configuration of agent `id`: the shared table, the fake GitHub, a short lease.
-fn agent_config(
-    dir: &std::path::Path,
-    id: &str,
-    project: &std::path::Path,
-    store: &str,
-    github: &str,
-) -> std::path::PathBuf {
-    let mut text = format!(
-        "project: {}\nstore: {store}\nagent_id: {id}\nlisten: 127.0.0.1:0\ncache_dir: {}\nconcurrency: 3\napproval_poll: 1s\nlease_ttl: {LEASE_TTL_SECONDS}s\nshutdown_grace: 2s\ngithub:\n  api_url: {github}\n  poll_interval: 1s\n  max_requests_per_hour: 1000000\nrepositories:\n",
-        project.display(),
-        dir.join(format!("cache-{id}")).display(),
-    );
-    for index in 0..PIPELINES {
-        text.push_str(&format!(
-            "  - {{ repository: acme/app-{index:03}, pipeline: drill-{index} }}\n"
-        ));
-    }
-    let path = dir.join(format!("{id}.yaml"));
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -169,7 +99,7 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
     let dynamodb = aws_sdk_dynamodb::Client::new(&env.sdk_config(env.endpoint()).await);
     let store = DynamoDbStore::open(dynamodb.clone(), &table).await.unwrap();
     let proxy = CountingProxy::start(env.endpoint()).await;
-    let (_app, url) = app_repository(env);
+    let (_app, url) = app_repository(env, &TAGS);
     // `drill-0`'s check fails until its first run's agent is killed in the middle of it.
     let health = HealthEndpoint::start(503, "Application up").await;
     let project = project(env, &cluster, &url, &health.url);
@@ -179,7 +109,17 @@ async fn three_agents_run_thirty_releases_once_each_one_deploy_at_a_time_and_tak
     let mut agents: Vec<AgentProcess> = (1..=3)
         .map(|n| {
             let id = format!("drill-agent-{n}");
-            let config = agent_config(work.path(), &id, project.path(), &store_url, &github.url);
+            let watched: Vec<(String, String)> = (0..PIPELINES)
+                .map(|index| (format!("acme/app-{index:03}"), format!("drill-{index}")))
+                .collect();
+            let config = AgentConfig {
+                dir: work.path(),
+                project: project.path(),
+                store: &store_url,
+                github: &github.url,
+                lease_ttl_seconds: LEASE_TTL_SECONDS,
+            }
+            .write(&id, &watched);
             AgentProcess::start(
                 env,
                 &id,

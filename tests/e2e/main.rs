@@ -6,6 +6,7 @@
 // The fixtures and runner helpers, under the path every test file imports them by.
 use envelope_tests::support;
 
+mod agent_shutdown;
 mod agents;
 mod approval;
 mod build;

@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::env::{TestEnv, runner_binary};
+use crate::git_fixture::WorkRepo;
+use crate::support::ecs::images;
 use crate::support::http::{get, request};
 use crate::support::process::KillOnDrop;
 
@@ -90,6 +92,96 @@ impl FakeGithubProcess {
     }
 }
 
+/// A bare git repository (and its `file://` URL) whose one commit builds on the ECS app's
+/// image, tagged `tags`.
+pub fn app_repository(env: &TestEnv, tags: &[&str]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = WorkRepo::init(dir.path().join("work")).unwrap();
+    repo.commit_file(
+        "Dockerfile",
+        &format!("FROM {}\n", images(env).v1),
+        "drill app",
+    )
+    .unwrap();
+    for tag in tags {
+        repo.tag(tag).unwrap();
+    }
+    let bare = dir.path().join("app.git");
+    repo.publish(&bare).unwrap();
+    (dir, format!("file://{}", bare.display()))
+}
+
+/// Pipeline `drill-N`'s file: it builds from `url`, pushes tags of its own
+/// (`drill-N-<release tag>`: images of two pipelines pushed under one tag at the same time
+/// would race, and the runner fails the push that lost) and deploys service `drill-dN` of
+/// `cluster`; with `verify`, the deploy then checks that URL every second for two minutes.
+pub fn drill_pipeline(
+    env: &TestEnv,
+    url: &str,
+    cluster: &str,
+    index: usize,
+    verify: Option<&str>,
+) -> String {
+    let image = images(env).repository.split_once('/').unwrap().1.to_owned();
+    let verify = verify
+        .map(|url| {
+            format!("\n      verify:\n        - url: {url}\n          timeout: 2m\n          interval: 1s")
+        })
+        .unwrap_or_default();
+    format!(
+        r#"source:
+  repository: {url}
+  tags: ["v*"]
+aws:
+  region: {region}
+  registry: {registry}
+stages:
+  - build:
+      image: {image}
+      tags: ["drill-{index}-${{release.tag}}"]
+  - deploy:
+      cluster: {cluster}
+      services: [drill-d{index}]
+      timeout: 2m{verify}
+"#,
+        region = env.region(),
+        registry = env.registry(),
+    )
+}
+
+/// What the agents of a drill share: their folder, the project, the store, the fake GitHub
+/// and a short lease.
+pub struct AgentConfig<'a> {
+    pub dir: &'a Path,
+    pub project: &'a Path,
+    pub store: &'a str,
+    pub github: &'a str,
+    pub lease_ttl_seconds: u64,
+}
+
+impl AgentConfig<'_> {
+    /// Writes agent `id`'s configuration (watching each `(repository, pipeline)`, up to three
+    /// runs at once, polling every second) to `DIR/ID.yaml`, and returns its path.
+    pub fn write(&self, id: &str, watched: &[(String, String)]) -> PathBuf {
+        let mut text = format!(
+            "project: {}\nstore: {}\nagent_id: {id}\nlisten: 127.0.0.1:0\ncache_dir: {}\nconcurrency: 3\napproval_poll: 1s\nlease_ttl: {}s\nshutdown_grace: 2s\ngithub:\n  api_url: {}\n  poll_interval: 1s\n  max_requests_per_hour: 1000000\nrepositories:\n",
+            self.project.display(),
+            self.store,
+            self.dir.join(format!("cache-{id}")).display(),
+            self.lease_ttl_seconds,
+            self.github,
+        );
+        for (repository, pipeline) in watched {
+            text.push_str(&format!(
+                "  - {{ repository: {repository}, pipeline: {pipeline} }}\n"
+            ));
+        }
+        let path = self.dir.join(format!("{id}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
 /// An `envelope-agent` process writing its JSON log to `log`.
 pub struct AgentProcess {
     pub id: String,
@@ -131,6 +223,17 @@ impl AgentProcess {
             process.kill().unwrap();
             process.wait().unwrap();
         }
+    }
+
+    /// SIGTERM, as a service manager stops it, and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut process = self.process.take().expect("the agent runs");
+        let status = Command::new("kill")
+            .args(["-TERM", &process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        process.wait().unwrap()
     }
 
     /// Whether the process is still running.
