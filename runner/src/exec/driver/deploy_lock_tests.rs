@@ -50,21 +50,7 @@ impl Lock {
                 .unwrap()
                 .with_clock(time.clock()),
         );
-        let settings = RunSettings {
-            cache_dir: directory.path().join("cache"),
-            until: None,
-            local_source: None,
-            local_registry: None,
-            registry_endpoint: None,
-            user: "agent".into(),
-            approval_poll: POLL,
-            lease_ttl: TTL,
-            cancel: tokio_util::sync::CancellationToken::new(),
-            region: None,
-            clock: store.clock(),
-            build_secrets: Default::default(),
-            run_link: None,
-        };
+        let settings = RunSettings::for_tests(directory.path(), store.as_ref(), "agent", POLL, TTL);
         let driver = Driver::new(
             compile_text(PIPELINE),
             store.clone(),

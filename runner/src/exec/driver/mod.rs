@@ -86,6 +86,32 @@ impl RunSettings {
     pub fn is_local(&self) -> bool {
         self.local_source.is_some()
     }
+
+    /// Settings for a driver test: a run by `user` on `store`'s clock, caching under `dir`.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        dir: &std::path::Path,
+        store: &dyn Store,
+        user: &str,
+        approval_poll: Duration,
+        lease_ttl: Duration,
+    ) -> RunSettings {
+        RunSettings {
+            cache_dir: dir.join("cache"),
+            until: None,
+            local_source: None,
+            local_registry: None,
+            registry_endpoint: None,
+            user: user.into(),
+            approval_poll,
+            lease_ttl,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            region: None,
+            clock: store.clock(),
+            build_secrets: Default::default(),
+            run_link: None,
+        }
+    }
 }
 
 /// How a run ended, for the exit code.

@@ -55,21 +55,13 @@ impl Gate {
                 .unwrap()
                 .with_clock(time.clock()),
         );
-        let settings = RunSettings {
-            cache_dir: directory.path().join("cache"),
-            until: None,
-            local_source: None,
-            local_registry: None,
-            registry_endpoint: None,
-            user: "tester".into(),
-            approval_poll: POLL,
-            lease_ttl: Duration::from_secs(60),
-            cancel: tokio_util::sync::CancellationToken::new(),
-            region: None,
-            clock: store.clock(),
-            build_secrets: Default::default(),
-            run_link: None,
-        };
+        let settings = RunSettings::for_tests(
+            directory.path(),
+            store.as_ref(),
+            "tester",
+            POLL,
+            Duration::from_secs(60),
+        );
         let driver = Driver::new(
             compile_text(PIPELINE),
             store.clone(),
