@@ -146,6 +146,7 @@ pub fn call_name(action: &str) -> String {
         "ssm" => "SSM",
         "dynamodb" => "DynamoDB",
         "sts" => "STS",
+        "elasticloadbalancing" => "Elastic Load Balancing",
         other => other,
     };
     format!("{service} {operation}").trim().to_owned()

@@ -19,6 +19,7 @@ const IAM_PREFIXES: &[(&str, &str)] = &[
     ("aws-sdk-dynamodb", "dynamodb"),
     ("aws-sdk-ecr", "ecr"),
     ("aws-sdk-ecs", "ecs"),
+    ("aws-sdk-elasticloadbalancingv2", "elasticloadbalancing"),
     ("aws-sdk-secretsmanager", "secretsmanager"),
     ("aws-sdk-sns", "sns"),
     ("aws-sdk-sqs", "sqs"),
