@@ -150,10 +150,14 @@ pub struct DeployStep {
 /// One rendered `verify:` check of a deploy stage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyStep {
-    /// What the check asks: `url: …` or `task: {service, port, path}` when serialized.
+    /// What the check asks: `url: …`, `task: {service, port, path}` or
+    /// `target_group: {service}` when serialized.
     #[serde(flatten)]
     pub target: CheckTarget,
-    pub status: u16,
+    /// The status the answer must have: `None` for a target group check, which the load
+    /// balancer's own health check judges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,
     pub timeout: String,
@@ -171,6 +175,14 @@ pub enum CheckTarget {
     Url(String),
     /// GET `http://ADDRESS:PORT/PATH` of every new task of a service of the stage.
     Task(TaskCheckStep),
+    /// Every new task of a service of the stage `healthy` in the service's target groups.
+    TargetGroup(TargetGroupCheckStep),
+}
+
+/// The target groups of `service` (from its load balancers), asked about its new tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetGroupCheckStep {
+    pub service: String,
 }
 
 /// The new tasks of `service` asked on `port` at `path`.
@@ -183,13 +195,40 @@ pub struct TaskCheckStep {
 
 impl VerifyStep {
     /// What the check asks, as plans and approval notices show it: the URL (without
-    /// credentials and query values), or `PATH on port PORT of every new task of SERVICE`.
+    /// credentials and query values), `PATH on port PORT of every new task of SERVICE`, or
+    /// `the target groups of SERVICE`.
     pub fn target_text(&self) -> String {
         match &self.target {
             CheckTarget::Url(url) => crate::pipeline::verify::shown(url),
             CheckTarget::Task(task) => format!(
                 "{} on port {} of every new task of {}",
                 task.path, task.port, task.service
+            ),
+            CheckTarget::TargetGroup(target_group) => {
+                format!("the target groups of {}", target_group.service)
+            }
+        }
+    }
+
+    /// What the check wants, as plans and approval notices show it: `GET URL must answer 200
+    /// with a body containing "…"`, or `every new task of SERVICE must be healthy in the
+    /// target groups of its load balancers`.
+    pub fn wanted_text(&self) -> String {
+        let status = self
+            .status
+            .unwrap_or(crate::pipeline::verify::DEFAULT_STATUS);
+        let body = self
+            .body_contains
+            .as_ref()
+            .map(|text| format!(" with a body containing {text:?}"))
+            .unwrap_or_default();
+        match &self.target {
+            CheckTarget::Url(_) | CheckTarget::Task(_) => {
+                format!("GET {} must answer {status}{body}", self.target_text())
+            }
+            CheckTarget::TargetGroup(target_group) => format!(
+                "every new task of {} must be healthy in the target groups of its load balancers",
+                target_group.service
             ),
         }
     }

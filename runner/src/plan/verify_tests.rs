@@ -1,8 +1,11 @@
-//! Tests of the deploy stage's `verify:` checks in plans: both kinds of target, their
-//! defaults, and a task check whose service, once rendered, is not one of the stage's.
+//! Tests of the deploy stage's `verify:` checks in plans: the three kinds of target, their
+//! defaults, and a task or target group check whose service, once rendered, is not one of
+//! the stage's.
 
 use crate::pipeline;
-use crate::plan::{CheckTarget, PlanContext, PlanError, Step, TaskCheckStep, plan};
+use crate::plan::{
+    CheckTarget, PlanContext, PlanError, Step, TargetGroupCheckStep, TaskCheckStep, plan,
+};
 
 fn compiled(verify: &str) -> pipeline::CompiledPipeline {
     pipeline::compile_text(format!(
@@ -66,4 +69,49 @@ fn a_task_check_of_a_service_the_stage_does_not_deploy_cannot_be_planned() {
             .contains("`billing` is not a service of the stage (it deploys web, worker)"),
         "{error}"
     );
+}
+
+#[test]
+fn a_target_group_check_names_a_service_and_wants_no_http_answer() {
+    let compiled = compiled(
+        "        - target_group: {service: \"${env.WEB}\"}\n          timeout: 3m\n          \
+         interval: 2s\n",
+    );
+    let plan = plan(&compiled, &context("web")).unwrap();
+    let Some(Step::Deploy(deploy)) = plan.steps.last() else {
+        panic!("the plan ends with its deploy")
+    };
+    let check = &deploy.verify[0];
+    assert_eq!(
+        check.target,
+        CheckTarget::TargetGroup(TargetGroupCheckStep {
+            service: "web".into()
+        })
+    );
+    assert_eq!(check.status, None, "the load balancer judges the targets");
+    assert_eq!((check.timeout_seconds, check.interval_seconds), (180, 2));
+    assert_eq!(
+        check.wanted_text(),
+        "every new task of web must be healthy in the target groups of its load balancers"
+    );
+    let json = serde_json::to_value(check).unwrap();
+    assert_eq!(json["target_group"], serde_json::json!({"service": "web"}));
+    assert!(json.get("status").is_none(), "{json}");
+    assert!(
+        plan.render_text()
+            .contains("verify    every new task of web healthy in its target groups within 3m"),
+        "{}",
+        plan.render_text()
+    );
+    let error = plan_error(&compiled, "billing");
+    assert!(
+        error.contains("`billing` is not a service of the stage (it deploys web, worker)"),
+        "{error}"
+    );
+}
+
+fn plan_error(compiled: &pipeline::CompiledPipeline, web: &str) -> String {
+    let error = plan(compiled, &context(web)).unwrap_err();
+    assert!(matches!(error, PlanError::BadVerifyCheck { .. }), "{error}");
+    error.to_string()
 }

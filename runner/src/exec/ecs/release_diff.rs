@@ -284,16 +284,10 @@ pub fn planned_checks<'a>(steps: impl IntoIterator<Item = &'a Step>) -> Vec<Stri
             continue;
         };
         for check in &deploy.verify {
-            let body = check
-                .body_contains
-                .as_deref()
-                .map(|text| format!(" with a body containing {text:?}"))
-                .unwrap_or_default();
             lines.push(format!(
-                "after `{}`: GET {} must answer {}{body} (retried every {}s for up to {})",
+                "after `{}`: {} (retried every {}s for up to {})",
                 deploy.name,
-                check.target_text(),
-                check.status,
+                check.wanted_text(),
                 check.interval_seconds,
                 check.timeout
             ));
@@ -417,7 +411,7 @@ mod tests {
                     target: crate::plan::CheckTarget::Url(
                         "https://user:pw@api.example/up?token=s3cret".into(),
                     ),
-                    status: 200,
+                    status: Some(200),
                     body_contains: Some("Application up".into()),
                     timeout: "2m".into(),
                     timeout_seconds: 120,
@@ -429,11 +423,23 @@ mod tests {
                         port: 8080,
                         path: "/up".into(),
                     }),
-                    status: 200,
+                    status: Some(200),
                     body_contains: None,
                     timeout: "1m".into(),
                     timeout_seconds: 60,
                     interval_seconds: 2,
+                },
+                crate::plan::VerifyStep {
+                    target: crate::plan::CheckTarget::TargetGroup(
+                        crate::plan::TargetGroupCheckStep {
+                            service: "api".into(),
+                        },
+                    ),
+                    status: None,
+                    body_contains: None,
+                    timeout: "3m".into(),
+                    timeout_seconds: 180,
+                    interval_seconds: 5,
                 },
             ],
         });
@@ -443,7 +449,9 @@ mod tests {
                 "after `deploy`: GET https://api.example/up?token=… must answer 200 with a body \
               containing \"Application up\" (retried every 5s for up to 2m)",
                 "after `deploy`: GET /up on port 8080 of every new task of api must answer 200 \
-              (retried every 2s for up to 1m)"
+              (retried every 2s for up to 1m)",
+                "after `deploy`: every new task of api must be healthy in the target groups of \
+              its load balancers (retried every 5s for up to 3m)"
             ]
         );
     }
