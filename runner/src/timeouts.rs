@@ -147,6 +147,7 @@ pub fn call_name(action: &str) -> String {
         "dynamodb" => "DynamoDB",
         "sts" => "STS",
         "elasticloadbalancing" => "Elastic Load Balancing",
+        "cloudwatch" => "CloudWatch",
         other => other,
     };
     format!("{service} {operation}").trim().to_owned()

@@ -5,7 +5,8 @@
 //! [`shown`](crate::pipeline::verify::shown) (no credentials, no query values) and a short
 //! excerpt of the last body, passed through the run's redactor. A target group check
 //! ([`TargetGroupCheck`], run by the ECS deploy) asks the load balancer instead; its reports
-//! end with what the target group last said of each new task ([`LastAnswer::Targets`]).
+//! end with what the target group last said of each new task ([`LastAnswer::Targets`]). An
+//! alarm check ([`AlarmCheck`]) watches a CloudWatch alarm ([`LastAnswer::Alarm`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -76,12 +77,23 @@ pub struct TargetGroupCheck {
     pub interval: Duration,
 }
 
+/// A CloudWatch alarm watched after the rollouts: it must not be in ALARM at any look (every
+/// `interval`, and once more at the end) for `watch`; the check fails at the first look that
+/// finds it in ALARM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmCheck {
+    pub name: String,
+    pub watch: Duration,
+    pub interval: Duration,
+}
+
 /// The kinds of check a deploy runs after its rollouts completed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     Url(HttpCheck),
     Task(TaskCheck),
     TargetGroup(TargetGroupCheck),
+    Alarm(AlarmCheck),
 }
 
 impl From<HttpCheck> for Check {
@@ -99,6 +111,12 @@ impl From<TaskCheck> for Check {
 impl From<TargetGroupCheck> for Check {
     fn from(check: TargetGroupCheck) -> Self {
         Check::TargetGroup(check)
+    }
+}
+
+impl From<AlarmCheck> for Check {
+    fn from(check: AlarmCheck) -> Self {
+        Check::Alarm(check)
     }
 }
 
@@ -127,6 +145,12 @@ pub enum LastAnswer {
     },
     /// What a target group last said of each new task's target, in the order of the tasks.
     Targets(Vec<TargetSeen>),
+    /// The state a watched alarm was last seen in (`OK`, `ALARM`, `INSUFFICIENT_DATA`) and
+    /// the reason CloudWatch gave for it.
+    Alarm {
+        state: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for CheckReport {
@@ -156,6 +180,10 @@ impl fmt::Display for CheckReport {
                 write!(f, "last answer: status {status}, body {excerpt:?}")
             }
             LastAnswer::NoAnswer { error } => write!(f, "last answer: none ({error})"),
+            LastAnswer::Alarm { state, reason } if reason.is_empty() => {
+                write!(f, "last seen: {state}")
+            }
+            LastAnswer::Alarm { state, reason } => write!(f, "last seen: {state} ({reason})"),
             LastAnswer::Targets(targets) => {
                 write!(f, "last seen: ")?;
                 for (index, target) in targets.iter().enumerate() {

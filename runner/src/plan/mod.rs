@@ -20,8 +20,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 pub use steps::{
-    ApprovalStep, BuildStep, BuildspecPlan, CheckTarget, DeployStep, MigrateStep, NotifyPlan,
-    PushStep, SecretRef, SourceStep, Step, TargetGroupCheckStep, TaskCheckStep, VerifyStep,
+    AlarmCheckStep, ApprovalStep, BuildStep, BuildspecPlan, CheckTarget, DeployStep, MigrateStep,
+    NotifyPlan, PushStep, SecretRef, SourceStep, Step, TargetGroupCheckStep, TaskCheckStep,
+    VerifyStep,
 };
 use verify_step::verify_step;
 

@@ -138,16 +138,20 @@ impl Plan {
                             .unwrap_or_default();
                         let wanted = match (&check.target, check.status) {
                             (CheckTarget::TargetGroup(target_group), _) => format!(
-                                "every new task of {} healthy in its target groups",
-                                target_group.service
+                                "every new task of {} healthy in its target groups within {}",
+                                target_group.service, check.timeout
                             ),
+                            (CheckTarget::Alarm(alarm), _) => {
+                                format!("alarm {} never in ALARM for {}", alarm.name, check.timeout)
+                            }
                             (_, status) => format!(
-                                "{} answers {}{body}",
+                                "{} answers {}{body} within {}",
                                 check.target_text(),
-                                status.unwrap_or(crate::pipeline::verify::DEFAULT_STATUS)
+                                status.unwrap_or(crate::pipeline::verify::DEFAULT_STATUS),
+                                check.timeout
                             ),
                         };
-                        let _ = writeln!(out, "   verify    {wanted} within {}", check.timeout);
+                        let _ = writeln!(out, "   verify    {wanted}");
                     }
                 }
             }

@@ -1,13 +1,16 @@
-//! A deploy stage's `verify:` check in the plan: its URL, task or target group target
-//! rendered and checked against the stage's services, and its defaults filled in.
+//! A deploy stage's `verify:` check in the plan: its URL, task, target group or alarm target
+//! rendered and checked against the stage's services, and its defaults filled in (an
+//! alarm's `for` is the check's timeout).
 
 use super::resolve::timeout_of;
-use super::{CheckTarget, PlanError, TargetGroupCheckStep, TaskCheckStep, VerifyStep};
+use super::{
+    AlarmCheckStep, CheckTarget, PlanError, TargetGroupCheckStep, TaskCheckStep, VerifyStep,
+};
 use crate::pipeline::model::VerifyCheck;
 use crate::pipeline::{duration, verify};
 
-/// A `verify:` check with its URL (or task or target group target) rendered and checked, and
-/// its defaults filled in.
+/// A `verify:` check with its URL (or task, target group or alarm target) rendered and
+/// checked, and its defaults filled in.
 pub(super) fn verify_step(
     check: &VerifyCheck,
     stage: &str,
@@ -29,6 +32,16 @@ pub(super) fn verify_step(
         Ok(service)
     };
     let target = match (&check.url, &check.task, &check.target_group) {
+        (None, None, None) if check.alarm.is_some() => {
+            let name = check
+                .alarm
+                .as_ref()
+                .map_or(Ok(String::new()), |a| render(&a.name))?;
+            if name.trim().is_empty() {
+                return Err(bad("the alarm's name is empty".into()));
+            }
+            CheckTarget::Alarm(AlarmCheckStep { name })
+        }
         (Some(url), _, _) => {
             let url = render(url)?;
             verify::check_url(&url).map_err(bad)?;
@@ -52,16 +65,20 @@ pub(super) fn verify_step(
         (None, None, Some(target_group)) => CheckTarget::TargetGroup(TargetGroupCheckStep {
             service: stage_service(&target_group.service)?,
         }),
-        // Validation requires one of the three.
+        // Validation requires one of the four.
         (None, None, None) => {
             return Err(bad(
-                "the check has none of `url`, `task` and `target_group`".into(),
+                "the check has none of `url`, `task`, `target_group` and `alarm`".into(),
             ));
         }
     };
-    // A target group's own health check judges its targets: no HTTP answer is wanted.
-    let http = !matches!(target, CheckTarget::TargetGroup(_));
-    let timeout = timeout_of(check.timeout.as_deref(), verify::DEFAULT_TIMEOUT);
+    // A target group's own health check judges its targets, an alarm's state the release:
+    // no HTTP answer is wanted.
+    let http = matches!(target, CheckTarget::Url(_) | CheckTarget::Task(_));
+    let timeout = match &check.alarm {
+        Some(alarm) => timeout_of(alarm.watch_for.as_deref(), verify::DEFAULT_ALARM_WATCH),
+        None => timeout_of(check.timeout.as_deref(), verify::DEFAULT_TIMEOUT),
+    };
     let interval = timeout_of(check.interval.as_deref(), verify::DEFAULT_INTERVAL);
     Ok(VerifyStep {
         target,

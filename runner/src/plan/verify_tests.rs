@@ -1,10 +1,11 @@
-//! Tests of the deploy stage's `verify:` checks in plans: the three kinds of target, their
+//! Tests of the deploy stage's `verify:` checks in plans: the four kinds of target, their
 //! defaults, and a task or target group check whose service, once rendered, is not one of
 //! the stage's.
 
 use crate::pipeline;
 use crate::plan::{
-    CheckTarget, PlanContext, PlanError, Step, TargetGroupCheckStep, TaskCheckStep, plan,
+    AlarmCheckStep, CheckTarget, PlanContext, PlanError, Step, TargetGroupCheckStep, TaskCheckStep,
+    plan,
 };
 
 fn compiled(verify: &str) -> pipeline::CompiledPipeline {
@@ -114,4 +115,43 @@ fn plan_error(compiled: &pipeline::CompiledPipeline, web: &str) -> String {
     let error = plan(compiled, &context(web)).unwrap_err();
     assert!(matches!(error, PlanError::BadVerifyCheck { .. }), "{error}");
     error.to_string()
+}
+
+#[test]
+fn an_alarm_check_is_watched_for_its_for_and_wants_no_http_answer() {
+    let compiled = compiled(
+        "        - alarm: {name: api-5xx, for: 10m}\n          interval: 15s\n\
+         \x20       - alarm: {name: \"${env.WEB}-5xx\"}\n",
+    );
+    let plan = plan(&compiled, &context("web")).unwrap();
+    let Some(Step::Deploy(deploy)) = plan.steps.last() else {
+        panic!("the plan ends with its deploy")
+    };
+    let (watched, defaulted) = (&deploy.verify[0], &deploy.verify[1]);
+    assert_eq!(
+        watched.target,
+        CheckTarget::Alarm(AlarmCheckStep {
+            name: "api-5xx".into()
+        })
+    );
+    assert_eq!(watched.status, None);
+    assert_eq!(
+        (watched.timeout_seconds, watched.interval_seconds),
+        (600, 15)
+    );
+    assert_eq!(
+        watched.wanted_text(),
+        "alarm api-5xx must not be in ALARM at any look for 10m"
+    );
+    assert_eq!(watched.schedule_text(), "looked at every 15s");
+    assert_eq!(defaulted.target_text(), "alarm web-5xx");
+    assert_eq!(defaulted.timeout, "5m", "the default `for`");
+    let json = serde_json::to_value(watched).unwrap();
+    assert_eq!(json["alarm"], serde_json::json!({"name": "api-5xx"}));
+    assert!(
+        plan.render_text()
+            .contains("verify    alarm api-5xx never in ALARM for 10m"),
+        "{}",
+        plan.render_text()
+    );
 }

@@ -224,7 +224,7 @@ fn buildspec_schema_accepts_shipped_buildspecs() {
 }
 
 #[test]
-fn schema_wants_a_verify_check_to_ask_one_url_the_new_tasks_or_a_target_group() {
+fn schema_wants_a_verify_check_to_ask_one_url_the_new_tasks_a_target_group_or_an_alarm() {
     let schema = pipeline::schema();
     let validator = jsonschema::validator_for(&schema).expect("the schema is valid JSON Schema");
     let with = |check: &str| {
@@ -254,4 +254,11 @@ fn schema_wants_a_verify_check_to_ask_one_url_the_new_tasks_or_a_target_group() 
         "both"
     );
     assert!(!with("{target_group: {}}"), "no service");
+    assert!(with("{alarm: {name: api-5xx, for: 5m}, interval: 10s}"));
+    assert!(with("{alarm: {name: api-5xx}}"));
+    assert!(
+        !with("{alarm: {name: api-5xx}, target_group: {service: web}}"),
+        "both"
+    );
+    assert!(!with("{alarm: {for: 5m}}"), "no name");
 }

@@ -285,11 +285,10 @@ pub fn planned_checks<'a>(steps: impl IntoIterator<Item = &'a Step>) -> Vec<Stri
         };
         for check in &deploy.verify {
             lines.push(format!(
-                "after `{}`: {} (retried every {}s for up to {})",
+                "after `{}`: {} ({})",
                 deploy.name,
                 check.wanted_text(),
-                check.interval_seconds,
-                check.timeout
+                check.schedule_text()
             ));
         }
     }
@@ -441,6 +440,16 @@ mod tests {
                     timeout_seconds: 180,
                     interval_seconds: 5,
                 },
+                crate::plan::VerifyStep {
+                    target: crate::plan::CheckTarget::Alarm(crate::plan::AlarmCheckStep {
+                        name: "api-5xx".into(),
+                    }),
+                    status: None,
+                    body_contains: None,
+                    timeout: "5m".into(),
+                    timeout_seconds: 300,
+                    interval_seconds: 10,
+                },
             ],
         });
         assert_eq!(
@@ -451,7 +460,9 @@ mod tests {
                 "after `deploy`: GET /up on port 8080 of every new task of api must answer 200 \
               (retried every 2s for up to 1m)",
                 "after `deploy`: every new task of api must be healthy in the target groups of \
-              its load balancers (retried every 5s for up to 3m)"
+              its load balancers (retried every 5s for up to 3m)",
+                "after `deploy`: alarm api-5xx must not be in ALARM at any look for 5m (looked \
+              at every 10s)"
             ]
         );
     }

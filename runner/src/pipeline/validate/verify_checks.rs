@@ -1,6 +1,7 @@
 //! The deploy stage's `verify:` checks: each asks a `url` (http(s) with a host), the new
-//! tasks of a service of the stage (`task`) or that service's target groups
-//! (`target_group`, without `status` and `body_contains`): exactly one of them, with
+//! tasks of a service of the stage (`task`), that service's target groups (`target_group`,
+//! without `status` and `body_contains`) or watches a CloudWatch `alarm` (with a name and a
+//! `for`, without `status`, `body_contains` and `timeout`): exactly one of them, with
 //! durations and a status that make sense.
 
 use super::{Checker, check_duration_of, key};
@@ -9,8 +10,8 @@ use crate::pipeline::verify;
 use crate::pipeline::yaml::PathSegment;
 
 /// The deploy stage's `verify:` checks: durations, and exactly one of a `url` (http(s) with a
-/// host), a `task` (a service of the stage, a path starting with `/`) and a `target_group`
-/// (a service of the stage).
+/// host), a `task` (a service of the stage, a path starting with `/`), a `target_group` (a
+/// service of the stage) and an `alarm` (a name).
 pub(super) fn check_verify(
     checker: &mut Checker,
     checks: &[VerifyCheck],
@@ -38,6 +39,7 @@ pub(super) fn check_verify(
             ("url", check.url.is_some()),
             ("task", check.task.is_some()),
             ("target_group", check.target_group.is_some()),
+            ("alarm", check.alarm.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
@@ -47,10 +49,10 @@ pub(super) fn check_verify(
                 let position = checker.position(&at);
                 let diagnostic = checker.error(
                     position,
-                    "a verify check needs `url`, `task` or `target_group`",
+                    "a verify check needs `url`, `task`, `target_group` or `alarm`",
                 );
                 diagnostic.help = Some(
-                    "add `url: https://${env.API_HOST}/up`, `task: {service: <a service of this stage>, port: 8080, path: /up}`, or `target_group: {service: <a service of this stage>}`"
+                    "add `url: https://${env.API_HOST}/up`, `task: {service: <a service of this stage>, port: 8080, path: /up}`, `target_group: {service: <a service of this stage>}`, or `alarm: {name: <a CloudWatch alarm>, for: 5m}`"
                         .into(),
                 );
             }
@@ -92,7 +94,7 @@ pub(super) fn check_verify(
                 "only the stage's own services get new tasks to register",
             );
             // The load balancer judges the targets by its own health check.
-            let http_only = [
+            let not_here = [
                 (
                     "status",
                     check.status.is_some(),
@@ -104,22 +106,69 @@ pub(super) fn check_verify(
                     "a load balancer's health check reads no body",
                 ),
             ];
-            for (name, written, why) in http_only {
-                if written {
-                    let position = checker.key_position(&field(name));
-                    let diagnostic = checker.error(
-                        position,
-                        format!("`{name}` does not apply to a `target_group` check"),
-                    );
-                    diagnostic.label =
-                        Some("the load balancer's own health check judges the targets".into());
-                    diagnostic.help = Some(format!(
-                        "remove `{name}` ({why}), or check the tasks over HTTP in a check of \
-                         their own: `task: {{service, port, path}}` with `{name}`"
-                    ));
-                }
-            }
+            refuse_http_keys(checker, &at, "target_group", &not_here);
         }
+        if let Some(alarm) = &check.alarm
+            && kinds.len() == 1
+        {
+            let alarm_at = field("alarm");
+            check_duration_of(checker, alarm.watch_for.as_deref(), &alarm_at, "for");
+            if alarm.name.trim().is_empty() {
+                let position = checker.position(&[alarm_at, vec![key("name")]].concat());
+                checker.error(position, "the alarm has no name").help =
+                    Some("write the CloudWatch alarm's name, such as api-5xx".into());
+            }
+            let not_here = [
+                (
+                    "status",
+                    check.status.is_some(),
+                    "an alarm is judged by its state",
+                ),
+                (
+                    "body_contains",
+                    check.body_contains.is_some(),
+                    "an alarm is judged by its state",
+                ),
+                (
+                    "timeout",
+                    check.timeout.is_some(),
+                    "the alarm is watched for its `for`",
+                ),
+            ];
+            refuse_http_keys(checker, &at, "alarm", &not_here);
+        }
+    }
+}
+
+/// An error for each key of `keys` written on a `kind` check, which does not read it: what it
+/// is (`status`), whether it is written, and why it does not apply.
+fn refuse_http_keys(
+    checker: &mut Checker,
+    at: &[PathSegment],
+    kind: &str,
+    keys: &[(&str, bool, &str)],
+) {
+    for (name, written, why) in keys {
+        if !written {
+            continue;
+        }
+        let position = checker.key_position(&[at.to_vec(), vec![key(name)]].concat());
+        let article = if kind.starts_with('a') { "an" } else { "a" };
+        let diagnostic = checker.error(
+            position,
+            format!("`{name}` does not apply to {article} `{kind}` check"),
+        );
+        diagnostic.label = Some(match kind {
+            "alarm" => "the alarm's own state judges the release".into(),
+            _ => "the load balancer's own health check judges the targets".into(),
+        });
+        diagnostic.help = Some(match *name {
+            "timeout" => "remove `timeout` and write how long to watch as the alarm's `for`".into(),
+            _ => format!(
+                "remove `{name}` ({why}), or check the tasks over HTTP in a check of their \
+                 own: `task: {{service, port, path}}` with `{name}`"
+            ),
+        });
     }
 }
 

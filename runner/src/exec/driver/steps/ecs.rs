@@ -320,7 +320,7 @@ impl Driver {
 
 /// The deploy step's `verify:` checks, for [`ecs::deploy::Deploy::verified`].
 fn checks(step: &plan::DeployStep) -> Vec<crate::exec::verify::Check> {
-    use crate::exec::verify::{Check, HttpCheck, TargetGroupCheck, TaskCheck};
+    use crate::exec::verify::{AlarmCheck, Check, HttpCheck, TargetGroupCheck, TaskCheck};
     step.verify
         .iter()
         .map(|check| {
@@ -353,6 +353,11 @@ fn checks(step: &plan::DeployStep) -> Vec<crate::exec::verify::Check> {
                         interval,
                     })
                 }
+                plan::CheckTarget::Alarm(alarm) => Check::Alarm(AlarmCheck {
+                    name: alarm.name.clone(),
+                    watch: timeout,
+                    interval,
+                }),
             }
         })
         .collect()

@@ -2,7 +2,8 @@
 //! check that does not pass is a failure of the release, handled like a failed rollout
 //! (every service rolled back unless `on_failure` is `stop`). A task check gives one report
 //! per new task (see [`task_checks`](super::task_checks)), a target group check one per
-//! target group of its service (see [`target_group_checks`](super::target_group_checks)).
+//! target group of its service (see [`target_group_checks`](super::target_group_checks)), an
+//! alarm check one (see [`alarm_checks`](super::alarm_checks)).
 
 use super::{Deploy, DeployProgress, Progress, RolloutFailure};
 use crate::exec::verify::{self, Check, CheckReport};
@@ -31,6 +32,7 @@ impl<'a> Deploy<'a> {
                 Check::Url(check) => vec![verify::run(check, &this.redactor).await],
                 Check::Task(check) => this.check_tasks(check).await,
                 Check::TargetGroup(check) => this.check_target_groups(check).await,
+                Check::Alarm(check) => vec![this.watch_alarm(check).await],
             }
         });
         let reports: Vec<CheckReport> = futures_util::future::join_all(runs)
