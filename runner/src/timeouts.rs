@@ -146,6 +146,8 @@ pub fn call_name(action: &str) -> String {
         "ssm" => "SSM",
         "dynamodb" => "DynamoDB",
         "sts" => "STS",
+        "elasticloadbalancing" => "Elastic Load Balancing",
+        "cloudwatch" => "CloudWatch",
         other => other,
     };
     format!("{service} {operation}").trim().to_owned()

@@ -15,10 +15,12 @@ const CALLERS: &[&str] = &["envelope-runner", "envelope-agent"];
 /// The IAM prefix of each SDK crate's service. A crate missing here fails the test: its
 /// actions could not be named.
 const IAM_PREFIXES: &[(&str, &str)] = &[
+    ("aws-sdk-cloudwatch", "cloudwatch"),
     ("aws-sdk-cloudwatchlogs", "logs"),
     ("aws-sdk-dynamodb", "dynamodb"),
     ("aws-sdk-ecr", "ecr"),
     ("aws-sdk-ecs", "ecs"),
+    ("aws-sdk-elasticloadbalancingv2", "elasticloadbalancing"),
     ("aws-sdk-secretsmanager", "secretsmanager"),
     ("aws-sdk-sns", "sns"),
     ("aws-sdk-sqs", "sqs"),

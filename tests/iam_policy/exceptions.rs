@@ -141,4 +141,7 @@ pub const ACCOUNT_WIDE: &[&str] = &[
     "ecs:ListTaskDefinitions",
     "ecs:RegisterTaskDefinition",
     "ecs:ListTasks",
+    // Elastic Load Balancing's Describe actions support no resource-level permissions.
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetHealth",
 ];

@@ -25,6 +25,7 @@ pub mod process_tree;
 pub mod registry;
 pub mod sns;
 pub mod sqlite_locker;
+pub mod target_health_proxy;
 pub mod test_image;
 pub mod tls_daemon;
 pub mod webhook;

@@ -3,7 +3,10 @@
 //! bounded number of attempts and a per-request timeout. A task check ([`TaskCheck`]) is
 //! one such check per new task, at its address (found by the ECS deploy). Reports carry the URL as
 //! [`shown`](crate::pipeline::verify::shown) (no credentials, no query values) and a short
-//! excerpt of the last body, passed through the run's redactor.
+//! excerpt of the last body, passed through the run's redactor. A target group check
+//! ([`TargetGroupCheck`], run by the ECS deploy) asks the load balancer instead; its reports
+//! end with what the target group last said of each new task ([`LastAnswer::Targets`]). An
+//! alarm check ([`AlarmCheck`]) watches a CloudWatch alarm ([`LastAnswer::Alarm`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -12,11 +15,14 @@ use tokio::time::Instant;
 
 use crate::pipeline::verify::shown;
 use crate::redact::Redactor;
+pub use target_health::{TargetHealth, TargetSeen};
+
+pub mod target_health;
 
 /// A single request never waits longer than this (nor past the check's deadline).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// No check makes more attempts than this, whatever its timeout and interval.
-const MAX_ATTEMPTS: u32 = 500;
+pub(crate) const MAX_ATTEMPTS: u32 = 500;
 /// Bytes of a body read to look for the expected text.
 const BODY_LIMIT: usize = 256 * 1024;
 /// Characters of the last body kept in the report.
@@ -62,11 +68,32 @@ impl TaskCheck {
     }
 }
 
+/// A check of a deploy's service behind a load balancer: every new task must be `healthy` in
+/// each target group the service registers its tasks with, all within one deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetGroupCheck {
+    pub service: String,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+/// A CloudWatch alarm watched after the rollouts: it must not be in ALARM at any look (every
+/// `interval`, and once more at the end) for `watch`; the check fails at the first look that
+/// finds it in ALARM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmCheck {
+    pub name: String,
+    pub watch: Duration,
+    pub interval: Duration,
+}
+
 /// The kinds of check a deploy runs after its rollouts completed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     Url(HttpCheck),
     Task(TaskCheck),
+    TargetGroup(TargetGroupCheck),
+    Alarm(AlarmCheck),
 }
 
 impl From<HttpCheck> for Check {
@@ -78,6 +105,18 @@ impl From<HttpCheck> for Check {
 impl From<TaskCheck> for Check {
     fn from(check: TaskCheck) -> Self {
         Check::Task(check)
+    }
+}
+
+impl From<TargetGroupCheck> for Check {
+    fn from(check: TargetGroupCheck) -> Self {
+        Check::TargetGroup(check)
+    }
+}
+
+impl From<AlarmCheck> for Check {
+    fn from(check: AlarmCheck) -> Self {
+        Check::Alarm(check)
     }
 }
 
@@ -97,8 +136,21 @@ pub struct CheckReport {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LastAnswer {
-    Status { status: u16, excerpt: String },
-    NoAnswer { error: String },
+    Status {
+        status: u16,
+        excerpt: String,
+    },
+    NoAnswer {
+        error: String,
+    },
+    /// What a target group last said of each new task's target, in the order of the tasks.
+    Targets(Vec<TargetSeen>),
+    /// The state a watched alarm was last seen in (`OK`, `ALARM`, `INSUFFICIENT_DATA`) and
+    /// the reason CloudWatch gave for it.
+    Alarm {
+        state: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for CheckReport {
@@ -117,17 +169,31 @@ impl fmt::Display for CheckReport {
         }
         write!(
             f,
-            "check {} failed after {attempts} in {seconds:.1}s: expected {}; last answer: ",
+            "check {} failed after {attempts} in {seconds:.1}s: expected {}; ",
             self.url, self.expected
         )?;
         match &self.last {
             LastAnswer::Status { status, excerpt } if excerpt.is_empty() => {
-                write!(f, "status {status}, empty body")
+                write!(f, "last answer: status {status}, empty body")
             }
             LastAnswer::Status { status, excerpt } => {
-                write!(f, "status {status}, body {excerpt:?}")
+                write!(f, "last answer: status {status}, body {excerpt:?}")
             }
-            LastAnswer::NoAnswer { error } => write!(f, "none ({error})"),
+            LastAnswer::NoAnswer { error } => write!(f, "last answer: none ({error})"),
+            LastAnswer::Alarm { state, reason } if reason.is_empty() => {
+                write!(f, "last seen: {state}")
+            }
+            LastAnswer::Alarm { state, reason } => write!(f, "last seen: {state} ({reason})"),
+            LastAnswer::Targets(targets) => {
+                write!(f, "last seen: ")?;
+                for (index, target) in targets.iter().enumerate() {
+                    if index > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{target}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

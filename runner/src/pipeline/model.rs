@@ -334,15 +334,27 @@ pub struct DeployStage {
     pub verify: Vec<VerifyCheck>,
 }
 
-/// An HTTP check of the released application, retried until it passes or its deadline. It
-/// asks either one `url` or every new task of a service (`task`), never both.
+/// A check of the released application, retried until it passes or its deadline. It asks
+/// one `url`, or every new task of a service (`task`), or the load balancer's target groups
+/// of a service (`target_group`), or watches a CloudWatch `alarm`: exactly one of them.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-// Exactly one of `url` and `task`, as `not` (both, or neither): the structural check walks
-// `oneOf` as alternatives, and leaves this to the validation, which locates the problem.
+// Exactly one of `url`, `task`, `target_group` and `alarm`, as `not` (two of them, or none):
+// the structural check walks `oneOf` as alternatives, and leaves this to the validation,
+// which locates the problem.
 #[schemars(extend("not" = {"anyOf": [
     {"required": ["url", "task"]},
-    {"not": {"anyOf": [{"required": ["url"]}, {"required": ["task"]}]}}
+    {"required": ["url", "target_group"]},
+    {"required": ["url", "alarm"]},
+    {"required": ["task", "target_group"]},
+    {"required": ["task", "alarm"]},
+    {"required": ["target_group", "alarm"]},
+    {"not": {"anyOf": [
+        {"required": ["url"]},
+        {"required": ["task"]},
+        {"required": ["target_group"]},
+        {"required": ["alarm"]}
+    ]}}
 ]}))]
 pub struct VerifyCheck {
     /// `http://` or `https://` URL to GET, for example `https://${env.API_HOST}/up`.
@@ -352,14 +364,25 @@ pub struct VerifyCheck {
     /// of its network interface (awsvpc tasks), as a load balancer does; every one must pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskTarget>,
-    /// The HTTP status the answer must have (default 200).
+    /// Every new task of a service must be `healthy` in each target group the service
+    /// registers its tasks with (its load balancers, read from ECS; `ip` target groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_group: Option<TargetGroupTarget>,
+    /// A CloudWatch alarm that must not be in ALARM at any look during `for` after the
+    /// rollout; the check fails as soon as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<AlarmTarget>,
+    /// The HTTP status the answer must have (default 200; not with `target_group` or
+    /// `alarm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]
     pub status: Option<u16>,
-    /// Text the answer's body must contain, for example `Application up`.
+    /// Text the answer's body must contain, for example `Application up` (not with
+    /// `target_group` or `alarm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,
-    /// How long to keep trying, from the end of the rollout (default `2m`).
+    /// How long to keep trying, from the end of the rollout (default `2m`; an `alarm` is
+    /// watched for its `for` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// Pause between attempts (default `5s`).
@@ -380,6 +403,28 @@ pub struct TaskTarget {
     /// The path to GET, starting with `/` (default `/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+}
+
+/// The service whose target groups a `verify:` check asks: the load balancer's own health
+/// checks of the service's new tasks.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroupTarget {
+    /// A service of this deploy stage with a load balancer.
+    pub service: String,
+}
+
+/// The CloudWatch alarm a `verify:` check watches after the rollout.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmTarget {
+    /// The alarm's name (a metric or composite alarm in the pipeline's region), for example
+    /// `api-5xx`.
+    pub name: String,
+    /// How long the alarm must stay out of ALARM, from the end of the rollouts (default
+    /// `5m`).
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub watch_for: Option<String>,
 }
 
 /// What a failed deploy does.

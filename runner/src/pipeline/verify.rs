@@ -8,6 +8,8 @@ use std::time::Duration;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The pause between attempts when `interval` is not set.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long an `alarm` check watches its alarm when `for` is not set.
+pub const DEFAULT_ALARM_WATCH: Duration = Duration::from_secs(300);
 /// The status a check expects when `status` is not set.
 pub const DEFAULT_STATUS: u16 = 200;
 

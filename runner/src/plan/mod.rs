@@ -8,20 +8,23 @@ mod error;
 mod render;
 mod resolve;
 mod steps;
+mod verify_step;
 #[cfg(test)]
 mod verify_tests;
 
-use crate::pipeline::model::{Concurrency, OnFailure, RunEnding, Stage, VerifyCheck};
-use crate::pipeline::{CompiledPipeline, duration, names, template, untrusted, verify};
+use crate::pipeline::model::{Concurrency, OnFailure, RunEnding, Stage};
+use crate::pipeline::{CompiledPipeline, duration, names, template, untrusted};
 pub use error::PlanError;
 use resolve::{public_url, render_text, timeout_of, trigger_of};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 pub use steps::{
-    ApprovalStep, BuildStep, BuildspecPlan, CheckTarget, DeployStep, MigrateStep, NotifyPlan,
-    PushStep, SecretRef, SourceStep, Step, TaskCheckStep, VerifyStep,
+    AlarmCheckStep, ApprovalStep, BuildStep, BuildspecPlan, CheckTarget, DeployStep, MigrateStep,
+    NotifyPlan, PushStep, SecretRef, SourceStep, Step, TargetGroupCheckStep, TaskCheckStep,
+    VerifyStep,
 };
+use verify_step::verify_step;
 
 /// Default waiting time of an approval gate.
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -447,59 +450,5 @@ pub fn plan(compiled: &CompiledPipeline, context: &PlanContext) -> Result<Plan, 
         steps,
         notify,
         left_out,
-    })
-}
-
-/// A `verify:` check with its URL (or task target) rendered and checked, and its defaults
-/// filled in.
-fn verify_step(
-    check: &VerifyCheck,
-    stage: &str,
-    services: &[String],
-    render: &dyn Fn(&str) -> Result<String, PlanError>,
-) -> Result<VerifyStep, PlanError> {
-    let bad = |problem: String| PlanError::BadVerifyCheck {
-        stage: stage.to_owned(),
-        problem,
-    };
-    let target = match (&check.url, &check.task) {
-        (Some(url), _) => {
-            let url = render(url)?;
-            verify::check_url(&url).map_err(bad)?;
-            CheckTarget::Url(url)
-        }
-        (None, Some(task)) => {
-            let service = render(&task.service)?;
-            if !services.contains(&service) {
-                return Err(bad(format!(
-                    "`{service}` is not a service of the stage (it deploys {})",
-                    services.join(", ")
-                )));
-            }
-            let path = match &task.path {
-                Some(path) => render(path)?,
-                None => verify::DEFAULT_TASK_PATH.to_owned(),
-            };
-            if let Some(problem) = verify::task_path_problem(&path) {
-                return Err(bad(problem));
-            }
-            CheckTarget::Task(TaskCheckStep {
-                service,
-                port: task.port,
-                path,
-            })
-        }
-        // Validation requires one of the two.
-        (None, None) => return Err(bad("the check has neither `url` nor `task`".into())),
-    };
-    let timeout = timeout_of(check.timeout.as_deref(), verify::DEFAULT_TIMEOUT);
-    let interval = timeout_of(check.interval.as_deref(), verify::DEFAULT_INTERVAL);
-    Ok(VerifyStep {
-        target,
-        status: check.status.unwrap_or(verify::DEFAULT_STATUS),
-        body_contains: check.body_contains.as_deref().map(render).transpose()?,
-        timeout: duration::format(timeout),
-        timeout_seconds: timeout.as_secs(),
-        interval_seconds: interval.as_secs().max(1),
     })
 }

@@ -1,6 +1,6 @@
 //! The plan as plain text for people: the `plan` command's text output.
 
-use super::{Plan, Step};
+use super::{CheckTarget, Plan, Step};
 use crate::pipeline::model::OnFailure;
 use crate::pipeline::untrusted;
 
@@ -136,13 +136,22 @@ impl Plan {
                             .as_ref()
                             .map(|text| format!(" containing {text:?}"))
                             .unwrap_or_default();
-                        let _ = writeln!(
-                            out,
-                            "   verify    {} answers {}{body} within {}",
-                            check.target_text(),
-                            check.status,
-                            check.timeout
-                        );
+                        let wanted = match (&check.target, check.status) {
+                            (CheckTarget::TargetGroup(target_group), _) => format!(
+                                "every new task of {} healthy in its target groups within {}",
+                                target_group.service, check.timeout
+                            ),
+                            (CheckTarget::Alarm(alarm), _) => {
+                                format!("alarm {} never in ALARM for {}", alarm.name, check.timeout)
+                            }
+                            (_, status) => format!(
+                                "{} answers {}{body} within {}",
+                                check.target_text(),
+                                status.unwrap_or(crate::pipeline::verify::DEFAULT_STATUS),
+                                check.timeout
+                            ),
+                        };
+                        let _ = writeln!(out, "   verify    {wanted}");
                     }
                 }
             }

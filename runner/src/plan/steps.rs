@@ -150,10 +150,14 @@ pub struct DeployStep {
 /// One rendered `verify:` check of a deploy stage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyStep {
-    /// What the check asks: `url: …` or `task: {service, port, path}` when serialized.
+    /// What the check asks: `url: …`, `task: {service, port, path}`,
+    /// `target_group: {service}` or `alarm: {name}` when serialized.
     #[serde(flatten)]
     pub target: CheckTarget,
-    pub status: u16,
+    /// The status the answer must have: `None` for a target group check, which the load
+    /// balancer's own health check judges, and for an alarm check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,
     pub timeout: String,
@@ -171,6 +175,22 @@ pub enum CheckTarget {
     Url(String),
     /// GET `http://ADDRESS:PORT/PATH` of every new task of a service of the stage.
     Task(TaskCheckStep),
+    /// Every new task of a service of the stage `healthy` in the service's target groups.
+    TargetGroup(TargetGroupCheckStep),
+    /// A CloudWatch alarm out of ALARM at every look for the check's timeout (its `for`).
+    Alarm(AlarmCheckStep),
+}
+
+/// The CloudWatch alarm `name`, watched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmCheckStep {
+    pub name: String,
+}
+
+/// The target groups of `service` (from its load balancers), asked about its new tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetGroupCheckStep {
+    pub service: String,
 }
 
 /// The new tasks of `service` asked on `port` at `path`.
@@ -183,13 +203,57 @@ pub struct TaskCheckStep {
 
 impl VerifyStep {
     /// What the check asks, as plans and approval notices show it: the URL (without
-    /// credentials and query values), or `PATH on port PORT of every new task of SERVICE`.
+    /// credentials and query values), `PATH on port PORT of every new task of SERVICE`,
+    /// `the target groups of SERVICE`, or `alarm NAME`.
     pub fn target_text(&self) -> String {
         match &self.target {
             CheckTarget::Url(url) => crate::pipeline::verify::shown(url),
             CheckTarget::Task(task) => format!(
                 "{} on port {} of every new task of {}",
                 task.path, task.port, task.service
+            ),
+            CheckTarget::TargetGroup(target_group) => {
+                format!("the target groups of {}", target_group.service)
+            }
+            CheckTarget::Alarm(alarm) => format!("alarm {}", alarm.name),
+        }
+    }
+
+    /// What the check wants, as plans and approval notices show it: `GET URL must answer 200
+    /// with a body containing "…"`, or `every new task of SERVICE must be healthy in the
+    /// target groups of its load balancers`.
+    pub fn wanted_text(&self) -> String {
+        let status = self
+            .status
+            .unwrap_or(crate::pipeline::verify::DEFAULT_STATUS);
+        let body = self
+            .body_contains
+            .as_ref()
+            .map(|text| format!(" with a body containing {text:?}"))
+            .unwrap_or_default();
+        match &self.target {
+            CheckTarget::Url(_) | CheckTarget::Task(_) => {
+                format!("GET {} must answer {status}{body}", self.target_text())
+            }
+            CheckTarget::TargetGroup(target_group) => format!(
+                "every new task of {} must be healthy in the target groups of its load balancers",
+                target_group.service
+            ),
+            CheckTarget::Alarm(alarm) => format!(
+                "alarm {} must not be in ALARM at any look for {}",
+                alarm.name, self.timeout
+            ),
+        }
+    }
+
+    /// How the check is repeated, in words: `retried every 5s for up to 2m`, or for an alarm
+    /// `looked at every 5s`.
+    pub fn schedule_text(&self) -> String {
+        match &self.target {
+            CheckTarget::Alarm(_) => format!("looked at every {}s", self.interval_seconds),
+            _ => format!(
+                "retried every {}s for up to {}",
+                self.interval_seconds, self.timeout
             ),
         }
     }

@@ -91,6 +91,8 @@ invalid_fixture! {
     bad_verify_check => "bad-verify.yaml", "a check must use http:// or https://";
     bad_verify_status => "bad-verify-status.yaml", "`700` is not an HTTP status";
     bad_verify_task => "bad-verify-task.yaml", "`envelope-prod-apii` is not a service of this deploy stage";
+    bad_verify_target_group => "bad-verify-target-group.yaml", "`status` does not apply to a `target_group` check";
+    bad_verify_alarm => "bad-verify-alarm.yaml", "`timeout` does not apply to an `alarm` check";
     environments => "environments.yaml", "renames `envelope-prod-apii`, which no stage deploys or migrates with";
     environment_keys => "environment-keys.yaml", "unknown key `clustr` in `environments.prod`";
 }

@@ -182,7 +182,7 @@ fn the_shipped_deploys_verify_what_the_guides_checklist_checks() {
         let verify = &deploy.verify;
         assert_eq!(verify.len(), 1, "{name}");
         assert_eq!(verify[0].target, CheckTarget::Url(url.to_owned()), "{name}");
-        assert_eq!(verify[0].status, 200, "{name}");
+        assert_eq!(verify[0].status, Some(200), "{name}");
         assert_eq!(verify[0].body_contains.as_deref(), body, "{name}");
     }
 }
@@ -224,7 +224,7 @@ fn buildspec_schema_accepts_shipped_buildspecs() {
 }
 
 #[test]
-fn schema_wants_a_verify_check_to_ask_a_url_or_the_new_tasks_not_both() {
+fn schema_wants_a_verify_check_to_ask_one_url_the_new_tasks_a_target_group_or_an_alarm() {
     let schema = pipeline::schema();
     let validator = jsonschema::validator_for(&schema).expect("the schema is valid JSON Schema");
     let with = |check: &str| {
@@ -244,4 +244,21 @@ fn schema_wants_a_verify_check_to_ask_a_url_or_the_new_tasks_not_both() {
         "both"
     );
     assert!(!with("{task: {service: web, port: 70000}}"), "not a port");
+    assert!(with("{target_group: {service: web}, timeout: 3m}"));
+    assert!(
+        !with("{target_group: {service: web}, task: {service: web, port: 8080}}"),
+        "both"
+    );
+    assert!(
+        !with("{target_group: {service: web}, url: \"https://api.example/up\"}"),
+        "both"
+    );
+    assert!(!with("{target_group: {}}"), "no service");
+    assert!(with("{alarm: {name: api-5xx, for: 5m}, interval: 10s}"));
+    assert!(with("{alarm: {name: api-5xx}}"));
+    assert!(
+        !with("{alarm: {name: api-5xx}, target_group: {service: web}}"),
+        "both"
+    );
+    assert!(!with("{alarm: {for: 5m}}"), "no name");
 }

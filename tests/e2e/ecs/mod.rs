@@ -17,6 +17,8 @@ mod promote_copy;
 mod release;
 mod throttling;
 mod verify;
+mod verify_alarm;
+mod verify_target_group;
 mod verify_tasks;
 
 use std::sync::{Arc, Mutex};

@@ -8,6 +8,7 @@ mod cluster;
 mod deployments;
 mod ec2;
 mod release;
+mod target_group;
 mod web;
 
 pub use app::{Images, images, push_as, write_source};
@@ -17,6 +18,7 @@ pub use release::{
     api_project, api_project_notifying, api_project_telling, app_repository,
     approve_waiting_release, pipeline_runner, record_of, release,
 };
+pub use target_group::TargetGroup;
 pub use web::{UP_PATH, WEB_PORT, WebCluster, web_images};
 
 use std::process::Command;

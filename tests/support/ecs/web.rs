@@ -1,17 +1,17 @@
 //! A web app on ministack's ECS whose task containers serve real HTTP (busybox `httpd` on
 //! port 8080 of the test base image): its images (`/cgi-bin/up` answers 200 "Application up",
 //! or 500 "Server Error" in the broken one) and a cluster with one `web` service of it, under
-//! unique names, deleted with its containers when dropped. The tasks are reachable from this
-//! machine at their bridge addresses (the address ministack puts in each awsvpc task's
-//! network interface attachment).
+//! unique names, deleted with its containers when dropped, optionally behind a target group.
+//! The tasks are reachable from this machine at their bridge addresses (the address
+//! ministack puts in each awsvpc task's network interface attachment).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
-    DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType, NetworkConfiguration,
-    NetworkMode, PortMapping,
+    DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType, LoadBalancer,
+    NetworkConfiguration, NetworkMode, PortMapping,
 };
 use envelope_runner::exec::ecs::deploy::DeployRequest;
 
@@ -98,6 +98,24 @@ pub struct WebCluster {
 impl WebCluster {
     /// The tasks use the awsvpc network mode: each has a network interface of its own.
     pub async fn create(env: &'static TestEnv, tasks: i32) -> WebCluster {
+        WebCluster::create_with(env, tasks, None).await
+    }
+
+    /// [`WebCluster::create`], the service behind a load balancer: ECS registers its tasks
+    /// (their addresses, port [`WEB_PORT`] of the `web` container) in `target_group`.
+    pub async fn create_behind(
+        env: &'static TestEnv,
+        tasks: i32,
+        target_group: &str,
+    ) -> WebCluster {
+        WebCluster::create_with(env, tasks, Some(target_group)).await
+    }
+
+    async fn create_with(
+        env: &'static TestEnv,
+        tasks: i32,
+        target_group: Option<&str>,
+    ) -> WebCluster {
         let images = web_images(env);
         let name = unique("envelope-e2e-web");
         let config = env.sdk_config(env.endpoint()).await;
@@ -170,6 +188,15 @@ impl WebCluster {
                     .build(),
             )
             .launch_type(LaunchType::Fargate)
+            .set_load_balancers(target_group.map(|arn| {
+                vec![
+                    LoadBalancer::builder()
+                        .target_group_arn(arn)
+                        .container_name("web")
+                        .container_port(i32::from(WEB_PORT))
+                        .build(),
+                ]
+            }))
             .network_configuration(
                 NetworkConfiguration::builder()
                     .awsvpc_configuration(

@@ -56,6 +56,8 @@ pub const REGISTER_INTERVAL: Duration = Duration::from_secs(1);
 pub struct EcsAws {
     sdk_config: aws_types::SdkConfig,
     ecs: aws_sdk_ecs::Client,
+    elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
     logs: Mutex<HashMap<String, aws_sdk_cloudwatchlogs::Client>>,
     backoff: Backoff,
     register_limiter: RateLimiter,
@@ -65,7 +67,8 @@ pub struct EcsAws {
 impl EcsAws {
     /// Clients from a loaded AWS configuration (the standard credential chain: environment,
     /// profile, SSO, web identity for GitHub OIDC, instance role; `AWS_ENDPOINT_URL` and
-    /// `AWS_ENDPOINT_URL_ECS` / `_CLOUDWATCH_LOGS` point them elsewhere).
+    /// `AWS_ENDPOINT_URL_ECS` / `_CLOUDWATCH_LOGS` / `_ELASTIC_LOAD_BALANCING_V2` /
+    /// `_CLOUDWATCH` point them elsewhere).
     ///
     /// The SDK's own retries are turned off: [`EcsAws`] retries itself, so that every attempt
     /// is counted, throttling is matched by code and RunTask is never blindly repeated.
@@ -76,9 +79,23 @@ impl EcsAws {
                 .timeout_config(timeouts())
                 .build(),
         );
+        let elbv2 = aws_sdk_elasticloadbalancingv2::Client::from_conf(
+            aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk_config)
+                .retry_config(RetryConfig::disabled())
+                .timeout_config(timeouts())
+                .build(),
+        );
+        let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(sdk_config)
+                .retry_config(RetryConfig::disabled())
+                .timeout_config(timeouts())
+                .build(),
+        );
         EcsAws {
             sdk_config: sdk_config.clone(),
             ecs,
+            elbv2,
+            cloudwatch,
             logs: Mutex::new(HashMap::new()),
             backoff: retry::ECS_BACKOFF,
             register_limiter: RateLimiter::new(REGISTER_INTERVAL),
@@ -106,6 +123,16 @@ impl EcsAws {
     /// The ECS client, for callers that need a call this module does not make.
     pub fn ecs(&self) -> &aws_sdk_ecs::Client {
         &self.ecs
+    }
+
+    /// The Elastic Load Balancing (v2) client: the target groups a `verify:` check asks.
+    pub(crate) fn elbv2(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
+        &self.elbv2
+    }
+
+    /// The CloudWatch client: the alarms a `verify:` check watches.
+    pub(crate) fn cloudwatch(&self) -> &aws_sdk_cloudwatch::Client {
+        &self.cloudwatch
     }
 
     /// The region the clients use, if one is configured.

@@ -284,18 +284,11 @@ pub fn planned_checks<'a>(steps: impl IntoIterator<Item = &'a Step>) -> Vec<Stri
             continue;
         };
         for check in &deploy.verify {
-            let body = check
-                .body_contains
-                .as_deref()
-                .map(|text| format!(" with a body containing {text:?}"))
-                .unwrap_or_default();
             lines.push(format!(
-                "after `{}`: GET {} must answer {}{body} (retried every {}s for up to {})",
+                "after `{}`: {} ({})",
                 deploy.name,
-                check.target_text(),
-                check.status,
-                check.interval_seconds,
-                check.timeout
+                check.wanted_text(),
+                check.schedule_text()
             ));
         }
     }
@@ -417,7 +410,7 @@ mod tests {
                     target: crate::plan::CheckTarget::Url(
                         "https://user:pw@api.example/up?token=s3cret".into(),
                     ),
-                    status: 200,
+                    status: Some(200),
                     body_contains: Some("Application up".into()),
                     timeout: "2m".into(),
                     timeout_seconds: 120,
@@ -429,11 +422,33 @@ mod tests {
                         port: 8080,
                         path: "/up".into(),
                     }),
-                    status: 200,
+                    status: Some(200),
                     body_contains: None,
                     timeout: "1m".into(),
                     timeout_seconds: 60,
                     interval_seconds: 2,
+                },
+                crate::plan::VerifyStep {
+                    target: crate::plan::CheckTarget::TargetGroup(
+                        crate::plan::TargetGroupCheckStep {
+                            service: "api".into(),
+                        },
+                    ),
+                    status: None,
+                    body_contains: None,
+                    timeout: "3m".into(),
+                    timeout_seconds: 180,
+                    interval_seconds: 5,
+                },
+                crate::plan::VerifyStep {
+                    target: crate::plan::CheckTarget::Alarm(crate::plan::AlarmCheckStep {
+                        name: "api-5xx".into(),
+                    }),
+                    status: None,
+                    body_contains: None,
+                    timeout: "5m".into(),
+                    timeout_seconds: 300,
+                    interval_seconds: 10,
                 },
             ],
         });
@@ -443,7 +458,11 @@ mod tests {
                 "after `deploy`: GET https://api.example/up?token=… must answer 200 with a body \
               containing \"Application up\" (retried every 5s for up to 2m)",
                 "after `deploy`: GET /up on port 8080 of every new task of api must answer 200 \
-              (retried every 2s for up to 1m)"
+              (retried every 2s for up to 1m)",
+                "after `deploy`: every new task of api must be healthy in the target groups of \
+              its load balancers (retried every 5s for up to 3m)",
+                "after `deploy`: alarm api-5xx must not be in ALARM at any look for 5m (looked \
+              at every 10s)"
             ]
         );
     }

@@ -320,16 +320,19 @@ impl Driver {
 
 /// The deploy step's `verify:` checks, for [`ecs::deploy::Deploy::verified`].
 fn checks(step: &plan::DeployStep) -> Vec<crate::exec::verify::Check> {
-    use crate::exec::verify::{Check, HttpCheck, TaskCheck};
+    use crate::exec::verify::{AlarmCheck, Check, HttpCheck, TargetGroupCheck, TaskCheck};
     step.verify
         .iter()
         .map(|check| {
             let timeout = Duration::from_secs(check.timeout_seconds);
             let interval = Duration::from_secs(check.interval_seconds);
+            let status = check
+                .status
+                .unwrap_or(crate::pipeline::verify::DEFAULT_STATUS);
             match &check.target {
                 plan::CheckTarget::Url(url) => Check::Url(HttpCheck {
                     url: url.clone(),
-                    status: check.status,
+                    status,
                     body_contains: check.body_contains.clone(),
                     timeout,
                     interval,
@@ -338,9 +341,21 @@ fn checks(step: &plan::DeployStep) -> Vec<crate::exec::verify::Check> {
                     service: task.service.clone(),
                     port: task.port,
                     path: task.path.clone(),
-                    status: check.status,
+                    status,
                     body_contains: check.body_contains.clone(),
                     timeout,
+                    interval,
+                }),
+                plan::CheckTarget::TargetGroup(target_group) => {
+                    Check::TargetGroup(TargetGroupCheck {
+                        service: target_group.service.clone(),
+                        timeout,
+                        interval,
+                    })
+                }
+                plan::CheckTarget::Alarm(alarm) => Check::Alarm(AlarmCheck {
+                    name: alarm.name.clone(),
+                    watch: timeout,
                     interval,
                 }),
             }

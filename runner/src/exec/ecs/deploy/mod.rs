@@ -17,19 +17,22 @@
 //! let report = deploy.wait(&progress).await?;
 //! ```
 //!
-//! With [`Deploy::verified`], `wait` then runs the stage's HTTP checks (of URLs, and of every
-//! new task at its own address); a check that does not pass fails the release like a failed
-//! rollout.
+//! With [`Deploy::verified`], `wait` then runs the stage's checks (HTTP of URLs and of every
+//! new task at its own address, the health of every new task in its service's target
+//! groups, and CloudWatch alarms watched for a while); a check that does not pass fails the
+//! release like a failed rollout.
 //!
 //! A resumed run passes the recorded [`DeployRecord`] back: registration and UpdateService
 //! are skipped for the services that have their results recorded, and `wait` re-attaches to
 //! the recorded deployments. Old revisions are never deregistered.
 
+mod alarm_checks;
 mod failure;
 mod judge;
 mod pace;
 mod preflight;
 mod rollback;
+mod target_group_checks;
 mod task_checks;
 mod update;
 mod verify;

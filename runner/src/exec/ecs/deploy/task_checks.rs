@@ -101,7 +101,11 @@ impl Deploy<'_> {
     }
 
     /// The RUNNING tasks of `service` on task definition `revision`.
-    async fn new_tasks(&self, service: &str, revision: &str) -> Result<Vec<Task>, EcsError> {
+    pub(super) async fn new_tasks(
+        &self,
+        service: &str,
+        revision: &str,
+    ) -> Result<Vec<Task>, EcsError> {
         let cluster = &self.request.cluster;
         let mut arns = Vec::new();
         let mut next: Option<String> = None;
@@ -160,7 +164,7 @@ impl Deploy<'_> {
 }
 
 /// The private IPv4 address of the task's network interface, if it has one.
-fn address_of(task: &Task) -> Option<&str> {
+pub(super) fn address_of(task: &Task) -> Option<&str> {
     task.attachments()
         .iter()
         .filter(|attachment| attachment.r#type() == Some("ElasticNetworkInterface"))
@@ -171,7 +175,7 @@ fn address_of(task: &Task) -> Option<&str> {
 }
 
 /// The last part of an ARN (a task id, or `family:revision`).
-fn short(arn: &str) -> &str {
+pub(super) fn short(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 

@@ -1,7 +1,9 @@
 //! The deploy's `verify:` checks: run together once every service's rollout COMPLETED; a
 //! check that does not pass is a failure of the release, handled like a failed rollout
 //! (every service rolled back unless `on_failure` is `stop`). A task check gives one report
-//! per new task (see [`task_checks`](super::task_checks)).
+//! per new task (see [`task_checks`](super::task_checks)), a target group check one per
+//! target group of its service (see [`target_group_checks`](super::target_group_checks)), an
+//! alarm check one (see [`alarm_checks`](super::alarm_checks)).
 
 use super::{Deploy, DeployProgress, Progress, RolloutFailure};
 use crate::exec::verify::{self, Check, CheckReport};
@@ -16,7 +18,8 @@ impl<'a> Deploy<'a> {
     }
 
     /// The reports of the checks run so far, in the order of the pipeline file (a task
-    /// check's reports in the order of the tasks' ARNs).
+    /// check's reports in the order of the tasks' ARNs, a target group check's in the order
+    /// of the service's load balancers).
     pub fn check_reports(&self) -> &[CheckReport] {
         &self.check_reports
     }
@@ -28,6 +31,8 @@ impl<'a> Deploy<'a> {
             match check {
                 Check::Url(check) => vec![verify::run(check, &this.redactor).await],
                 Check::Task(check) => this.check_tasks(check).await,
+                Check::TargetGroup(check) => this.check_target_groups(check).await,
+                Check::Alarm(check) => vec![this.watch_alarm(check).await],
             }
         });
         let reports: Vec<CheckReport> = futures_util::future::join_all(runs)
