@@ -156,17 +156,29 @@ fn a_branch_run_of_the_api_builds_and_pushes_only() {
 
 #[test]
 fn the_shipped_deploys_verify_what_the_guides_checklist_checks() {
-    // (pipeline, the check's URL with envelope.yaml's hosts, its expected body text)
+    // (pipeline, the check's URL with envelope.yaml's hosts, its expected body text, the
+    // services behind the public load balancer whose target groups are checked)
     let cases = [
         (
             "api",
             "https://api.envelope.host/up",
             Some("Application up"),
+            &["envelope-prod-api", "envelope-prod-reverb"][..],
         ),
-        ("hq", "https://admin.envelope.host/", None),
-        ("tenant", "https://demo.envelope.host/", None),
+        (
+            "hq",
+            "https://admin.envelope.host/",
+            None,
+            &["envelope-prod-hq"][..],
+        ),
+        (
+            "tenant",
+            "https://demo.envelope.host/",
+            None,
+            &["envelope-prod-tenant"][..],
+        ),
     ];
-    for (name, url, body) in cases {
+    for (name, url, body, behind_the_balancer) in cases {
         let path = crate::workspace_root().join(format!("pipelines/{name}.yaml"));
         let compiled = pipeline::load(&path).unwrap();
         let context = PlanContext {
@@ -180,10 +192,18 @@ fn the_shipped_deploys_verify_what_the_guides_checklist_checks() {
             panic!("{name} ends with its deploy")
         };
         let verify = &deploy.verify;
-        assert_eq!(verify.len(), 1, "{name}");
+        assert_eq!(verify.len(), 1 + behind_the_balancer.len(), "{name}");
         assert_eq!(verify[0].target, CheckTarget::Url(url.to_owned()), "{name}");
         assert_eq!(verify[0].status, Some(200), "{name}");
         assert_eq!(verify[0].body_contains.as_deref(), body, "{name}");
+        let groups: Vec<&str> = verify[1..]
+            .iter()
+            .map(|check| match &check.target {
+                CheckTarget::TargetGroup(group) => group.service.as_str(),
+                other => panic!("{name}: {other:?}"),
+            })
+            .collect();
+        assert_eq!(groups, behind_the_balancer, "{name}");
     }
 }
 

@@ -109,7 +109,7 @@ impl Driver {
 
 /// Why a run is not past the gate yet: who holds the lock, and until when its lease runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Waiting {
+pub(super) enum Waiting {
     /// A run holds the lease.
     Held(String, DateTime<Utc>),
     /// A run stopped unfinished past the gate (its lease expired) and keeps the lock until an
@@ -119,7 +119,7 @@ enum Waiting {
 
 impl Waiting {
     /// The same situation as told before (a renewed lease is not news).
-    fn same_as(&self, other: &Waiting) -> bool {
+    pub(super) fn same_as(&self, other: &Waiting) -> bool {
         match (self, other) {
             (Waiting::Held(a, _), Waiting::Held(b, _))
             | (Waiting::Kept(a, _), Waiting::Kept(b, _)) => a == b,
@@ -144,7 +144,3 @@ impl Waiting {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "deploy_lock_tests.rs"]
-mod tests;

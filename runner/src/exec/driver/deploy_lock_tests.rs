@@ -1,7 +1,7 @@
 //! Who may take the pipeline's deploy lock over once its lease expired: a run waiting at the
 //! gate on a real SQLite store whose clock is a `ManualClock`, on a paused tokio runtime.
 
-use super::Waiting;
+use super::deploy_lock::Waiting;
 use crate::exec::driver::{Driver, GateResult, RunSettings};
 use crate::pipeline::compile_text;
 use crate::pipeline::model::Concurrency;

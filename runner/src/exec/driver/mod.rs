@@ -14,6 +14,8 @@
 mod carry;
 mod clients;
 mod deploy_lock;
+#[cfg(test)]
+mod deploy_lock_tests;
 mod diff;
 mod execute;
 mod gate;
