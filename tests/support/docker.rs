@@ -1,7 +1,39 @@
 //! The `docker` command line against the test daemon: removing what a fixture started or
-//! built.
+//! built, and the addresses of running containers.
 
+use std::collections::BTreeSet;
 use std::process::Command;
+
+/// The addresses (on any of their networks) of the running containers the daemon lists, all
+/// of them or those matching a `docker ps --filter` value.
+pub fn container_addresses(docker_cli: &str, filter: Option<&str>) -> BTreeSet<String> {
+    let mut list = Command::new(docker_cli);
+    list.args(["ps", "-q"]);
+    if let Some(filter) = filter {
+        list.args(["--filter", filter]);
+    }
+    let listed = list.output().unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return BTreeSet::new();
+    }
+    let inspected = Command::new(docker_cli)
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        ])
+        .args(&ids)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&inspected.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
 
 /// Removes (forcibly) every container the daemon lists for a `docker ps --filter` value, e.g.
 /// `label=KEY=VALUE`: what a fixture started and must not leave running.

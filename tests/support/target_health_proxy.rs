@@ -196,32 +196,7 @@ fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 /// The addresses of the containers the test daemon runs, on any of their networks.
 async fn container_addresses(docker_cli: &str) -> BTreeSet<String> {
     let docker_cli = docker_cli.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let listed = std::process::Command::new(&docker_cli)
-            .args(["ps", "-q"])
-            .output()
-            .unwrap();
-        let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        if ids.is_empty() {
-            return BTreeSet::new();
-        }
-        let inspected = std::process::Command::new(&docker_cli)
-            .args([
-                "inspect",
-                "-f",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-            ])
-            .args(&ids)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&inspected.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || super::docker::container_addresses(&docker_cli, None))
+        .await
+        .unwrap()
 }

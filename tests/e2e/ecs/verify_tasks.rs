@@ -7,7 +7,6 @@
 //! cannot run a bridge-mode rolling deploy of a service publishing a fixed port.)
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use envelope_runner::exec::ecs::deploy::{Deploy, DeployProgress, DeployRecord, RolloutFailure};
@@ -36,30 +35,7 @@ fn up_check() -> TaskCheck {
 /// The addresses Docker gives the cluster's running task containers.
 fn container_addresses(env: &TestEnv, cluster: &WebCluster) -> BTreeSet<String> {
     let arn_filter = format!("label=com.amazonaws.ecs.cluster={}", cluster.arn);
-    let listed = Command::new(env.docker_cli())
-        .args(["ps", "-q", "--filter", &arn_filter])
-        .output()
-        .unwrap();
-    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return BTreeSet::new();
-    }
-    let inspected = Command::new(env.docker_cli())
-        .args([
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-        ])
-        .args(&ids)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&inspected.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
+    crate::support::docker::container_addresses(env.docker_cli(), Some(&arn_filter))
 }
 
 /// The host of a task report's URL (`http://HOST:PORT/path (task … of web)`).
