@@ -208,8 +208,9 @@ pub async fn read(
     .await
 }
 
-/// `call` until it answers, retrying errors with backoff for up to `ttl`.
-async fn retrying<T, F, Fut>(
+/// `call` until it answers, retrying errors with backoff for up to `ttl`: what a run waiting
+/// for the lease asks the store.
+pub(crate) async fn retrying<T, F, Fut>(
     ttl: Duration,
     warning: &str,
     key: &str,

@@ -97,7 +97,15 @@ impl Driver {
         if state.holder == holder {
             return Ok(None);
         }
-        let Some(run) = self.store.get_run(&RunId(state.holder.clone())).await? else {
+        let holder_run = RunId(state.holder.clone());
+        let read = lease::retrying(
+            self.settings.lease_ttl,
+            "could not read the run that holds the deploy lease; retrying",
+            key,
+            || self.store.get_run(&holder_run),
+        )
+        .await?;
+        let Some(run) = read else {
             return Ok(None);
         };
         // A run parked at a later approval gate gave the lock back when it parked; one that
