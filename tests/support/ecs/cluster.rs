@@ -231,52 +231,12 @@ impl Cluster {
     /// Waits until every service runs its desired tasks (ministack reports a new service's
     /// first deployment COMPLETED before any task runs).
     pub async fn wait_until_running(&self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let out = self
-                .ecs
-                .describe_services()
-                .cluster(&self.name)
-                .set_services(Some(self.services.clone()))
-                .send()
-                .await
-                .unwrap();
-            let ready = out.services().iter().all(|s| {
-                s.deployments().len() == 1
-                    && s.deployments()[0].running_count == s.desired_count
-                    && s.deployments()[0].rollout_state().map(|r| r.as_str()) == Some("COMPLETED")
-            });
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "services did not start: {:#?}",
-                out.services()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_until_running(&self.ecs, &self.name, &self.services).await;
     }
 
     /// Each service's current task definition.
     pub async fn task_definitions(&self) -> BTreeMap<String, String> {
-        let out = self
-            .ecs
-            .describe_services()
-            .cluster(&self.name)
-            .set_services(Some(self.services.clone()))
-            .send()
-            .await
-            .unwrap();
-        out.services()
-            .iter()
-            .map(|s| {
-                (
-                    s.service_name().unwrap().to_owned(),
-                    s.task_definition().unwrap().to_owned(),
-                )
-            })
-            .collect()
+        task_definitions(&self.ecs, &self.name, &self.services).await
     }
 
     /// The images of the running tasks of `service`, by container.
@@ -421,6 +381,62 @@ pub(super) fn deploy_request(
         on_failure: OnFailure::Rollback,
         poll: PollSchedule::DEPLOY,
     }
+}
+
+/// Waits until each of `services` runs its desired tasks on one COMPLETED deployment.
+pub(super) async fn wait_until_running(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    services: &[String],
+) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = ecs
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(services.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        let ready = out.services().iter().all(|s| {
+            s.deployments().len() == 1
+                && s.deployments()[0].running_count == s.desired_count
+                && s.deployments()[0].rollout_state().map(|r| r.as_str()) == Some("COMPLETED")
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "services did not start: {:#?}",
+            out.services()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Each of `services`' current task definition.
+pub(super) async fn task_definitions(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    services: &[String],
+) -> BTreeMap<String, String> {
+    let out = ecs
+        .describe_services()
+        .cluster(cluster)
+        .set_services(Some(services.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    out.services()
+        .iter()
+        .map(|s| {
+            (
+                s.service_name().unwrap().to_owned(),
+                s.task_definition().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }
 
 impl Drop for Cluster {

@@ -6,7 +6,7 @@
 //! ministack puts in each awsvpc task's network interface attachment).
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
@@ -16,7 +16,7 @@ use aws_sdk_ecs::types::{
 use envelope_runner::exec::ecs::deploy::DeployRequest;
 
 use super::app::{docker, push};
-use super::cluster::{deploy_request, tear_down};
+use super::cluster::{deploy_request, task_definitions, tear_down, wait_until_running};
 use super::ec2;
 use crate::env::{TestEnv, unique};
 
@@ -212,50 +212,17 @@ impl WebCluster {
             .send()
             .await
             .unwrap();
-        cluster.wait_until_running(tasks).await;
+        wait_until_running(&cluster.ecs, &cluster.name, &[cluster.service.clone()]).await;
         cluster
-    }
-
-    /// Waits until the service runs its `tasks` tasks on one COMPLETED deployment.
-    async fn wait_until_running(&self, tasks: i32) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let out = self
-                .ecs
-                .describe_services()
-                .cluster(&self.name)
-                .services(&self.service)
-                .send()
-                .await
-                .unwrap();
-            let ready = out.services().iter().all(|s| {
-                s.deployments().len() == 1
-                    && s.deployments()[0].running_count == tasks
-                    && s.deployments()[0].rollout_state().map(|r| r.as_str()) == Some("COMPLETED")
-            });
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the web service did not start: {:#?}",
-                out.services()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
     }
 
     /// The service's current task definition.
     pub async fn task_definition(&self) -> String {
-        let out = self
-            .ecs
-            .describe_services()
-            .cluster(&self.name)
-            .services(&self.service)
-            .send()
+        let services = [self.service.clone()];
+        task_definitions(&self.ecs, &self.name, &services)
             .await
-            .unwrap();
-        out.services()[0].task_definition().unwrap().to_owned()
+            .remove(&self.service)
+            .expect("the web service is described")
     }
 
     /// A deploy of `image` to the web service, rolled back on failure, under a new run id.
