@@ -312,6 +312,15 @@ impl RunRecord {
         self.stages.iter().find(|stage| !stage.status.is_finished())
     }
 
+    /// Whether the run has begun a stage past its approval gate: a migration or a deploy, the
+    /// only stages after the last approval (and, without one, the first ones the gate holds).
+    pub fn past_its_gate(&self) -> bool {
+        self.stages.iter().any(|stage| {
+            matches!(stage.kind, StageKind::Migrate | StageKind::Deploy)
+                && stage.status != StageStatus::Pending
+        })
+    }
+
     pub fn stage(&self, name: &str) -> Option<&StageRecord> {
         self.stages.iter().find(|stage| stage.name == name)
     }
@@ -430,5 +439,21 @@ mod tests {
             ],
         );
         assert_eq!(run.next_stage().unwrap().name, "approval");
+    }
+
+    #[test]
+    fn a_run_is_past_its_gate_once_a_migration_or_deploy_left_pending() {
+        let run = |approval, deploy| {
+            sample::run(
+                RunStatus::Running,
+                vec![
+                    sample::stage("approval", StageKind::Approval, approval),
+                    sample::stage("deploy", StageKind::Deploy, deploy),
+                ],
+            )
+        };
+        assert!(!run(StageStatus::Waiting, StageStatus::Pending).past_its_gate());
+        assert!(run(StageStatus::Succeeded, StageStatus::Running).past_its_gate());
+        assert!(run(StageStatus::Succeeded, StageStatus::Cancelled).past_its_gate());
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::SecondsFormat;
 use envelope_runner::exec::driver::{Driver, DriverError, RunOutcome, RunSettings};
 use envelope_runner::report::EventSink;
-use envelope_runner::run::{RunId, RunRecord, RunStatus, StageKind, StageStatus};
+use envelope_runner::run::{RunId, RunRecord, RunStatus, StageKind};
 use envelope_runner::store::{Store, StoreError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -110,7 +110,7 @@ impl Scheduler {
         // worked on it), and the runs waiting for that lock may hold every slot: it goes on
         // at once. At most one run per pipeline is past its gate.
         let past_gate =
-            matches!(store.get_run(run).await, Ok(Some(record)) if past_its_gate(&record));
+            matches!(store.get_run(run).await, Ok(Some(record)) if record.past_its_gate());
         let permit = if past_gate {
             None
         } else {
@@ -297,14 +297,6 @@ impl Scheduler {
             }
         }
     }
-}
-
-/// Whether a run has begun a stage past its approval gate (a migration or a deploy).
-fn past_its_gate(record: &RunRecord) -> bool {
-    record.stages.iter().any(|stage| {
-        matches!(stage.kind, StageKind::Migrate | StageKind::Deploy)
-            && stage.status != StageStatus::Pending
-    })
 }
 
 /// Write a running run's new events every few seconds: the web UI's live log. Never returns.
