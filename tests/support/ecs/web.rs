@@ -212,14 +212,18 @@ impl WebCluster {
             .send()
             .await
             .unwrap();
-        wait_until_running(&cluster.ecs, &cluster.name, &[cluster.service.clone()]).await;
+        wait_until_running(
+            &cluster.ecs,
+            &cluster.name,
+            std::slice::from_ref(&cluster.service),
+        )
+        .await;
         cluster
     }
 
     /// The service's current task definition.
     pub async fn task_definition(&self) -> String {
-        let services = [self.service.clone()];
-        task_definitions(&self.ecs, &self.name, &services)
+        task_definitions(&self.ecs, &self.name, std::slice::from_ref(&self.service))
             .await
             .remove(&self.service)
             .expect("the web service is described")
