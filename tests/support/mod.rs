@@ -18,6 +18,7 @@ pub mod ecs;
 pub mod fault_proxy;
 pub mod health_endpoint;
 pub mod http;
+pub mod line_end_proxy;
 pub mod private_daemon;
 pub mod private_ministack;
 pub mod process;

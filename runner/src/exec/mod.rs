@@ -7,6 +7,7 @@ pub(crate) mod build_limits;
 pub mod buildspec;
 pub mod docker_config;
 pub mod docker_host;
+pub mod docker_stream;
 pub mod driver;
 pub mod ecs;
 pub mod lease;

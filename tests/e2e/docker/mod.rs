@@ -1,8 +1,10 @@
 //! The Docker CLI's conventions: registry credentials from `config.json` (helpers, `auths`)
 //! for pushes and for private base images, and a remote daemon over TLS (`DOCKER_HOST` with
-//! `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`, and a Docker context).
+//! `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`, and a Docker context); and the daemon's streamed
+//! answers read to their end when their line ends arrive late (`line_ends`).
 
 mod credentials;
+mod line_ends;
 mod tls;
 
 use std::path::Path;
