@@ -136,15 +136,19 @@ async fn killed_during_build(dynamodb: bool) {
 }
 
 /// A pipeline whose stage after the gate is a slow build, so two runs past the gate would
-/// overlap if nothing kept them apart.
+/// overlap if nothing kept them apart. Its image has a name of its own: tests that run at the
+/// same time never push the same tag.
 fn gated_project(env: &TestEnv, url: &str, concurrency: &str) -> tempfile::TempDir {
-    let stages = "  - approval:\n      timeout: 1h\n  - build:\n      name: after-gate\n      image: e2e/after-gate\n      buildspec: buildspecs/slow.yml\n";
+    let stages = format!(
+        "  - approval:\n      timeout: 1h\n  - build:\n      name: after-gate\n      image: e2e/{}\n      buildspec: buildspecs/slow.yml\n",
+        unique("after-gate")
+    );
     let project = project_with(
         url,
         env.registry(),
         &format!("e2e/{}", unique("gate")),
         &format!("concurrency: {concurrency}\n"),
-        stages,
+        &stages,
     );
     slow_buildspec(project.path(), 2);
     project
