@@ -5,7 +5,9 @@
 //! ran. A second promotion uploads no blob again. A third environment pulls from the htpasswd
 //! registry on 127.0.0.1:5001: with its password the copy lands there at the same digest; with
 //! a wrong one the promotion fails at the copy (exit 6, both repositories named) and deploys
-//! nothing.
+//! nothing. A fourth names its registry as ECR does (`<account>.dkr.ecr.<region>.amazonaws.com`,
+//! which cannot be reached here): with `ENVELOPE_REGISTRY_ENDPOINT` at ministack's ECR, the copy
+//! goes there, as a push does, and the image keeps its ECR name.
 
 use std::path::Path;
 use std::process::Output;
@@ -56,9 +58,14 @@ impl Drop for EcrRepository {
 }
 
 /// The project's `api` pipeline builds `image`, and has environments `staging` (its own
-/// cluster and service names, the plain registry), `prod` (ministack's ECR) and `vault` (the
-/// htpasswd registry), none with an approval gate.
-fn with_registries(project: &Path, image: &str, staging: &Cluster, ecr: &str, vault: &str) {
+/// cluster and service names, the plain registry), `prod` (ministack's ECR), `vault` (the
+/// htpasswd registry) and `ecr` (ECR by its AWS name), none with an approval gate.
+fn with_registries(
+    project: &Path,
+    image: &str,
+    staging: &Cluster,
+    [ecr, vault, by_name]: [&str; 3],
+) {
     let file = project.join("pipelines/api.yaml");
     let yaml = std::fs::read_to_string(&file).unwrap();
     let built = yaml
@@ -71,8 +78,8 @@ fn with_registries(project: &Path, image: &str, staging: &Cluster, ecr: &str, va
         .map(|role| format!("      envelope-prod-{role}: envelope-staging-{role}\n"))
         .collect();
     let environments = format!(
-        "environments:\n  staging:\n    cluster: {}\n    services:\n{services}    approval: skip\n  prod:\n    aws: {{registry: {ecr}}}\n    approval: skip\n  vault:\n    aws: {{registry: {vault}}}\n    approval: skip\nstages:\n",
-        staging.name
+        "environments:\n  staging:\n    cluster: {}\n    services:\n{services}    approval: skip\n  prod:\n    aws: {{registry: {ecr}}}\n    approval: skip\n  vault:\n    aws: {{registry: {vault}}}\n    approval: skip\n  ecr:\n    aws: {{registry: {by_name}}}\n    approval: skip\nstages:\n",
+        staging.name,
     );
     let yaml = yaml.replacen("stages:\n", &environments, 1).replacen(
         &format!("image: {built}"),
@@ -80,6 +87,12 @@ fn with_registries(project: &Path, image: &str, staging: &Cluster, ecr: &str, va
         1,
     );
     std::fs::write(file, yaml).unwrap();
+}
+
+/// ECR's registry as a user writes it: the emulator's account, in the test environment's
+/// region.
+fn ecr_by_name(env: &TestEnv) -> String {
+    format!("000000000000.dkr.ecr.{}.amazonaws.com", env.region())
 }
 
 fn runner(project: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
@@ -119,7 +132,12 @@ async fn a_promotion_to_another_registry_copies_the_digest_once_and_deploys_the_
     let prod_before = prod.task_definitions().await;
     let (_repo, url) = app_repository(env, "v2.0.0", "");
     let project = api_project(env, &prod, &url, 0);
-    with_registries(project.path(), &image, &staging, &ecr, env.auth_registry());
+    with_registries(
+        project.path(),
+        &image,
+        &staging,
+        [&ecr, env.auth_registry(), &ecr_by_name(env)],
+    );
     let project = project.path().to_path_buf();
     let password_file = env
         .var("ENVELOPE_TEST_AUTH_REGISTRY_PASSWORD_FILE")
@@ -255,5 +273,42 @@ async fn a_promotion_to_another_registry_copies_the_digest_once_and_deploys_the_
     assert!(
         second.contains(": 0 blobs copied (0 bytes), ") && !second.contains(", 0 already in"),
         "the second promotion finds every blob there: {second}"
+    );
+
+    // ECR by its AWS name, reached through the endpoint: ministack's registry, which keeps one
+    // store for every region, holds every blob already (prod's copy).
+    let by_name = tokio::task::spawn_blocking({
+        let project = project.clone();
+        move || {
+            runner(
+                &project,
+                &[
+                    "promote",
+                    "api",
+                    "--from",
+                    "staging",
+                    "--to",
+                    "ecr",
+                    "--allow-unverified",
+                    "--until",
+                    "push",
+                ],
+                &[("ENVELOPE_REGISTRY_ENDPOINT", &ecr)],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(by_name.status.code(), Some(0), "{}", text(&by_name));
+    let line = copied(&by_name);
+    assert!(
+        line.contains(": 0 blobs copied (0 bytes), ")
+            && line.contains(&format!(" already in {}/{image}", ecr_by_name(env))),
+        "the copy reached the endpoint: {line}"
+    );
+    let record = record_of(&project, &run_id(&by_name));
+    assert_eq!(
+        stage(&record, "push")["outputs"]["image"],
+        format!("{}/{image}@{digest}", ecr_by_name(env)).as_str()
     );
 }

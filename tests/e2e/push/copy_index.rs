@@ -115,6 +115,7 @@ async fn an_image_index_is_copied_with_its_platform_manifests_at_the_same_digest
         tags: vec!["v1".into()],
         source_credentials: None,
         target_credentials: Some(basic(env.auth_registry(), &env.auth_password())),
+        target_endpoint: None,
     };
     let first: CopyOutput = copy(&request).await.unwrap();
     assert_eq!(first.digest, index_digest);

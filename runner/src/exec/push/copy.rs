@@ -42,6 +42,10 @@ pub struct CopyRequest {
     pub tags: Vec<String>,
     pub source_credentials: Option<RegistryCredentials>,
     pub target_credentials: Option<RegistryCredentials>,
+    /// The `host:port` to contact for the target instead of the registry its name gives (a
+    /// mirror, a VPC endpoint, an emulator: the run's `--registry-endpoint`), as a push does.
+    /// The copy still answers the target by its name.
+    pub target_endpoint: Option<String>,
 }
 
 /// What a copy did.
@@ -115,8 +119,11 @@ struct Side {
 }
 
 impl Side {
-    async fn new(repository: &Repository, credentials: Option<&RegistryCredentials>) -> Self {
-        let endpoint = RegistryEndpoint::for_registry(repository.registry());
+    async fn new(
+        repository: &Repository,
+        credentials: Option<&RegistryCredentials>,
+        endpoint: RegistryEndpoint,
+    ) -> Self {
         let client = registry_client(&endpoint);
         let auth = registry_auth(credentials);
         client.store_auth_if_needed(endpoint.host(), &auth).await;
@@ -158,11 +165,27 @@ pub async fn copy(request: &CopyRequest) -> Result<CopyOutput, CopyError> {
             })?;
     let source_repository = Repository::parse(source_repository)?;
     let target_repository = Repository::parse(&request.target)?;
+    let target_endpoint = match request.target_endpoint.as_deref() {
+        Some(text) if !text.trim().is_empty() => RegistryEndpoint::parse(text)?,
+        _ => RegistryEndpoint::for_registry(target_repository.registry()),
+    };
+    let source = Side::new(
+        &source_repository,
+        request.source_credentials.as_ref(),
+        RegistryEndpoint::for_registry(source_repository.registry()),
+    )
+    .await;
+    let target = Side::new(
+        &target_repository,
+        request.target_credentials.as_ref(),
+        target_endpoint,
+    )
+    .await;
     let mut copy = Copying {
         request,
-        same_registry: source_repository.registry() == target_repository.registry(),
-        source: Side::new(&source_repository, request.source_credentials.as_ref()).await,
-        target: Side::new(&target_repository, request.target_credentials.as_ref()).await,
+        same_registry: source.host == target.host,
+        source,
+        target,
         output: CopyOutput {
             image_ref: format!("{}@{digest}", target_repository.as_written()),
             digest: digest.to_owned(),
@@ -430,6 +453,7 @@ mod tests {
             tags: vec![],
             source_credentials: None,
             target_credentials: None,
+            target_endpoint: None,
         };
         let error = copy(&request).await.expect_err("no digest");
         assert_eq!(

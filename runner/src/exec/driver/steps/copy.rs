@@ -43,6 +43,7 @@ impl Driver {
             tags: step.tags.clone(),
             source_credentials: self.source_credentials(source_repository).await?,
             target_credentials: self.credentials_for(&target).await?,
+            target_endpoint: self.endpoint_for(&target),
         };
         let output = push::copy(&request).await.map_err(|error| {
             let environment = error.is_environment();
