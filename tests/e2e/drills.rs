@@ -164,6 +164,10 @@ async fn a_docker_daemon_killed_mid_build_is_an_environment_error_and_retry_fini
         error.contains("Docker daemon") && error.contains(&daemon.host()),
         "the error names the daemon: {all}"
     );
+    assert!(
+        error.contains("broke during the build while `[2/2] RUN"),
+        "the error says the connection broke in the slow step: {all}"
+    );
     let run_id = stdout
         .split_whitespace()
         .skip_while(|word| *word != "run")

@@ -52,6 +52,17 @@ pub enum BuildError {
          repository) or set DOCKER_HOST to a running daemon, then run the build again"
     )]
     DaemonUnreachable { endpoint: String, detail: String },
+    #[error(
+        "the connection to the Docker daemon at {endpoint} broke during the build{}: {detail}. \
+         The daemon may have stopped or restarted: check it (`docker info`, its log), then run \
+         the build again",
+        step.as_deref().map(|step| format!(" while `{step}` ran")).unwrap_or_default()
+    )]
+    ConnectionLost {
+        endpoint: String,
+        step: Option<String>,
+        detail: String,
+    },
     #[error("cannot open a BuildKit session on the Docker daemon: {0}")]
     Session(String),
     #[error(
@@ -112,6 +123,7 @@ impl BuildError {
         matches!(
             self,
             BuildError::DaemonUnreachable { .. }
+                | BuildError::ConnectionLost { .. }
                 | BuildError::Session(_)
                 | BuildError::Stalled { .. }
         )
@@ -193,8 +205,10 @@ pub(super) fn classify_failure(
             image: image.to_owned(),
             message: scrub(&message),
         },
-        Error::IOError { err } => BuildError::DaemonUnreachable {
+        // The daemon answered the ping and began the answer: it was reachable.
+        Error::IOError { err } => BuildError::ConnectionLost {
             endpoint: endpoint.to_string(),
+            step: tracker.running_step(),
             detail: err.to_string(),
         },
         other => BuildError::Failed {
