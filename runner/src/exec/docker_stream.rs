@@ -2,11 +2,12 @@
 //! bollard, without a false error at their end.
 //!
 //! The daemon ends every message with `\r\n` and writes each one whole. bollard 0.21's decoder
-//! splits the answer on `\n` only (bollard issue #560, fixed upstream after 0.21.1): when a
-//! socket read ends right after a message's closing `}`, it takes the message, and the `\r\n`
-//! that arrives next leaves a lone `\r` in its buffer. If that was the last message, the
-//! complete answer ends in `Err(IOError("bytes remaining on stream"))`: a finished build
-//! reported as an unreachable daemon.
+//! splits the answer on `\n` only (bollard issue #560; its fix, bollard PR #733, is in no
+//! release yet: 0.21.1 is the newest): when a socket read ends right after a message's closing
+//! `}`, it takes the message, and the `\r\n` that arrives next leaves a lone `\r` in its
+//! buffer. If that was the last message, the complete answer ends in
+//! `Err(IOError("bytes remaining on stream"))`: a finished build reported as a failure of the
+//! daemon.
 //!
 //! That error can only mean whitespace here: a connection that drops midway is reported by
 //! hyper with its own message, and the daemon never ends an answer inside a message. So

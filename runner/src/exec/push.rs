@@ -192,10 +192,8 @@ impl<'a> Plan<'a> {
                 repository: repository.as_written().to_string(),
             });
         }
-        let endpoint = match request.endpoint_override.as_deref() {
-            Some(text) if !text.trim().is_empty() => RegistryEndpoint::parse(text)?,
-            _ => RegistryEndpoint::for_registry(repository.registry()),
-        };
+        let endpoint =
+            RegistryEndpoint::resolve(request.endpoint_override.as_deref(), repository.registry())?;
         let target_repository = if request.endpoint_override.is_some() {
             format!("{}/{}", endpoint.host(), repository.path())
         } else {

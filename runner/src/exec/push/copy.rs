@@ -44,7 +44,7 @@ pub struct CopyRequest {
     pub target_credentials: Option<RegistryCredentials>,
     /// The `host:port` to contact for the target instead of the registry its name gives (a
     /// mirror, a VPC endpoint, an emulator: the run's `--registry-endpoint`), as a push does.
-    /// The copy still answers the target by its name.
+    /// The copy keeps the target's name (`CopyOutput::image_ref`).
     pub target_endpoint: Option<String>,
 }
 
@@ -165,10 +165,10 @@ pub async fn copy(request: &CopyRequest) -> Result<CopyOutput, CopyError> {
             })?;
     let source_repository = Repository::parse(source_repository)?;
     let target_repository = Repository::parse(&request.target)?;
-    let target_endpoint = match request.target_endpoint.as_deref() {
-        Some(text) if !text.trim().is_empty() => RegistryEndpoint::parse(text)?,
-        _ => RegistryEndpoint::for_registry(target_repository.registry()),
-    };
+    let target_endpoint = RegistryEndpoint::resolve(
+        request.target_endpoint.as_deref(),
+        target_repository.registry(),
+    )?;
     let source = Side::new(
         &source_repository,
         request.source_credentials.as_ref(),

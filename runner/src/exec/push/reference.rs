@@ -150,6 +150,18 @@ impl RegistryEndpoint {
         })
     }
 
+    /// The endpoint to contact for `registry`: `endpoint_override` when one is given and not
+    /// blank (`--registry-endpoint`), else the registry itself.
+    pub fn resolve(
+        endpoint_override: Option<&str>,
+        registry: &str,
+    ) -> Result<Self, ReferenceError> {
+        match endpoint_override {
+            Some(text) if !text.trim().is_empty() => RegistryEndpoint::parse(text),
+            _ => Ok(RegistryEndpoint::for_registry(registry)),
+        }
+    }
+
     /// The endpoint for a registry host as a repository names it (no override).
     pub fn for_registry(registry: &str) -> Self {
         RegistryEndpoint {
@@ -231,6 +243,20 @@ pub enum ReferenceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_override_replaces_the_registry_unless_it_is_blank() {
+        let ecr = "123456789012.dkr.ecr.eu-west-2.amazonaws.com";
+        let overridden = RegistryEndpoint::resolve(Some("127.0.0.1:4566"), ecr).unwrap();
+        assert_eq!(overridden.host(), "127.0.0.1:4566");
+        assert!(overridden.allows_plain_http());
+        for blank in [None, Some(""), Some("  ")] {
+            let own = RegistryEndpoint::resolve(blank, ecr).unwrap();
+            assert_eq!(own.host(), ecr, "{blank:?}");
+            assert!(!own.allows_plain_http());
+        }
+        assert!(RegistryEndpoint::resolve(Some("http://mirror.example.com"), ecr).is_err());
+    }
 
     #[test]
     fn repositories_split_into_registry_and_path() {
