@@ -112,9 +112,10 @@ pub fn app_repository(env: &TestEnv, tags: &[&str]) -> (tempfile::TempDir, Strin
 }
 
 /// Pipeline `drill-N`'s file: it builds from `url`, pushes tags of its own
-/// (`drill-N-<release tag>`: images of two pipelines pushed under one tag at the same time
-/// would race, and the runner fails the push that lost) and deploys service `drill-dN` of
-/// `cluster`; with `verify`, the deploy then checks that URL every second for two minutes.
+/// (`<cluster>-drill-N-<release tag>`: images of two pipelines, or of two tests, pushed under
+/// one tag at the same time would race, and the runner fails the push that lost) and deploys
+/// service `drill-dN` of `cluster`; with `verify`, the deploy then checks that URL every second
+/// for two minutes.
 pub fn drill_pipeline(
     env: &TestEnv,
     url: &str,
@@ -138,7 +139,7 @@ aws:
 stages:
   - build:
       image: {image}
-      tags: ["drill-{index}-${{release.tag}}"]
+      tags: ["{cluster}-drill-{index}-${{release.tag}}"]
   - deploy:
       cluster: {cluster}
       services: [drill-d{index}]

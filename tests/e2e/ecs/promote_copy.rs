@@ -223,7 +223,13 @@ async fn a_promotion_to_another_registry_copies_the_digest_once_and_deploys_the_
     );
     let auth = RegistryAuth::Basic("AWS".into(), env.auth_password());
     assert_eq!(
-        oci_digest(env.auth_registry(), &image, "v2.0.0", &auth).await,
+        oci_digest(
+            env.auth_registry(),
+            &image,
+            &format!("{}-v2.0.0", prod.name),
+            &auth
+        )
+        .await,
         digest,
         "the copy also has the push stage's tag"
     );

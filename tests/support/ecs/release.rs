@@ -28,7 +28,10 @@ pub fn app_repository(env: &TestEnv, tag: &str, crash_roles: &str) -> (tempfile:
     (dir, url)
 }
 
-/// A project whose `api` pipeline builds the app and migrates and deploys it on `cluster`.
+/// A project whose `api` pipeline builds the app and migrates and deploys it on `cluster`. It
+/// pushes the shared test repository under tags of its own (`<cluster>-<release tag>`): two
+/// tests pushing different images under one tag at the same time would race, and the runner
+/// fails the push that lost.
 pub fn api_project(
     env: &TestEnv,
     cluster: &Cluster,
@@ -86,7 +89,7 @@ aws:
 {top}stages:
   - build:
       image: {image}
-      tags: ["${{release.tag}}"]
+      tags: ["{cluster}-${{release.tag}}"]
   - approval:
       timeout: 1h{notify}
   - migrate:
