@@ -111,22 +111,39 @@ pub fn push_as(env: &TestEnv, image: &str, reference: &str) -> String {
 }
 
 pub(super) fn docker(env: &TestEnv, args: &[&str]) -> String {
+    try_docker(env, args).unwrap_or_else(|error| panic!("docker {args:?} failed: {error}"))
+}
+
+/// The docker CLI's output, or its error output when it fails.
+fn try_docker(env: &TestEnv, args: &[&str]) -> Result<String, String> {
     let output = Command::new(env.docker_cli())
         .env("DOCKER_BUILDKIT", "1")
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
 }
 
-/// Pushes `reference` (`repo:tag`) and returns `repo@sha256:…`.
+/// Pushes `reference` (`repo:tag`) and returns `repo@sha256:…`. Every test process pushes the
+/// same images at its start, and the registry sometimes answers one of several identical
+/// uploads at once with a 500: a failed push is tried twice more, a second apart.
 pub(super) fn push(env: &TestEnv, reference: &str) -> String {
-    let out = docker(env, &["push", reference]);
+    let mut attempt = 1;
+    let out = loop {
+        match try_docker(env, &["push", reference]) {
+            Ok(out) => break out,
+            Err(error) if attempt < 3 => {
+                eprintln!("docker push {reference} (attempt {attempt}) failed: {error}");
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(error) => panic!("docker push {reference} failed {attempt} times: {error}"),
+        }
+    };
     let digest = out
         .split_whitespace()
         .skip_while(|word| *word != "digest:")
