@@ -278,8 +278,8 @@ pub async fn build(
         // The context travels through the session (`remote=client-session`), so the request
         // body is empty.
         let empty = bollard::body_full(bytes::Bytes::new());
-        let stream = super::docker_stream::whole(client.build_image(options, None, Some(empty)));
-        let mut stream = std::pin::pin!(stream);
+        let mut stream =
+            super::docker_stream::whole(client.build_image(options, None, Some(empty)));
         loop {
             let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
                 stalled = true;

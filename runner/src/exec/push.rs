@@ -428,12 +428,11 @@ async fn push_once(
     progress: &(dyn Fn(PushProgress) + Send + Sync),
 ) -> Result<String, AttemptError> {
     let options = PushImageOptionsBuilder::new().tag(tag).build();
-    let stream = super::docker_stream::whole(docker.push_image(
+    let mut stream = super::docker_stream::whole(docker.push_image(
         &plan.target_repository,
         Some(options),
         plan.docker_credentials(),
     ));
-    let mut stream = std::pin::pin!(stream);
     let mut digest = None;
     let mut started = false;
     loop {

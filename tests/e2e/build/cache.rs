@@ -248,7 +248,7 @@ async fn push(
     tag: &str,
     credentials: Option<DockerCredentials>,
 ) {
-    let stream = envelope_runner::exec::docker_stream::whole(docker.push_image(
+    let mut stream = envelope_runner::exec::docker_stream::whole(docker.push_image(
         repository,
         Some(PushImageOptions {
             tag: Some(tag.to_owned()),
@@ -256,7 +256,6 @@ async fn push(
         }),
         credentials,
     ));
-    let mut stream = std::pin::pin!(stream);
     while let Some(item) = stream.next().await {
         let item = item.unwrap_or_else(|error| panic!("pushing {repository}:{tag}: {error}"));
         if let Some(error) = item.error_detail.and_then(|detail| detail.message) {
