@@ -383,6 +383,20 @@ pub(super) fn deploy_request(
     }
 }
 
+/// DescribeServices of `services` in `cluster`.
+async fn describe(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    services: &[String],
+) -> aws_sdk_ecs::operation::describe_services::DescribeServicesOutput {
+    ecs.describe_services()
+        .cluster(cluster)
+        .set_services(Some(services.to_vec()))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Waits until each of `services` runs its desired tasks on one COMPLETED deployment.
 pub(super) async fn wait_until_running(
     ecs: &aws_sdk_ecs::Client,
@@ -391,13 +405,7 @@ pub(super) async fn wait_until_running(
 ) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let out = ecs
-            .describe_services()
-            .cluster(cluster)
-            .set_services(Some(services.to_vec()))
-            .send()
-            .await
-            .unwrap();
+        let out = describe(ecs, cluster, services).await;
         let ready = out.services().iter().all(|s| {
             s.deployments().len() == 1
                 && s.deployments()[0].running_count == s.desired_count
@@ -421,13 +429,7 @@ pub(super) async fn task_definitions(
     cluster: &str,
     services: &[String],
 ) -> BTreeMap<String, String> {
-    let out = ecs
-        .describe_services()
-        .cluster(cluster)
-        .set_services(Some(services.to_vec()))
-        .send()
-        .await
-        .unwrap();
+    let out = describe(ecs, cluster, services).await;
     out.services()
         .iter()
         .map(|s| {
