@@ -236,6 +236,10 @@ pub(crate) fn classify(message: &str) -> FailureKind {
         || has("bad gateway")
         || has("service unavailable")
         || has("gateway timeout")
+        // A manifest naming a layer the daemon saw accepted, which the registry then cannot
+        // find: what registry:2 answers when identical layers are pushed at once. Another
+        // attempt uploads what is missing.
+        || has("blob unknown to registry")
     {
         FailureKind::ServerFailure
     } else {
@@ -285,6 +289,10 @@ mod tests {
                 AuthRefused,
             ),
             ("tag invalid: tag 'v1' is immutable", TagImmutable),
+            (
+                "errors:\ndigest invalid\nmanifest blob unknown: blob unknown to registry",
+                ServerFailure,
+            ),
             (
                 "tag invalid: The image tag 'v1' already exists in the 'api' repository and \
                  cannot be overwritten because the repository is immutable.",
